@@ -1,0 +1,208 @@
+"""How supctl renders supd's messages: tables, one-line events, JSON records.
+
+Kept apart from the command plumbing in ``supervisor.cli`` so that the text a
+person or a script reads is defined in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from supervisor.v1 import supervisor_pb2 as pb
+
+__all__ = [
+    "batch_json_lines",
+    "describe_event",
+    "describe_exit",
+    "describe_gap",
+    "duration",
+    "event_json",
+    "gap_json",
+    "health_text",
+    "list_table",
+    "message_dict",
+    "state_name",
+]
+
+_STREAM_NAMES = {pb.OUTPUT_STREAM_STDOUT: "stdout", pb.OUTPUT_STREAM_STDERR: "stderr"}
+
+
+def message_dict(msg: Any) -> dict[str, Any]:
+    """A message as JSON-ready data, every field present so scripts need no defaults."""
+    from google.protobuf import json_format
+
+    result: dict[str, Any] = json_format.MessageToDict(
+        msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return result
+
+
+def state_name(state: int) -> str:
+    """``CHILD_STATE_RUNNING`` -> ``RUNNING``; a number this client does not know stays a number."""
+    try:
+        return pb.ChildState.Name(state).removeprefix("CHILD_STATE_")  # type: ignore[arg-type]
+    except ValueError:
+        return str(state)
+
+
+def duration(seconds: float) -> str:
+    """A short human duration (``12s``, ``3m04s``, ``2h05m``, ``4d03h``); ``-`` for none."""
+    if seconds <= 0:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def describe_exit(exit_status: pb.ExitStatus) -> str:
+    """supd's own summary when it gave one, else one built from the fields."""
+    if exit_status.description:
+        return exit_status.description
+    if exit_status.exited:
+        return f"exited with code {exit_status.code}"
+    return f"killed by {exit_status.signal_name or f'signal {exit_status.signal}'}"
+
+
+def _last_exit(child: pb.ChildInfo) -> str:
+    return describe_exit(child.last_exit) if child.HasField("last_exit") else "-"
+
+
+def list_table(children: Sequence[pb.ChildInfo]) -> str:
+    """The ``supctl ls`` table, columns sized to their contents, LAST-EXIT unpadded last."""
+    header = ("NAME", "STATE", "PID", "GEN", "RESTARTS", "UPTIME", "LAST-EXIT")
+    rows = [header] + [
+        (
+            c.spec.name,
+            state_name(c.state),
+            str(c.pid) if c.pid else "-",
+            str(c.generation),
+            str(c.restart_count),
+            duration(c.uptime_seconds),
+            _last_exit(c),
+        )
+        for c in children
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def health_text(resp: pb.HealthResponse) -> str:
+    """``supctl health``: supd's version and uptime, then one block per child."""
+    lines = [f"supd {resp.version or '(unknown version)'}, up {duration(resp.supervisor_uptime_seconds)}"]
+    if not resp.children:
+        lines.append("no children")
+    for c in resp.children:
+        state = state_name(c.state)
+        if c.state == pb.CHILD_STATE_BACKOFF:
+            state += f" (next start in {c.next_start_in_seconds:.1f}s)"
+        held = c.next_seq - c.oldest_seq
+        lines += [
+            "",
+            c.spec.name,
+            f"  state:       {state}",
+            f"  pid:         {c.pid or '-'}",
+            f"  generation:  {c.generation}",
+            f"  restarts:    {c.restart_count}",
+            f"  uptime:      {duration(c.uptime_seconds)}",
+            f"  last exit:   {_last_exit(c)}",
+            f"  fatal:       {c.fatal_reason or '-'}",
+            f"  ring:        seq {c.oldest_seq}..{c.next_seq} ({held} records), "
+            f"{c.ring_bytes_used} of {c.spec.ring_bytes} bytes, {c.ring_evicted_records} evicted",
+            f"  drained:     {c.stdout_lines} stdout lines, {c.stderr_lines} stderr lines, "
+            f"{c.bytes_drained} bytes",
+        ]
+    return "\n".join(lines)
+
+
+def describe_event(name: str, event: pb.Event) -> str:
+    """One readable stderr line for a lifecycle event, e.g. ``[web] exited with code 3 (generation 2)``."""
+    kind = event.kind
+    if kind == pb.Event.KIND_STARTED:
+        text = f"started with pid {event.pid}"
+    elif kind == pb.Event.KIND_EXITED:
+        text = describe_exit(event.exit) if event.HasField("exit") else event.message or "exited"
+    elif kind == pb.Event.KIND_RESTARTING:
+        text = f"restarting in {event.restart_in_seconds:g}s"
+    elif kind == pb.Event.KIND_FATAL:
+        text = f"FATAL: {event.message or 'restarted too often'}"
+    elif kind == pb.Event.KIND_STOPPED:
+        text = "stopped"
+    elif kind == pb.Event.KIND_START_FAILED:
+        text = f"failed to start: {event.message or 'unknown reason'}"
+    elif kind == pb.Event.KIND_REMOVED:
+        text = "removed"
+    elif kind == pb.Event.KIND_SHUTDOWN:
+        text = "supd is shutting down"
+    else:
+        text = event.message or f"event {kind}"
+    if event.generation and kind not in (pb.Event.KIND_REMOVED, pb.Event.KIND_SHUTDOWN):
+        text += f" (generation {event.generation})"
+    return f"supctl: [{name}] {text}"
+
+
+def describe_gap(name: str, gap: pb.Gap) -> str:
+    """One stderr line saying which records this reader lost."""
+    reason = gap.reason or "unknown"
+    return f"supctl: [{name}] GAP: {gap.count} records lost from seq {gap.first_seq}: {reason}"
+
+
+def _kind_name(kind: int) -> str:
+    try:
+        return pb.Event.Kind.Name(kind).removeprefix("KIND_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        return str(kind)
+
+
+def event_json(event: pb.Event) -> str:
+    """``{"seq": N, "event": "exited", ...the event's other fields...}``."""
+    from google.protobuf import json_format
+
+    fields: dict[str, Any] = json_format.MessageToDict(event, preserving_proto_field_name=True)
+    fields.pop("seq", None)
+    fields.pop("kind", None)
+    return json.dumps({"seq": event.seq, "event": _kind_name(event.kind), **fields})
+
+
+def gap_json(gap: pb.Gap) -> str:
+    """``{"gap": {"first_seq": N, "count": N, "reason": "..."}}``, numbers as numbers."""
+    return json.dumps({"gap": {"first_seq": gap.first_seq, "count": gap.count, "reason": gap.reason}})
+
+
+def batch_json_lines(batch: pb.LineBatch) -> Iterator[str]:
+    """One JSON record per line of a batch: text without its newline, ``partial`` when it had none.
+
+    Bytes that are not UTF-8 are shown with U+FFFD in ``text`` and kept exactly
+    in ``data_b64`` (the line without its newline, like ``text``).
+    """
+    stream = _STREAM_NAMES.get(batch.stream, str(batch.stream))
+    generation = batch.generation
+    time = batch.time.ToJsonString() if batch.HasField("time") else None
+    data = batch.data
+    seq = batch.first_seq
+    off = 0
+    for length in batch.lengths:
+        line = data[off : off + length]
+        off += length
+        partial = not line.endswith(b"\n")
+        body = line if partial else line[:-1]
+        record: dict[str, Any] = {"seq": seq, "stream": stream, "generation": generation, "time": time}
+        try:
+            record["text"] = body.decode("utf-8")
+        except UnicodeDecodeError:
+            record["text"] = body.decode("utf-8", errors="replace")
+            record["data_b64"] = base64.b64encode(body).decode("ascii")
+        if partial:
+            record["partial"] = True
+        seq += 1
+        yield json.dumps(record, ensure_ascii=False)

@@ -1,0 +1,1 @@
+"""Everything supd runs. supctl never imports this package, so it starts fast."""

@@ -1,0 +1,90 @@
+"""supd's entry point and nested lifetimes: logging > server > children.
+
+The server outlives the children so that open streams receive the children's
+last lines and exits; SIGTERM or SIGINT stops every child in parallel within
+one deadline, lets streams deliver what is queued, then exits 0. A second
+signal means now: every child group is SIGKILLed and supd exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import structlog
+
+from supervisor import __version__
+from supervisor._daemon.log import configure_logging
+from supervisor._daemon.registry import Registry
+from supervisor._daemon.server import SocketError, SocketLock, build_server
+from supervisor._daemon.service import SupervisorService
+from supervisor._daemon.settings import ConfigError, Settings, parse_args
+
+__all__ = ["main"]
+
+log = structlog.get_logger("supd")
+# How long open streams get to deliver what is queued once children are down.
+STREAM_DRAIN_SECONDS = 5.0
+EXIT_CONFIG = 2
+EXIT_SOCKET = 3
+
+
+async def serve(settings: Settings) -> int:
+    """Run until a signal; the exit code."""
+    lock = SocketLock(settings.socket)
+    lock.acquire()
+    loop = asyncio.get_running_loop()
+    signals: asyncio.Queue[int] = asyncio.Queue()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signals.put_nowait, int(sig))
+    registry = Registry()
+    service = SupervisorService(registry)
+    try:
+        server, health = await build_server(service, settings.socket)
+    except Exception:
+        lock.release()
+        raise
+    log.info("supd.started", socket=settings.socket, pid=os.getpid(), version=__version__)
+    try:
+        for spec in settings.children:
+            await registry.spawn(spec)
+        sig = await signals.get()
+        log.info("supd.stopping", signal=signal.Signals(sig).name, deadline=settings.shutdown_timeout)
+        await health.enter_graceful_shutdown()
+        shutdown = asyncio.create_task(registry.shutdown(settings.shutdown_timeout))
+        second = asyncio.create_task(signals.get())
+        done, _ = await asyncio.wait({shutdown, second}, return_when=asyncio.FIRST_COMPLETED)
+        if second in done:
+            log.warning("supd.stopping.now", signal=signal.Signals(second.result()).name)
+            for child in registry.all():
+                if child.process is not None:
+                    child.process.signal_group(signal.SIGKILL)
+            return 1
+        second.cancel()
+        shutdown.result()
+        # Children are down and their rings closed: streams finish what is queued.
+        await server.stop(STREAM_DRAIN_SECONDS)
+        log.info("supd.stopped")
+        return 0
+    finally:
+        lock.release()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse_args(argv)
+    except ConfigError as exc:
+        print(f"supd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level)
+    try:
+        return asyncio.run(serve(settings))
+    except SocketError as exc:
+        print(f"supd: {exc}", file=sys.stderr)
+        return EXIT_SOCKET
+
+
+if __name__ == "__main__":
+    sys.exit(main())

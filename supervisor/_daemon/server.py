@@ -1,0 +1,113 @@
+"""The listening side: a private socket directory, one supd per socket, the gRPC server.
+
+grpcio silently unlinks and takes over a socket path that a live server still
+uses, so the exclusive lock on ``<socket>.lock`` is what makes "one supd per
+socket" true: a second supd is refused with the first one's pid, and a stale
+socket left by a dead supd is replaced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from supervisor._daemon.service import SupervisorService
+from supervisor.paths import MAX_SOCKET_PATH_BYTES
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+__all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server"]
+
+log = structlog.get_logger("supd.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
+# Largest message supd accepts (a Spawn with a big env); replies are capped by design.
+MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+
+
+class SocketError(Exception):
+    """The socket cannot be served: path too long, directory unusable, or another supd holds it."""
+
+
+class SocketLock:
+    """Holds ``<socket>.lock`` for as long as supd serves the socket."""
+
+    def __init__(self, socket_path: str) -> None:
+        if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH_BYTES:
+            raise SocketError(
+                f"socket path is {len(os.fsencode(socket_path))} bytes, the kernel allows at most"
+                f" {MAX_SOCKET_PATH_BYTES}: choose a shorter --socket path ({socket_path})"
+            )
+        self.path = socket_path
+        self.lock_path = socket_path + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Create the 0700 directory, take the lock, clear a stale socket; SocketError if held."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise SocketError(f"cannot create socket directory {directory}: {exc.strerror}") from exc
+        mode = stat.S_IMODE(os.stat(directory).st_mode)
+        if mode & 0o077:
+            log.warning(
+                "server.socket_dir.open",
+                directory=directory,
+                mode=oct(mode),
+                hint="other users may reach the socket; supd creates its own directory with mode 0700",
+            )
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise SocketError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SocketError(
+                f"another supd (pid {holder}) is serving {self.path}; stop it or choose another --socket"
+            ) from None
+        os.ftruncate(fd, 0)
+        written = os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if written <= 0:
+            raise SocketError(f"cannot record our pid in {self.lock_path}")
+        self._fd = fd
+        if os.path.lexists(self.path):
+            log.info("server.socket.stale_replaced", socket=self.path)
+            os.unlink(self.path)
+
+    def release(self) -> None:
+        """Remove the socket and let go of the lock (the lock file stays: unlinking it would race)."""
+        if self._fd is None:
+            return
+        if os.path.lexists(self.path):
+            os.unlink(self.path)
+        os.close(self._fd)
+        self._fd = None
+
+
+async def build_server(
+    service: SupervisorService, socket_path: str
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+    pb_grpc.add_SupervisorServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    server.add_insecure_port("unix:" + socket_path)
+    await server.start()
+    os.chmod(socket_path, 0o600)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer

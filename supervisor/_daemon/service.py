@@ -1,0 +1,162 @@
+"""The Supervisor gRPC service: validate, call the registry, answer.
+
+Errors become statuses in one place (``_boundary``): a SupervisorError carries
+its own code and a message a person can act on; anything else is a bug, logged
+with its traceback and answered INTERNAL. Nothing is swallowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from supervisor import __version__
+from supervisor._daemon.process import ExitInfo
+from supervisor._daemon.registry import Registry
+from supervisor._daemon.sinks import STDERR, STDOUT
+from supervisor._daemon.stream import read_stream
+from supervisor.errors import InvalidArgument, SupervisorError, Unimplemented
+from supervisor.spec import spec_from_proto
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+__all__ = ["SupervisorService"]
+
+log = structlog.get_logger("supd.service")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def _boundary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn our errors into their status codes and anything unexpected into a logged INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except SupervisorError as exc:
+            log.info("rpc.rejected", rpc=method.__name__, code=exc.code.name, message=exc.message)
+            await context.abort(exc.code, exc.message)
+            raise AssertionError("unreachable: abort raises") from exc
+        except Exception as exc:
+            log.exception("rpc.failed", rpc=method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {exc!r}")
+            raise AssertionError("unreachable: abort raises") from exc
+
+    return wrapper
+
+
+def _name(name: str) -> str:
+    if not name:
+        raise InvalidArgument("name: must name a child, got ''")
+    return name
+
+
+def _exit_of(child_exit: pb.ExitStatus | None, info: ExitInfo | None) -> pb.ExitStatus | None:
+    """The stored ExitStatus of the process an operation just ended, if it ended one."""
+    return child_exit if info is not None and child_exit is not None and child_exit.pid == info.pid else None
+
+
+class SupervisorService(pb_grpc.SupervisorServicer):
+    """Every RPC of supervisor.v1.Supervisor over the registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._started = time.monotonic()
+
+    @_boundary
+    async def Spawn(self, request: pb.SpawnRequest, context: Any) -> pb.SpawnResponse:
+        spec = spec_from_proto(request.spec)
+        child = await self._registry.spawn(spec, replace=request.replace)
+        return pb.SpawnResponse(child=child.info())
+
+    async def Stream(self, request: pb.StreamRequest, context: Any) -> AsyncIterator[pb.StreamMessage]:
+        try:
+            child = self._registry.get(_name(request.name))
+            ring = child.ring
+            streams = frozenset(request.streams) or frozenset({STDOUT, STDERR})
+            if not streams <= {STDOUT, STDERR}:
+                raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
+            which = request.WhichOneof("start")
+            if which == "from_seq":
+                start = request.from_seq
+                if start > ring.next_seq:
+                    raise InvalidArgument(
+                        f"from_seq: {start} is beyond the newest record (next is {ring.next_seq});"
+                        " sequence numbers restart when supd restarts"
+                    )
+            elif which == "tail":
+                start = ring.seq_of_tail(request.tail, streams)
+            else:
+                start = ring.next_seq if request.follow else ring.oldest_seq
+        except SupervisorError as exc:
+            await context.abort(exc.code, exc.message)
+            return
+        log.debug("stream.opened", child=child.name, start=start, follow=request.follow)
+        try:
+            async for message in read_stream(ring, start, request.follow, streams):
+                yield message
+        finally:
+            # Runs for every ending: done, client cancelled (GeneratorExit or
+            # CancelledError at the yield), or a failed write.
+            log.debug("stream.closed", child=child.name)
+
+    @_boundary
+    async def Health(self, request: pb.HealthRequest, context: Any) -> pb.HealthResponse:
+        children = [self._registry.get(request.name)] if request.name else self._registry.all()
+        return pb.HealthResponse(
+            children=[c.info() for c in children],
+            supervisor_uptime_seconds=time.monotonic() - self._started,
+            version=__version__,
+        )
+
+    @_boundary
+    async def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
+        self._registry.get(_name(request.name))
+        raise Unimplemented("Reload: this supd has no state store yet; stored state is not supported")
+
+    @_boundary
+    async def Stop(self, request: pb.StopRequest, context: Any) -> pb.StopResponse:
+        if request.grace_seconds < 0:
+            raise InvalidArgument(f"grace_seconds: must be >= 0, got {request.grace_seconds}")
+        child = self._registry.get(_name(request.name))
+        info = await child.stop(request.grace_seconds or None)
+        response = pb.StopResponse(child=child.info())
+        status = _exit_of(child.last_exit, info)
+        if status is not None:
+            response.exit.CopyFrom(status)
+        return response
+
+    @_boundary
+    async def Signal(self, request: pb.SignalRequest, context: Any) -> pb.SignalResponse:
+        child = self._registry.get(_name(request.name))
+        child.send_signal(request.signal, request.group)
+        return pb.SignalResponse()
+
+    @_boundary
+    async def Restart(self, request: pb.RestartRequest, context: Any) -> pb.RestartResponse:
+        child = self._registry.get(_name(request.name))
+        info = await child.restart()
+        response = pb.RestartResponse(child=child.info())
+        status = _exit_of(child.last_exit, info)
+        if status is not None:
+            response.exit.CopyFrom(status)
+        return response
+
+    @_boundary
+    async def Remove(self, request: pb.RemoveRequest, context: Any) -> pb.RemoveResponse:
+        child = await self._registry.remove(_name(request.name))
+        response = pb.RemoveResponse()
+        if child.last_exit is not None and child.last_exit.requested:
+            response.exit.CopyFrom(child.last_exit)
+        return response
+
+    @_boundary
+    async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
+        return pb.ListResponse(children=[c.info() for c in self._registry.all()])

@@ -1,0 +1,470 @@
+"""supctl: the command-line client of supd.
+
+Every failure ends as one ``supctl: ...`` line on stderr and a documented exit
+code (see ``EPILOG``), never a traceback, because scripts branch on the code
+and people read the line. ``logs`` copies the child's bytes to stdout
+untouched and keeps everything else on stderr, so ``supctl logs web > file``
+reproduces the child's output exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, cast
+
+import grpc
+
+from supervisor import _cli_format as fmt
+from supervisor import paths
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # supd refused or failed the request
+EXIT_USAGE = 2  # argparse's own code for bad usage
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130  # Ctrl-C during a command other than logs
+
+# Quick calls get a short deadline; calls that may wait out a child's stop grace
+# (at most 3600 s by the contract) get that plus a margin; logs gets none.
+QUICK_TIMEOUT = 30.0
+STOPPING_TIMEOUT = 3660.0
+
+EPILOG = """\
+exit codes:
+    0  success
+    1  supd refused or failed the request (its reason is printed)
+    2  usage error
+    3  supd unreachable (no socket, connection refused, or supd shutting down)
+    4  no child of that name
+    5  timed out (see --timeout)
+  130  interrupted (Ctrl-C), except logs, which exits 0 (also on a closed pipe)
+
+The address defaults to $SUPD_ADDR, else the per-user default socket.
+"""
+
+_POLICIES = {
+    "always": pb.RESTART_POLICY_ALWAYS,
+    "on-failure": pb.RESTART_POLICY_ON_FAILURE,
+    "never": pb.RESTART_POLICY_NEVER,
+}
+
+
+class CliError(Exception):
+    """A failure supctl reports as one line with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class Client:
+    """What every command needs: the stub, the address it dials and the deadline asked for."""
+
+    stub: pb_grpc.SupervisorStub
+    address: str
+    timeout: float | None  # None: the command's own default
+
+    def deadline(self, default: float | None) -> float | None:
+        return self.timeout if self.timeout is not None else default
+
+
+# ---------------------------------------------------------------- argument types
+
+
+def _signal_arg(text: str) -> int:
+    """A signal by number (``15``) or name (``TERM``, ``SIGTERM``, ``sigterm``)."""
+    if text.isdigit():
+        return int(text)
+    name = text.upper()
+    name = name if name.startswith("SIG") else "SIG" + name
+    if name in signal.Signals.__members__:
+        return int(signal.Signals[name])
+    raise argparse.ArgumentTypeError(f"unknown signal {text!r}")
+
+
+def _env_arg(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
+    return key, value
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_spawn(client: Client, args: argparse.Namespace) -> int:
+    """Declare and start a child; print its name, pid and state."""
+    spec = pb.ChildSpec(name=args.name, argv=args.command, inherit_env=args.inherit_env)
+    spec.env.update(dict(args.env or ()))
+    if args.cwd:
+        # The user means a directory relative to their shell, not to supd.
+        spec.cwd = os.path.abspath(args.cwd)
+    if args.restart:
+        spec.restart = _POLICIES[args.restart]
+    if args.grace is not None:
+        spec.stop_grace_seconds = args.grace
+    if args.stop_signal is not None:
+        spec.stop_signal = args.stop_signal
+    if args.backoff_initial is not None:
+        spec.backoff.initial_seconds = args.backoff_initial
+    if args.backoff_max is not None:
+        spec.backoff.max_seconds = args.backoff_max
+    if args.flap_max is not None or args.flap_window is not None:
+        # supd reads a present flap_limit's max_restarts literally (0 disables
+        # the limit), so a window alone must carry the documented default of 5.
+        spec.flap_limit.SetInParent()
+        spec.flap_limit.max_restarts = 5 if args.flap_max is None else args.flap_max
+        if args.flap_window is not None:
+            spec.flap_limit.window_seconds = args.flap_window
+    resp = client.stub.Spawn(
+        pb.SpawnRequest(spec=spec, replace=args.replace), timeout=client.deadline(STOPPING_TIMEOUT)
+    )
+    _print_child(resp.child)
+    return EXIT_OK
+
+
+def _print_child(child: pb.ChildInfo) -> None:
+    pid = child.pid or "-"
+    print(f"{child.spec.name}: {fmt.state_name(child.state)}, pid {pid}, generation {child.generation}")
+
+
+def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+    """Every declared child as a table, or as one JSON document."""
+    resp = client.stub.List(pb.ListRequest(), timeout=client.deadline(QUICK_TIMEOUT))
+    if args.json:
+        print(json.dumps(fmt.message_dict(resp), indent=2))
+    else:
+        print(fmt.list_table(resp.children))
+    return EXIT_OK
+
+
+def cmd_health(client: Client, args: argparse.Namespace) -> int:
+    """Health of one child or of all, readable or as one JSON document."""
+    resp = client.stub.Health(pb.HealthRequest(name=args.name or ""), timeout=client.deadline(QUICK_TIMEOUT))
+    if args.json:
+        print(json.dumps(fmt.message_dict(resp), indent=2))
+    else:
+        print(fmt.health_text(resp))
+    return EXIT_OK
+
+
+def cmd_stop(client: Client, args: argparse.Namespace) -> int:
+    """Stop a child and say how its process ended."""
+    resp = client.stub.Stop(
+        pb.StopRequest(name=args.name, grace_seconds=args.grace or 0.0),
+        timeout=client.deadline(STOPPING_TIMEOUT),
+    )
+    how = fmt.describe_exit(resp.exit) if resp.HasField("exit") else "was not running"
+    print(f"{args.name}: {fmt.state_name(resp.child.state)} ({how})")
+    return EXIT_OK
+
+
+def cmd_restart(client: Client, args: argparse.Namespace) -> int:
+    """Restart a child and print its new pid."""
+    resp = client.stub.Restart(pb.RestartRequest(name=args.name), timeout=client.deadline(STOPPING_TIMEOUT))
+    _print_child(resp.child)
+    return EXIT_OK
+
+
+def cmd_kill(client: Client, args: argparse.Namespace) -> int:
+    """Send one signal to a child's process or process group."""
+    client.stub.Signal(
+        pb.SignalRequest(name=args.name, signal=args.signal, group=args.group),
+        timeout=client.deadline(QUICK_TIMEOUT),
+    )
+    return EXIT_OK
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    """Stop a child if it runs and forget it."""
+    resp = client.stub.Remove(pb.RemoveRequest(name=args.name), timeout=client.deadline(STOPPING_TIMEOUT))
+    how = f" ({fmt.describe_exit(resp.exit)})" if resp.HasField("exit") else ""
+    print(f"{args.name}: removed{how}")
+    return EXIT_OK
+
+
+def cmd_logs(client: Client, args: argparse.Namespace) -> int:
+    """Stream a child's output: raw bytes to stdout (events to stderr), or JSON records."""
+    req = pb.StreamRequest(name=args.name, follow=args.follow)
+    if args.tail is not None:
+        req.tail = args.tail
+    elif args.from_seq is not None:
+        req.from_seq = args.from_seq
+    if args.stdout_only:
+        req.streams.append(pb.OUTPUT_STREAM_STDOUT)
+    elif args.stderr_only:
+        req.streams.append(pb.OUTPUT_STREAM_STDERR)
+    call = client.stub.Stream(req, timeout=client.deadline(None))
+    out = sys.stdout.buffer
+    try:
+        if args.json:
+            _stream_json(call, out)
+        else:
+            _stream_raw(call, out, args.name)
+    finally:
+        call.cancel()
+    return EXIT_OK
+
+
+def _stream_raw(call: Any, out: BinaryIO, name: str) -> None:
+    """The hot path: one write and one flush per ~64 KiB batch, no per-line work."""
+    write, flush, err = out.write, out.flush, sys.stderr
+    for msg in call:
+        if msg.HasField("lines"):
+            write(msg.lines.data)
+            flush()
+            continue
+        flush()
+        if msg.HasField("event"):
+            print(fmt.describe_event(name, msg.event), file=err, flush=True)
+        elif msg.HasField("gap"):
+            print(fmt.describe_gap(name, msg.gap), file=err, flush=True)
+
+
+def _stream_json(call: Any, out: BinaryIO) -> None:
+    """One JSON object per line, event and gap, flushed per message so followers see it live."""
+    for msg in call:
+        if msg.HasField("lines"):
+            text = "\n".join(fmt.batch_json_lines(msg.lines))
+        elif msg.HasField("event"):
+            text = fmt.event_json(msg.event)
+        elif msg.HasField("gap"):
+            text = fmt.gap_json(msg.gap)
+        else:
+            continue
+        out.write(text.encode("utf-8") + b"\n")
+        out.flush()
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; kept in one place so ``--help`` is the reference."""
+    parser = argparse.ArgumentParser(
+        prog="supctl",
+        description="Control a supd process supervisor.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--addr",
+        default=None,
+        help="supd's address: unix:///path/to.sock, a socket path, or host:port "
+        f"(default: ${paths.ADDR_ENV}, else unix://{paths.default_socket_path()})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"deadline of each request (default: {QUICK_TIMEOUT:g}s for ls, health, kill; "
+        f"{STOPPING_TIMEOUT:g}s for spawn, stop, restart, rm, which may wait out a grace; none for logs)",
+    )
+    sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    _add_spawn(sub)
+    _add_logs(sub)
+
+    p = sub.add_parser("ls", help="list children")
+    p.add_argument("--json", action="store_true", help="one JSON document (ListResponse)")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("health", help="health of one child or all")
+    p.add_argument("name", nargs="?", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="one JSON document (HealthResponse)")
+    p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("stop", help="stop a child (it stays declared)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--grace", type=float, metavar="S", help="seconds before SIGKILL, this time only")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("restart", help="stop a child if it runs, then start it")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_restart)
+
+    p = sub.add_parser("kill", help="send a signal to a child")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("signal", type=_signal_arg, metavar="SIGNAL", help="TERM, SIGHUP, 9, ...")
+    p.add_argument("--group", action="store_true", help="signal the whole process group")
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("rm", help="stop a child if it runs and forget it")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_rm)
+    return parser
+
+
+def _add_spawn(sub: Any) -> None:
+    p = sub.add_parser(
+        "spawn",
+        help="declare and start a child",
+        usage="supctl spawn NAME [options] -- CMD [ARGS...]",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("command", nargs="*", metavar="CMD", help="the program and its arguments, after --")
+    p.add_argument("--restart", choices=sorted(_POLICIES), help="restart policy (default on-failure)")
+    p.add_argument("--grace", type=float, metavar="S", help="stop signal to SIGKILL, seconds (default 10)")
+    p.add_argument("--stop-signal", type=_signal_arg, metavar="SIG", help="stop signal (default SIGTERM)")
+    p.add_argument("--env", type=_env_arg, action="append", metavar="K=V", help="environment entry (repeat)")
+    p.add_argument("--inherit-env", action="store_true", help="--env adds to supd's environment")
+    p.add_argument("--cwd", metavar="DIR", help="working directory (relative to yours)")
+    p.add_argument("--replace", action="store_true", help="stop and remove a child of that name first")
+    p.add_argument("--backoff-initial", type=float, metavar="S", help="first restart delay (default 0.5)")
+    p.add_argument("--backoff-max", type=float, metavar="S", help="longest restart delay (default 30)")
+    p.add_argument("--flap-max", type=_count_arg, metavar="N", help="restarts per window (0: no limit)")
+    p.add_argument("--flap-window", type=float, metavar="S", help="flap window in seconds (default 60)")
+    p.set_defaults(func=cmd_spawn)
+
+
+def _add_logs(sub: Any) -> None:
+    p = sub.add_parser("logs", help="a child's output, byte for byte (events go to stderr)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-f", "--follow", action="store_true", help="keep streaming new output until Ctrl-C")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--tail", type=_count_arg, metavar="N", help="start with the last N lines held")
+    start.add_argument("--from-seq", type=_count_arg, metavar="N", help="start at this sequence number")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--stdout-only", action="store_true")
+    which.add_argument("--stderr-only", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line, event and gap")
+    p.set_defaults(func=cmd_logs)
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``spawn ... -- CMD`` by hand: argparse drops every ``--`` inside CMD too."""
+    i, takes_value = 0, {"--addr", "--timeout"}
+    while i < len(argv):
+        token = argv[i]
+        if token in takes_value:
+            i += 2
+            continue
+        if token.startswith("-"):
+            i += 1
+            continue
+        if token == "spawn" and "--" in argv[i:]:
+            cut = argv.index("--", i)
+            return argv[:cut], argv[cut + 1 :]
+        break
+    return argv, []
+
+
+# ---------------------------------------------------------------- errors and main
+
+
+def _normalise_address(address: str) -> str:
+    return "unix://" + address if address.startswith("/") else address
+
+
+def _what(args: argparse.Namespace) -> str:
+    name = getattr(args, "name", None)
+    return f"{args.command_name} {name}" if name else str(args.command_name)
+
+
+def _rpc_failure(
+    exc: grpc.RpcError, args: argparse.Namespace, address: str, timeout: float | None
+) -> CliError:
+    """Turn a gRPC status into the one line and exit code the user sees."""
+    call = cast(grpc.Call, exc)
+    code, details = call.code(), call.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
+        return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CliError(f"{_what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.NOT_FOUND:
+        name = getattr(args, "name", None)
+        return CliError(f"no child named {name!r}" if name else details, EXIT_NOT_FOUND)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        limit = f"after {timeout:g}s" if timeout is not None else "(see --timeout)"
+        return CliError(f"{_what(args)}: supd at {address} did not answer {limit}", EXIT_TIMEOUT)
+    return CliError(f"{_what(args)}: {details or code.name}", EXIT_FAILED)
+
+
+def _unreachable(address: str, details: str) -> str:
+    """Say why nothing answered in words a person can act on."""
+    socket_path = paths.socket_path_of(address)
+    lowered = details.lower()
+    if "permission denied" in lowered:
+        return f"cannot connect to supd at {address} (permission denied)"
+    if socket_path is not None and not os.path.exists(socket_path):
+        return f"no supd is running at {address} (no such socket)"
+    if "refused" in lowered:
+        return f"no supd is running at {address} (connection refused)"
+    reason = details.rpartition(": ")[2] or details
+    return f"cannot reach supd at {address} ({reason})"
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _fail(message: str) -> None:
+    print(f"supctl: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, run one command, map every failure to one line and an exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, command_tail = _split_command(argv)
+    args = build_parser().parse_args(head)
+    if args.command_name == "spawn":
+        args.command = [*args.command, *command_tail]
+        if not args.command:
+            build_parser().error("spawn needs a command: supctl spawn NAME [options] -- CMD [ARGS...]")
+    address = _normalise_address(args.addr or paths.default_address())
+    func: Callable[[Client, argparse.Namespace], int] = args.func
+    # Batches hold up to max_line_bytes (1 MiB) lines; never refuse a message for size.
+    options = [("grpc.max_receive_message_length", -1)]
+    try:
+        with grpc.insecure_channel(address, options=options) as channel:
+            return func(Client(pb_grpc.SupervisorStub(channel), address, args.timeout), args)
+    except grpc.RpcError as exc:
+        failure = _rpc_failure(exc, args, address, args.timeout)
+        _fail(failure.message)
+        return failure.code
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command_name == "logs" else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK
+    except OSError as exc:
+        _fail(f"{_what(args)}: {exc.strerror or exc}")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""One error taxonomy for supd, each error knowing its gRPC status code.
+
+The servicer turns these into statuses in one place; anything else that
+escapes a handler is a bug, answered INTERNAL and logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "AlreadyExists",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "SupervisorError",
+    "Unavailable",
+    "Unimplemented",
+]
+
+
+class SupervisorError(Exception):
+    """Base of every error supd reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(SupervisorError):
+    """A request or config field is malformed; the message names the field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(SupervisorError):
+    """No child of that name."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(SupervisorError):
+    """A child of that name exists and the request did not ask to replace it."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(SupervisorError):
+    """The child's current state does not allow the operation."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(SupervisorError):
+    """supd is shutting down and takes no new work."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unimplemented(SupervisorError):
+    """This supd does not have the capability asked for."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED

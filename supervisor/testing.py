@@ -1,0 +1,116 @@
+"""Run a real supd in tests: yours and ours.
+
+``running_supervisor(tmp_path)`` starts ``supd`` as a separate process on a
+socket below ``tmp_path``, waits until it answers, yields a handle, and stops it
+with SIGTERM (SIGKILL if it does not exit within the deadline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import grpc
+
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+__all__ = ["SupervisorProcess", "running_supervisor", "wait_until"]
+
+
+@dataclasses.dataclass
+class SupervisorProcess:
+    """A running supd: its process, socket, address and the file its stderr goes to."""
+
+    proc: subprocess.Popen[bytes]
+    socket: pathlib.Path
+    stderr_path: pathlib.Path
+
+    @property
+    def address(self) -> str:
+        return f"unix://{self.socket}"
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def stub(self) -> pb_grpc.SupervisorStub:
+        return pb_grpc.SupervisorStub(self.channel())
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.01, what: str = "") -> object:
+    """Poll ``predicate()`` until it is truthy or the deadline passes (then AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def supd_command() -> list[str]:
+    """How to start supd from this interpreter, installed or not."""
+    return [sys.executable, "-m", "supervisor._daemon.main"]
+
+
+@contextlib.contextmanager
+def running_supervisor(
+    tmp_path: pathlib.Path,
+    args: Sequence[str] = (),
+    *,
+    env: dict[str, str] | None = None,
+    start_timeout: float = 15.0,
+    stop_timeout: float = 30.0,
+) -> Iterator[SupervisorProcess]:
+    """Start supd on ``tmp_path/run/supd.sock`` and stop it afterwards."""
+    socket = tmp_path / "run" / "supd.sock"
+    stderr_path = tmp_path / "supd.stderr"
+    with stderr_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [*supd_command(), "--socket", str(socket), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=err,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
+    handle = SupervisorProcess(proc=proc, socket=socket, stderr_path=stderr_path)
+    try:
+        _wait_ready(handle, start_timeout)
+        yield handle
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(handle: SupervisorProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if handle.proc.poll() is not None:
+            raise RuntimeError(f"supd exited with {handle.proc.returncode}: {handle.stderr_text()}")
+        if handle.socket.exists():
+            with handle.channel() as channel:
+                try:
+                    pb_grpc.SupervisorStub(channel).List(pb.ListRequest(), timeout=1.0)
+                    return
+                except grpc.RpcError as exc:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"supd does not answer: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"supd did not create {handle.socket}: {handle.stderr_text()}")
+        time.sleep(0.02)

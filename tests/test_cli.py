@@ -1,0 +1,370 @@
+"""supctl against a real supd: every test runs supctl as a subprocess, as a user would.
+
+No mocks: a supd is started per test on a socket under tmp_path, and children
+are real processes. Waits poll with a deadline; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import pathlib
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+PY = sys.executable
+
+# What the round-trip child writes: a non-UTF-8 byte and an unterminated last line.
+CHILD_BYTES = b"alpha\ncaf\xc3\xa9\nbad \xff byte\n\nno newline at end"
+WRITE_CHILD_BYTES = f"import sys; sys.stdout.buffer.write({CHILD_BYTES!r}); sys.stdout.flush()"
+
+
+@pytest.fixture
+def sup(tmp_path: pathlib.Path) -> Iterator[SupervisorProcess]:
+    with running_supervisor(tmp_path, env={"PYTHONPATH": ENV["PYTHONPATH"]}) as handle:
+        yield handle
+
+
+def supctl_argv(address: str, *args: str) -> list[str]:
+    return [PY, "-m", "supervisor.cli", "--addr", address, *args]
+
+
+def supctl(sup: SupervisorProcess | str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+    address = sup if isinstance(sup, str) else sup.address
+    return subprocess.run(supctl_argv(address, *args), capture_output=True, env=ENV, timeout=timeout, check=False)
+
+
+def ok(sup: SupervisorProcess, *args: str) -> str:
+    """Run supctl, insist on success and a quiet stderr, return stdout as text."""
+    result = supctl(sup, *args)
+    assert result.returncode == 0, (args, result.returncode, result.stderr)
+    assert b"Traceback" not in result.stderr
+    return result.stdout.decode()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int) -> str:
+    """The failure contract: the documented code, one ``supctl:`` line on stderr, nothing else."""
+    err = result.stderr.decode()
+    assert result.returncode == code, (result.returncode, err)
+    assert b"Traceback" not in result.stderr
+    assert err.startswith("supctl: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert result.stdout == b""
+    return err
+
+
+def child_info(sup: SupervisorProcess, name: str) -> pb.ChildInfo:
+    with sup.channel() as channel:
+        resp = pb_grpc.SupervisorStub(channel).Health(pb.HealthRequest(name=name), timeout=10)
+    return resp.children[0]
+
+
+def wait_state(sup: SupervisorProcess, name: str, state: int, timeout: float = 20.0) -> pb.ChildInfo:
+    def reached() -> pb.ChildInfo | None:
+        info = child_info(sup, name)
+        return info if info.state == state else None
+
+    found = wait_until(reached, timeout=timeout, what=f"{name} in {pb.ChildState.Name(state)}")  # type: ignore[arg-type]
+    assert isinstance(found, pb.ChildInfo)
+    return found
+
+
+def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20.0) -> bytes:
+    """Everything proc wrote to stdout up to and including needle, or fail at the deadline."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while needle not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {needle!r} within {timeout}s; got {seen!r}")
+            if sel.select(left):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise AssertionError(f"stdout closed before {needle!r}; got {seen!r}")
+                seen += chunk
+    return seen
+
+
+def spawn_finished_child(sup: SupervisorProcess, name: str = "web") -> pb.ChildInfo:
+    out = ok(sup, "spawn", name, "--restart", "never", "--", PY, "-c", WRITE_CHILD_BYTES)
+    assert out.startswith(f"{name}: ") and "pid" in out
+    return wait_state(sup, name, pb.CHILD_STATE_EXITED)
+
+
+def test_spawn_ls_logs_round_trip(sup: SupervisorProcess) -> None:
+    spawn_finished_child(sup)
+    table = ok(sup, "ls").splitlines()
+    assert table[0].split() == ["NAME", "STATE", "PID", "GEN", "RESTARTS", "UPTIME", "LAST-EXIT"]
+    assert table[1].split()[:5] == ["web", "EXITED", "-", "1", "0"]
+
+    result = supctl(sup, "logs", "web")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == CHILD_BYTES  # byte for byte: the bad byte and the unterminated line too
+    assert b"Traceback" not in result.stderr
+    # Events of a non-following read go to stderr as readable lines, never to stdout.
+    assert all(line.startswith("supctl: [web] ") for line in result.stderr.decode().splitlines())
+
+    listed = json.loads(ok(sup, "ls", "--json"))
+    assert [c["spec"]["name"] for c in listed["children"]] == ["web"]
+    assert listed["children"][0]["state"] == "CHILD_STATE_EXITED"
+
+
+def test_logs_stream_filters_and_tail(sup: SupervisorProcess) -> None:
+    script = "import sys; sys.stdout.write('o1\\no2\\no3\\n'); sys.stdout.flush(); sys.stderr.write('e1\\n')"
+    ok(sup, "spawn", "web", "--restart", "never", "--", PY, "-c", script)
+    wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    assert supctl(sup, "logs", "web", "--stdout-only").stdout == b"o1\no2\no3\n"
+    assert supctl(sup, "logs", "web", "--stderr-only").stdout == b"e1\n"
+    assert sorted(supctl(sup, "logs", "web").stdout.splitlines()) == [b"e1", b"o1", b"o2", b"o3"]
+    assert supctl(sup, "logs", "web", "--stdout-only", "--tail", "2").stdout.endswith(b"o3\n")
+    assert b"o1" not in supctl(sup, "logs", "web", "--stdout-only", "--tail", "1").stdout
+
+
+def test_logs_json_records(sup: SupervisorProcess) -> None:
+    spawn_finished_child(sup)
+    result = supctl(sup, "logs", "web", "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    lines = [r for r in records if "text" in r]
+    assert [r["text"] for r in lines] == ["alpha", "café", "bad \ufffd byte", "", "no newline at end"]
+    assert [r.get("partial", False) for r in lines] == [False, False, False, False, True]
+    assert base64.b64decode(lines[2]["data_b64"]) == b"bad \xff byte"
+    assert all("data_b64" not in r for i, r in enumerate(lines) if i != 2)
+    assert {(r["stream"], r["generation"]) for r in lines} == {("stdout", 1)}
+    assert all(datetime.datetime.fromisoformat(r["time"]).tzinfo is not None for r in lines)
+    seqs = [r["seq"] for r in records if "seq" in r]
+    assert seqs == sorted(set(seqs)) and all(isinstance(s, int) for s in seqs)
+    assert [r["seq"] for r in lines] == list(range(lines[0]["seq"], lines[0]["seq"] + 5))  # one batch
+    exited = [r for r in records if r.get("event") == "exited"]
+    assert len(exited) == 1 and exited[0]["seq"] > lines[-1]["seq"]
+
+
+def test_logs_follow_gets_live_line_and_exits_0_on_ctrl_c(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    script = (
+        "import sys\n"
+        "print('ready', flush=True)\n"
+        f"for line in open({str(fifo)!r}):\n"
+        "    print('got:' + line, end='', flush=True)\n"
+    )
+    ok(sup, "spawn", "web", "--restart", "never", "--", PY, "-u", "-c", script)
+    with subprocess.Popen(
+        supctl_argv(sup.address, "logs", "-f", "--tail", "10", "web"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    ) as follower:
+        read_until(follower, b"ready\n")  # the follower is attached and streaming
+        # The child opens the FIFO after printing ready; a writer can open it once it has.
+        wfd = wait_until(lambda: _open_fifo_writer(fifo), what="the child to open the fifo")
+        assert isinstance(wfd, int)
+        os.write(wfd, b"written after attach\n")
+        read_until(follower, b"got:written after attach\n")
+        os.close(wfd)
+        follower.send_signal(signal.SIGINT)
+        _, err = follower.communicate(timeout=20)
+        assert follower.returncode == 0, err
+        assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+
+
+def _open_fifo_writer(fifo: pathlib.Path) -> int | None:
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader yet
+        return None
+
+
+def test_logs_follow_ends_with_0_when_child_removed(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--", "sh", "-c", "echo ready; exec sleep 1000")
+    with subprocess.Popen(
+        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    ) as follower:
+        read_until(follower, b"ready\n")
+        assert "removed" in ok(sup, "rm", "web")
+        rest, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert rest == b""  # stdout carries the child's bytes only
+    assert "supctl: [web] removed" in err.decode()
+    assert b"Traceback" not in err
+
+
+def test_logs_into_closed_pipe_exits_quietly(sup: SupervisorProcess) -> None:
+    script = "import sys\nfor i in range(100000): sys.stdout.write(f'line {i:06d} ' + 'x' * 40 + '\\n')"
+    ok(sup, "spawn", "web", "--restart", "never", "--", PY, "-c", script)
+    wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    with subprocess.Popen(
+        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    ) as reader:
+        read_until(reader, b"\n")  # like `| head -1`: read a little, then hang up
+        assert reader.stdout is not None
+        reader.stdout.close()
+        assert reader.stderr is not None
+        err = reader.stderr.read()
+        assert reader.wait(timeout=30) == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+def test_stop_restart_kill_rm(sup: SupervisorProcess) -> None:
+    out = ok(sup, "spawn", "web", "--restart", "never", "--grace", "5", "--", "sleep", "1000")
+    first = child_info(sup, "web")
+    assert first.state == pb.CHILD_STATE_RUNNING and first.pid > 0
+    assert out.strip() == f"web: RUNNING, pid {first.pid}, generation 1"
+
+    assert "STOPPED" in ok(sup, "stop", "web", "--grace", "2")
+    assert child_info(sup, "web").state == pb.CHILD_STATE_STOPPED
+
+    assert "RUNNING" in ok(sup, "restart", "web")
+    second = child_info(sup, "web")
+    assert second.state == pb.CHILD_STATE_RUNNING and second.pid not in (0, first.pid)
+    assert second.generation == 2
+
+    ok(sup, "kill", "web", "TERM")
+    exited = wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    assert not exited.last_exit.exited and exited.last_exit.signal == signal.SIGTERM
+    assert "EXITED" in ok(sup, "ls")
+
+    err = assert_one_line_error(supctl(sup, "kill", "web", "9"), 1)  # nothing runs: refused
+    assert err.startswith("supctl: kill web: ")
+
+    assert "removed" in ok(sup, "rm", "web")
+    assert "web" not in ok(sup, "ls").splitlines()[1:]
+    assert_one_line_error(supctl(sup, "rm", "web"), 4)
+
+
+def test_kill_by_name_reaches_the_process_group(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--restart", "never", "--", "sh", "-c", "sleep 1000 & wait")
+    ok(sup, "kill", "web", "SIGKILL", "--group")
+    exited = wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    assert exited.last_exit.signal == signal.SIGKILL
+
+
+def test_health(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--", "sleep", "1000")
+    pid = child_info(sup, "web").pid
+    for args in (("health", "--json"), ("health", "web", "--json")):
+        doc = json.loads(ok(sup, *args))
+        assert [c["spec"]["name"] for c in doc["children"]] == ["web"]
+        child = doc["children"][0]
+        assert child["state"] == "CHILD_STATE_RUNNING"
+        assert child["pid"] == pid and child["generation"] == 1 and child["restart_count"] == 0
+    text = ok(sup, "health", "web")
+    assert "state:       RUNNING" in text and f"pid:         {pid}" in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("stop", "ghost"), ("restart", "ghost"), ("rm", "ghost"), ("kill", "ghost", "TERM"),
+     ("logs", "ghost"), ("logs", "-f", "ghost"), ("health", "ghost")],
+)
+def test_not_found_is_exit_4(sup: SupervisorProcess, args: tuple[str, ...]) -> None:
+    err = assert_one_line_error(supctl(sup, *args), 4)
+    assert err == "supctl: no child named 'ghost'\n"
+
+
+def test_unreachable_is_exit_3(tmp_path: pathlib.Path) -> None:
+    missing = tmp_path / "missing.sock"
+    err = assert_one_line_error(supctl(f"unix://{missing}", "ls"), 3)
+    assert err == f"supctl: no supd is running at unix://{missing} (no such socket)\n"
+
+    dead = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(dead))  # the file exists, nobody listens: what a crashed supd leaves
+    err = assert_one_line_error(supctl(f"unix://{dead}", "logs", "-f", "web"), 3)
+    assert err == f"supctl: no supd is running at unix://{dead} (connection refused)\n"
+
+
+def test_invalid_spawn_is_exit_1_naming_the_field(sup: SupervisorProcess) -> None:
+    err = assert_one_line_error(supctl(sup, "spawn", "web", "--grace", "-1", "--", "sleep", "1"), 1)
+    assert err.startswith("supctl: spawn web: spec.stop_grace_seconds: "), err
+    assert_one_line_error(supctl(sup, "spawn", "bad/name", "--", "sleep", "1"), 1)
+    assert "name" in supctl(sup, "spawn", "bad/name", "--", "sleep", "1").stderr.decode()
+    assert_one_line_error(supctl(sup, "health", "web"), 4)  # nothing was declared
+
+
+def test_spawn_twice_needs_replace(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--", "sleep", "1000")
+    first = child_info(sup, "web").pid
+    err = assert_one_line_error(supctl(sup, "spawn", "web", "--", "sleep", "1000"), 1)
+    assert err.startswith("supctl: spawn web: ")
+    ok(sup, "spawn", "web", "--replace", "--grace", "1", "--", "sleep", "1000")
+    assert child_info(sup, "web").pid != first
+
+
+def test_spawn_passes_argv_env_and_cwd_exactly(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    script = 'printf "%s|" "$@"; printf "%s|%s|%s\\n" "$GREETING" "$EMPTY" "$(pwd)"'
+    ok(
+        sup, "spawn", "web", "--restart", "never", "--env", "GREETING=a=b", "--env", "EMPTY=",
+        "--env", "PATH=" + os.environ["PATH"], "--cwd", str(tmp_path),
+        "--", "sh", "-c", script, "sh", "x", "--", "--grace", "y z",
+    )
+    wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    assert supctl(sup, "logs", "web").stdout == f"x|--|--grace|y z|a=b||{tmp_path}\n".encode()
+
+
+def test_spawn_policy_flags_reach_the_spec(sup: SupervisorProcess) -> None:
+    ok(
+        sup, "spawn", "web", "--restart", "always", "--stop-signal", "HUP", "--backoff-initial", "0.25",
+        "--backoff-max", "2", "--flap-window", "30", "--", "sleep", "1000",
+    )
+    spec = child_info(sup, "web").spec
+    assert spec.restart == pb.RESTART_POLICY_ALWAYS and spec.stop_signal == signal.SIGHUP
+    assert (spec.backoff.initial_seconds, spec.backoff.max_seconds) == (0.25, 2.0)
+    # A window alone must not switch the flap limit off (0 means "no limit" once present).
+    assert (spec.flap_limit.max_restarts, spec.flap_limit.window_seconds) == (5, 30.0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("kill", "web", "NOSUCHSIG"), ("spawn", "web"), ("spawn", "web", "--env", "NOEQUALS", "--", "true"),
+     ("logs", "web", "--tail", "-3"), ("frobnicate",)],
+)
+def test_usage_errors_are_exit_2(tmp_path: pathlib.Path, args: tuple[str, ...]) -> None:
+    result = supctl(f"unix://{tmp_path}/none.sock", *args)
+    assert result.returncode == 2, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert result.stderr.decode().splitlines()[-1].startswith("supctl")
+
+
+def test_deadline_is_exit_5(sup: SupervisorProcess) -> None:
+    err = assert_one_line_error(supctl(sup, "--timeout", "0.000001", "ls"), 5)
+    assert "did not answer" in err
+
+
+def test_default_address_comes_from_supd_addr(sup: SupervisorProcess) -> None:
+    env = {**ENV, "SUPD_ADDR": sup.address}
+    result = subprocess.run([PY, "-m", "supervisor.cli", "ls"], capture_output=True, env=env, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"NAME")
+
+
+def test_grpc_errors_seen_by_stub_match_the_cli_contract(sup: SupervisorProcess) -> None:
+    """The daemon answers NOT_FOUND for an unknown child; supctl's exit 4 relies on it."""
+    with sup.channel() as channel, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.SupervisorStub(channel).Stop(pb.StopRequest(name="ghost"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
