@@ -110,6 +110,16 @@ def _env_arg(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _count_arg(text: str) -> int:
     try:
         value = int(text)
@@ -203,6 +213,11 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
         pb.SignalRequest(name=args.name, signal=args.signal, group=args.group),
         timeout=client.deadline(QUICK_TIMEOUT),
     )
+    try:
+        name = signal.Signals(args.signal).name
+    except ValueError:
+        name = f"signal {args.signal}"
+    print(f"{args.name}: sent {name}{' to its process group' if args.group else ''}")
     return EXIT_OK
 
 
@@ -286,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds_arg,
         default=None,
         metavar="SECONDS",
         help=f"deadline of each request (default: {QUICK_TIMEOUT:g}s for ls, health, kill; "
@@ -345,7 +360,7 @@ def _add_spawn(sub: Any) -> None:
     p.add_argument("--backoff-max", type=float, metavar="S", help="longest restart delay (default 30)")
     p.add_argument("--flap-max", type=_count_arg, metavar="N", help="restarts per window (0: no limit)")
     p.add_argument("--flap-window", type=float, metavar="S", help="flap window in seconds (default 60)")
-    p.set_defaults(func=cmd_spawn)
+    p.set_defaults(func=cmd_spawn, parser=p)
 
 
 def _add_logs(sub: Any) -> None:
@@ -374,10 +389,10 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
             i += 1
             continue
         if token == "spawn" and "--" in argv[i:]:
-            cut = argv.index("--", i)
+            cut = len(argv) - 1 - argv[::-1].index("--")
             return argv[:cut], argv[cut + 1 :]
         break
-    return argv, []
+    return argv, []  #
 
 
 # ---------------------------------------------------------------- errors and main
@@ -392,6 +407,10 @@ def _what(args: argparse.Namespace) -> str:
     return f"{args.command_name} {name}" if name else str(args.command_name)
 
 
+# What gRPC core says when an established connection breaks (supd killed mid-call).
+_CONNECTION_LOST = ("Socket closed", "Stream removed", "Connection reset", "Broken pipe")
+
+
 def _rpc_failure(
     exc: grpc.RpcError, args: argparse.Namespace, address: str, timeout: float | None
 ) -> CliError:
@@ -400,7 +419,11 @@ def _rpc_failure(
     code, details = call.code(), call.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
         return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
-    if code == grpc.StatusCode.UNAVAILABLE:
+    if code == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _CONNECTION_LOST):
+        return CliError(
+            f"{_what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE
+        )
+    if code == grpc.StatusCode.UNAVAILABLE:  # supd itself said so, e.g. while shutting down
         return CliError(f"{_what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
     if code == grpc.StatusCode.NOT_FOUND:
         name = getattr(args, "name", None)
@@ -444,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command_name == "spawn":
         args.command = [*args.command, *command_tail]
         if not args.command:
-            build_parser().error("spawn needs a command: supctl spawn NAME [options] -- CMD [ARGS...]")
+            args.parser.error("a command is required after --")
     address = _normalise_address(args.addr or paths.default_address())
     func: Callable[[Client, argparse.Namespace], int] = args.func
     # Batches hold up to max_line_bytes (1 MiB) lines; never refuse a message for size.

@@ -24,7 +24,7 @@ def default_socket_path() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "supd", "supd.sock")
-    return f"/tmp/supd-{os.geteuid()}/supd.sock"  # noqa: S108 - per-user 0700 directory
+    return f"/tmp/supd-{os.geteuid()}/supd.sock"
 
 
 def default_address() -> str:

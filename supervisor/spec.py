@@ -119,6 +119,10 @@ class ChildSpec:
             path = self.child_env().get("PATH", os.defpath)
             if shutil.which(self.argv[0], path=path) is None:
                 _bad("argv[0]", f"no executable of that name in PATH ({path})", self.argv[0])
+        else:
+            program = os.path.join(self.cwd or os.getcwd(), self.argv[0])
+            if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+                _bad("argv[0]", "must be an executable file", self.argv[0])
         b = self.backoff
         _range("backoff.initial_seconds", b.initial_seconds, 0.0, 3600.0, low_open=True)
         _range("backoff.max_seconds", b.max_seconds, b.initial_seconds, 86400.0)

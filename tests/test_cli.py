@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import grpc
 import pytest
 
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
@@ -45,9 +44,13 @@ def supctl_argv(address: str, *args: str) -> list[str]:
     return [PY, "-m", "supervisor.cli", "--addr", address, *args]
 
 
-def supctl(sup: SupervisorProcess | str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+def supctl(
+    sup: SupervisorProcess | str, *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[bytes]:
     address = sup if isinstance(sup, str) else sup.address
-    return subprocess.run(supctl_argv(address, *args), capture_output=True, env=ENV, timeout=timeout, check=False)
+    return subprocess.run(
+        supctl_argv(address, *args), capture_output=True, env=ENV, timeout=timeout, check=False
+    )
 
 
 def ok(sup: SupervisorProcess, *args: str) -> str:
@@ -158,7 +161,9 @@ def test_logs_json_records(sup: SupervisorProcess) -> None:
     assert len(exited) == 1 and exited[0]["seq"] > lines[-1]["seq"]
 
 
-def test_logs_follow_gets_live_line_and_exits_0_on_ctrl_c(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+def test_logs_follow_gets_live_line_and_exits_0_on_ctrl_c(
+    sup: SupervisorProcess, tmp_path: pathlib.Path
+) -> None:
     fifo = tmp_path / "in.fifo"
     os.mkfifo(fifo)
     script = (
@@ -279,8 +284,15 @@ def test_health(sup: SupervisorProcess) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("stop", "ghost"), ("restart", "ghost"), ("rm", "ghost"), ("kill", "ghost", "TERM"),
-     ("logs", "ghost"), ("logs", "-f", "ghost"), ("health", "ghost")],
+    [
+        ("stop", "ghost"),
+        ("restart", "ghost"),
+        ("rm", "ghost"),
+        ("kill", "ghost", "TERM"),
+        ("logs", "ghost"),
+        ("logs", "-f", "ghost"),
+        ("health", "ghost"),
+    ],
 )
 def test_not_found_is_exit_4(sup: SupervisorProcess, args: tuple[str, ...]) -> None:
     err = assert_one_line_error(supctl(sup, *args), 4)
@@ -319,9 +331,28 @@ def test_spawn_twice_needs_replace(sup: SupervisorProcess) -> None:
 def test_spawn_passes_argv_env_and_cwd_exactly(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
     script = 'printf "%s|" "$@"; printf "%s|%s|%s\\n" "$GREETING" "$EMPTY" "$(pwd)"'
     ok(
-        sup, "spawn", "web", "--restart", "never", "--env", "GREETING=a=b", "--env", "EMPTY=",
-        "--env", "PATH=" + os.environ["PATH"], "--cwd", str(tmp_path),
-        "--", "sh", "-c", script, "sh", "x", "--", "--grace", "y z",
+        sup,
+        "spawn",
+        "web",
+        "--restart",
+        "never",
+        "--env",
+        "GREETING=a=b",
+        "--env",
+        "EMPTY=",
+        "--env",
+        "PATH=" + os.environ["PATH"],
+        "--cwd",
+        str(tmp_path),
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        "x",
+        "--",
+        "--grace",
+        "y z",
     )
     wait_state(sup, "web", pb.CHILD_STATE_EXITED)
     assert supctl(sup, "logs", "web").stdout == f"x|--|--grace|y z|a=b||{tmp_path}\n".encode()
@@ -329,8 +360,22 @@ def test_spawn_passes_argv_env_and_cwd_exactly(sup: SupervisorProcess, tmp_path:
 
 def test_spawn_policy_flags_reach_the_spec(sup: SupervisorProcess) -> None:
     ok(
-        sup, "spawn", "web", "--restart", "always", "--stop-signal", "HUP", "--backoff-initial", "0.25",
-        "--backoff-max", "2", "--flap-window", "30", "--", "sleep", "1000",
+        sup,
+        "spawn",
+        "web",
+        "--restart",
+        "always",
+        "--stop-signal",
+        "HUP",
+        "--backoff-initial",
+        "0.25",
+        "--backoff-max",
+        "2",
+        "--flap-window",
+        "30",
+        "--",
+        "sleep",
+        "1000",
     )
     spec = child_info(sup, "web").spec
     assert spec.restart == pb.RESTART_POLICY_ALWAYS and spec.stop_signal == signal.SIGHUP
@@ -341,8 +386,13 @@ def test_spawn_policy_flags_reach_the_spec(sup: SupervisorProcess) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("kill", "web", "NOSUCHSIG"), ("spawn", "web"), ("spawn", "web", "--env", "NOEQUALS", "--", "true"),
-     ("logs", "web", "--tail", "-3"), ("frobnicate",)],
+    [
+        ("kill", "web", "NOSUCHSIG"),
+        ("spawn", "web"),
+        ("spawn", "web", "--env", "NOEQUALS", "--", "true"),
+        ("logs", "web", "--tail", "-3"),
+        ("frobnicate",),
+    ],
 )
 def test_usage_errors_are_exit_2(tmp_path: pathlib.Path, args: tuple[str, ...]) -> None:
     result = supctl(f"unix://{tmp_path}/none.sock", *args)
@@ -352,19 +402,52 @@ def test_usage_errors_are_exit_2(tmp_path: pathlib.Path, args: tuple[str, ...]) 
 
 
 def test_deadline_is_exit_5(sup: SupervisorProcess) -> None:
-    err = assert_one_line_error(supctl(sup, "--timeout", "0.000001", "ls"), 5)
-    assert "did not answer" in err
+    # A child that ignores SIGTERM keeps Stop waiting for its whole grace, past our deadline.
+    ok(sup, "spawn", "web", "--grace", "3", "--", "sh", "-c", 'trap "" TERM; echo ready; exec sleep 1000')
+    wait_until(lambda: child_info(sup, "web").stdout_lines >= 1, what="the trap to be set")
+    err = assert_one_line_error(supctl(sup, "--timeout", "0.5", "stop", "web"), 5)
+    assert err.startswith("supctl: stop web: supd at ") and "did not answer after 0.5s" in err
 
 
 def test_default_address_comes_from_supd_addr(sup: SupervisorProcess) -> None:
     env = {**ENV, "SUPD_ADDR": sup.address}
-    result = subprocess.run([PY, "-m", "supervisor.cli", "ls"], capture_output=True, env=env, timeout=60, check=False)
+    result = subprocess.run(
+        [PY, "-m", "supervisor.cli", "ls"], capture_output=True, env=env, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(b"NAME")
 
 
-def test_grpc_errors_seen_by_stub_match_the_cli_contract(sup: SupervisorProcess) -> None:
-    """The daemon answers NOT_FOUND for an unknown child; supctl's exit 4 relies on it."""
-    with sup.channel() as channel, pytest.raises(grpc.RpcError) as info:
-        pb_grpc.SupervisorStub(channel).Stop(pb.StopRequest(name="ghost"), timeout=10)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+def test_logs_follow_ends_with_0_on_supd_shutdown(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--", "sh", "-c", "echo ready; exec sleep 1000")
+    with subprocess.Popen(
+        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    ) as follower:
+        read_until(follower, b"ready\n")
+        sup.proc.send_signal(signal.SIGTERM)
+        rest, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert rest == b""
+    assert err.decode().splitlines()[-1] == "supctl: [web] supd is shutting down"
+
+
+def test_logs_follow_losing_supd_is_exit_3(sup: SupervisorProcess) -> None:
+    # The child ticks so that it dies of SIGPIPE once supd, its reader, is gone.
+    ok(sup, "spawn", "web", "--", "sh", "-c", "echo ready; while echo tick; do sleep 0.1; done")
+    with subprocess.Popen(
+        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    ) as follower:
+        read_until(follower, b"ready\n")
+        sup.proc.kill()
+        sup.proc.wait()
+        _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 3, err
+    last = err.decode().splitlines()[-1]
+    assert last.startswith("supctl: logs web: lost the connection to supd at "), last
+    assert b"Traceback" not in err

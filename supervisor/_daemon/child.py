@@ -20,7 +20,7 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supervisor._daemon import lifecycle as lc
-from supervisor._daemon.drain import PipeDrain, make_pipe
+from supervisor._daemon.drain import READ_SIZE, PipeDrain, make_pipe
 from supervisor._daemon.process import ExitInfo, Process, SpawnError, describe_exit, signal_name
 from supervisor._daemon.ring import Ring
 from supervisor._daemon.sinks import STDERR, STDOUT, LineSink, Origin
@@ -47,7 +47,7 @@ _STATE_TO_PB = {
     lc.State.EXITED: pb.CHILD_STATE_EXITED,
     lc.State.FATAL: pb.CHILD_STATE_FATAL,
 }
-_ANNOUNCE_KIND = {
+_ANNOUNCE_KIND: dict[str, pb.Event.Kind.ValueType] = {
     "restarting": pb.Event.KIND_RESTARTING,
     "fatal": pb.Event.KIND_FATAL,
     "stopped": pb.Event.KIND_STOPPED,
@@ -70,7 +70,7 @@ class Child:
         self.generation = 0
         self.process: Process | None = None
         self.last_exit: pb.ExitStatus | None = None
-        self.lines = {STDOUT: 0, STDERR: 0}
+        self.lines: dict[int, int] = {STDOUT: 0, STDERR: 0}
         self.bytes_drained = 0
         self._sinks = tuple(sinks)
         self._drains: list[PipeDrain] = []
@@ -201,9 +201,12 @@ class Child:
         self._requested = False
         self._terminator = None
         origin = Origin(self.name, gen, proc.pid, os.path.basename(self.spec.argv[0]))
+        # Reads well below the ring's size, so one read never evicts the whole ring.
+        read_size = min(READ_SIZE, max(4096, self.spec.ring_bytes // 8))
+        max_line = self.spec.max_line_bytes
         self._drains = [
-            PipeDrain(out_r, self.spec.max_line_bytes, self._emitter(STDOUT, origin), f"{self.name}/stdout"),
-            PipeDrain(err_r, self.spec.max_line_bytes, self._emitter(STDERR, origin), f"{self.name}/stderr"),
+            PipeDrain(out_r, max_line, self._emitter(STDOUT, origin), f"{self.name}/stdout", read_size),
+            PipeDrain(err_r, max_line, self._emitter(STDERR, origin), f"{self.name}/stderr", read_size),
         ]
         self._log.info("child.spawned", pid=proc.pid, generation=gen, argv=list(self.spec.argv))
         started = self._event(pb.Event.KIND_STARTED, f"started pid {proc.pid}")
@@ -239,7 +242,8 @@ class Child:
         self._log.info("child.stop.signalled", pid=proc.pid, signal=signal_name(sig), grace=grace)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait_exit_ready(), grace)
-        while proc.exit_ready and proc.stragglers() and time.monotonic() < deadline:
+        # No event tells that a process group emptied: poll /proc under the deadline.
+        while proc.exit_ready and proc.stragglers() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(STRAGGLER_POLL_SECONDS)
         if proc.exit_ready and not proc.stragglers():
             return False
@@ -250,7 +254,7 @@ class Child:
             await asyncio.wait_for(proc.wait_exit_ready(), KILL_WAIT_SECONDS)
         except TimeoutError:
             self._log.error("child.stop.kill_ignored", pid=proc.pid, waited=KILL_WAIT_SECONDS)
-        while proc.stragglers() and time.monotonic() < kill_deadline:
+        while proc.stragglers() and time.monotonic() < kill_deadline:  # noqa: ASYNC110
             await asyncio.sleep(STRAGGLER_POLL_SECONDS)
         return True
 

@@ -122,8 +122,11 @@ class PipeDrain:
     after the last segment (the unterminated line included) was emitted.
     """
 
-    def __init__(self, fd: int, max_line: int, emit: Callable[[bytes], None], label: str) -> None:
+    def __init__(
+        self, fd: int, max_line: int, emit: Callable[[bytes], None], label: str, read_size: int = READ_SIZE
+    ) -> None:
         self.fd = fd
+        self.read_size = read_size
         self.label = label
         self.bytes_read = 0
         self.done = asyncio.Event()
@@ -137,7 +140,7 @@ class PipeDrain:
 
     def _on_readable(self) -> None:
         try:
-            chunk = os.read(self.fd, READ_SIZE)
+            chunk = os.read(self.fd, self.read_size)
         except BlockingIOError:
             return
         except OSError as exc:

@@ -134,8 +134,8 @@ def step(lc: Lifecycle, spec: ChildSpec, event: Event) -> tuple[Lifecycle, list[
     s = lc.state
     match event:
         case StartRequested(now) if s in (State.STOPPED, State.EXITED, State.FATAL, State.BACKOFF):
-            fresh = Lifecycle(state=State.STARTING)
-            return fresh, ([CancelRestart()] if s is State.BACKOFF else []) + [Spawn()]
+            actions: list[Action] = [CancelRestart()] if s is State.BACKOFF else []
+            return Lifecycle(state=State.STARTING), [*actions, Spawn()]
         case Started(now) if s is State.STARTING:
             return dataclasses.replace(lc, state=State.RUNNING, started_at=now), []
         case StartFailed(now, reason) if s is State.STARTING:

@@ -50,8 +50,8 @@ async def serve(settings: Settings) -> int:
     try:
         for spec in settings.children:
             await registry.spawn(spec)
-        sig = await signals.get()
-        log.info("supd.stopping", signal=signal.Signals(sig).name, deadline=settings.shutdown_timeout)
+        first = await signals.get()
+        log.info("supd.stopping", signal=signal.Signals(first).name, deadline=settings.shutdown_timeout)
         await health.enter_graceful_shutdown()
         shutdown = asyncio.create_task(registry.shutdown(settings.shutdown_timeout))
         second = asyncio.create_task(signals.get())

@@ -1,0 +1,409 @@
+"""Child output to an OTLP logs endpoint: a LineSink that never blocks the drain.
+
+``offer`` (event-loop thread) only appends the segment to a bounded queue,
+measured in lines and bytes, or drops it and counts the drop for its child.
+One daemon worker thread does everything slow: splits segments into lines,
+encodes requests by hand (otlp_encode.py), sends them (otlp_transport.py) and
+retries with backoff. While the endpoint is down the batch in hand is retried,
+the queue fills and new segments are dropped and counted; when it comes back,
+export resumes by itself.
+
+Thread safety: one ``threading.Lock`` (``_lock``) guards the queue and every
+counter. It is held only for O(1) bookkeeping (O(children in a batch) when a
+batch resolves), never across encoding or I/O, so ``offer`` waits at most for
+such a step. The encoder, the current batch and the error reporter belong to
+the worker thread alone.
+
+Accounting, per child and exact at every ``statistics()`` snapshot::
+
+    offered == exported + dropped + queued
+
+``queued`` counts every line not yet resolved: waiting in the queue, being
+encoded, or in a request not yet answered. Lines a receiver rejects in a partial
+success count as dropped (attributed to the batch's children in batch order:
+the receiver does not say which).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from collections.abc import Mapping
+
+import structlog
+
+from supervisor._daemon.otlp_encode import AttributeValue, BatchEncoder
+from supervisor._daemon.otlp_report import ErrorReporter
+from supervisor._daemon.otlp_transport import ExportError, ExportResult, RetryPolicy, Transport
+from supervisor._daemon.sinks import Origin, Segment
+
+__all__ = ["SCOPE_NAME", "ChildExportStats", "ExporterStatistics", "LineExporter"]
+
+SCOPE_NAME = "supd.child.output"
+DEFAULT_RETRY = RetryPolicy()
+log = structlog.get_logger()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChildExportStats:
+    """Lines of one child: offered == exported + dropped + queued."""
+
+    offered: int
+    exported: int
+    dropped: int
+    queued: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExporterStatistics:
+    """A consistent snapshot of a LineExporter."""
+
+    endpoint: str
+    state: str  # "idle", "exporting", "failing" or "closed"
+    children: Mapping[str, ChildExportStats]
+    dropped_by_reason: Mapping[str, int]  # queue_full, failed, rejected, closed
+    queue_lines: int  # waiting for the worker (not yet taken)
+    queue_bytes: int
+    requests_sent: int
+    requests_failed: int
+
+    @property
+    def offered(self) -> int:
+        return sum(c.offered for c in self.children.values())
+
+    @property
+    def exported(self) -> int:
+        return sum(c.exported for c in self.children.values())
+
+    @property
+    def dropped(self) -> int:
+        return sum(c.dropped for c in self.children.values())
+
+    @property
+    def queued(self) -> int:
+        return sum(c.queued for c in self.children.values())
+
+
+class _Counts:
+    __slots__ = ("dropped", "exported", "offered", "queued")
+
+    def __init__(self) -> None:
+        self.offered = self.exported = self.dropped = self.queued = 0
+
+
+class LineExporter:
+    """Exports child output lines as OTLP LogRecords; implements ``LineSink``.
+
+    The worker starts at construction; call ``close(timeout)`` once to flush
+    and stop it. Sizes: the queue holds ``max_queue_lines`` lines and
+    ``max_queue_bytes`` bytes (a segment is also taken when the queue is empty,
+    so one over-sized read is never refused for size alone); a request holds up
+    to ``max_batch_records`` records or about ``max_batch_bytes`` bytes, and is
+    sent ``linger`` s after its first line arrived at the latest.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        resource: Mapping[str, AttributeValue],
+        scope_version: str = "",
+        timeout: float = 10.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        max_queue_lines: int = 131_072,
+        max_queue_bytes: int = 64 << 20,
+        max_batch_records: int = 4096,
+        max_batch_bytes: int = 2 << 20,
+        linger: float = 0.2,
+        summary_interval: float = 10.0,
+    ) -> None:
+        if timeout <= 0 or linger < 0 or max_batch_records < 1 or max_queue_lines < 1:
+            raise ValueError("timeout must be > 0, linger >= 0, batch and queue sizes >= 1")
+        self._transport = transport
+        self._timeout = timeout
+        self._retry = retry
+        self._max_lines = max_queue_lines
+        self._max_bytes = max_queue_bytes
+        self._batch_records = max_batch_records
+        self._batch_bytes = max_batch_bytes
+        self._linger = linger
+        self._summary_interval = summary_interval
+        self._encoder = BatchEncoder(resource, SCOPE_NAME, scope_version)
+        self._log = log.bind(endpoint=transport.endpoint)
+        self._reporter = ErrorReporter(self._log)
+
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._queue: collections.deque[tuple[Origin, Segment]] = collections.deque()
+        self._queue_lines = 0
+        self._queue_bytes = 0
+        self._first_waiting = 0.0  # monotonic time the oldest waiting segment arrived
+        self._wake_at_lines = 1  # offer() notifies the worker once this many lines wait
+        self._counts: dict[str, _Counts] = {}
+        self._unreported: collections.Counter[str] = collections.Counter()  # drops since the last summary
+        self._by_reason: collections.Counter[str] = collections.Counter()
+        self._sent = self._failed = 0
+        self._state = "idle"
+        self._closing_deadline: float | None = None
+        self._abandoned = False
+
+        # The worker's own state: a segment partly encoded, and when the next drop summary is due.
+        self._pending: tuple[Origin, Segment, list[bytes], int] | None = None
+        self._next_summary = time.monotonic() + summary_interval
+
+        self._thread = threading.Thread(target=self._run, name="otlp-line-exporter", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<LineExporter {s.endpoint} {s.state} offered={s.offered} exported={s.exported} "
+            f"dropped={s.dropped} queued={s.queued}>"
+        )
+
+    # -- event-loop side ---------------------------------------------------
+
+    def offer(self, origin: Origin, segment: Segment) -> None:
+        """Queue a line segment, or drop and count it when the queue is full. O(1), never blocks on I/O."""
+        if segment.event is not None:
+            raise ValueError("LineExporter.offer takes line segments only")
+        n = segment.count
+        size = len(segment.data)
+        with self._lock:
+            counts = self._counts.get(origin.child)
+            if counts is None:
+                counts = self._counts[origin.child] = _Counts()
+            counts.offered += n
+            if self._closing_deadline is not None:
+                self._drop(origin.child, counts, n, "closed")
+                return
+            if self._queue_lines and (
+                self._queue_lines + n > self._max_lines or self._queue_bytes + size > self._max_bytes
+            ):
+                self._drop(origin.child, counts, n, "queue_full")
+                return
+            if not self._queue_lines:
+                self._first_waiting = time.monotonic()
+            self._queue.append((origin, segment))
+            self._queue_lines += n
+            self._queue_bytes += size
+            counts.queued += n
+            if self._queue_lines >= self._wake_at_lines:
+                self._wakeup.notify()
+
+    def _drop(self, child: str, counts: _Counts, n: int, reason: str) -> None:
+        """Count ``n`` lines of ``child`` as dropped (lock held)."""
+        counts.dropped += n
+        self._unreported[child] += n
+        self._by_reason[reason] += n
+
+    def statistics(self) -> ExporterStatistics:
+        """A consistent snapshot: per child offered/exported/dropped/queued, and the queue."""
+        with self._lock:
+            return ExporterStatistics(
+                endpoint=self._transport.endpoint,
+                state=self._state,
+                children={
+                    name: ChildExportStats(c.offered, c.exported, c.dropped, c.queued)
+                    for name, c in self._counts.items()
+                },
+                dropped_by_reason=dict(self._by_reason),
+                queue_lines=self._queue_lines,
+                queue_bytes=self._queue_bytes,
+                requests_sent=self._sent,
+                requests_failed=self._failed,
+            )
+
+    def close(self, timeout: float) -> bool:
+        """Send what is queued within ``timeout`` s, then stop. Returns False if anything was left unsent.
+
+        Offers after this are dropped and counted (reason "closed"). What could
+        not be sent in time is counted as dropped and logged.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._lock:
+            if self._closing_deadline is None:
+                self._closing_deadline = deadline
+            self._wakeup.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+        self._transport.close()  # aborts a call still in progress
+        self._thread.join(1.0)
+        with self._lock:
+            self._abandoned = True
+            left = {name: c.queued for name, c in self._counts.items() if c.queued}
+            for name, n in left.items():
+                counts = self._counts[name]
+                counts.queued = 0
+                self._drop(name, counts, n, "closed")
+            self._queue.clear()
+            self._queue_lines = self._queue_bytes = 0
+            self._state = "closed"
+        if left:
+            self._log.error("otlp.export.close.dropped", dropped=left, total=sum(left.values()))
+        self._summarize(final=True)
+        stats = self.statistics()
+        self._log.info(
+            "otlp.export.closed", offered=stats.offered, exported=stats.exported, dropped=stats.dropped
+        )
+        return not left
+
+    # -- worker side -------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._wait_for_work():
+                self._maybe_summarize()
+                batch = self._build_batch()
+                if batch is not None:
+                    self._send(*batch)
+        except BaseException:
+            self._log.exception("otlp.export.worker.crashed")
+            raise
+
+    def _maybe_summarize(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_summary:
+            self._next_summary = now + self._summary_interval
+            self._summarize()
+
+    def _wait_for_work(self) -> bool:
+        """Block until a batch is due (full, lingered, or closing) or a summary is; False to stop."""
+        next_summary = self._next_summary
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                if self._abandoned:
+                    return False
+                closing = self._closing_deadline is not None
+                if self._closing_deadline is not None and (
+                    (not self._queue_lines and not self._pending) or now >= self._closing_deadline
+                ):
+                    return False
+                if self._pending or closing or now >= next_summary:
+                    return True
+                if self._queue_lines >= self._batch_records:
+                    return True
+                if self._queue_lines:
+                    due = self._first_waiting + self._linger
+                    if now >= due:
+                        return True
+                    self._wake_at_lines = self._batch_records
+                    self._wakeup.wait(min(due, next_summary) - now)
+                else:
+                    self._wake_at_lines = 1
+                    self._wakeup.wait(next_summary - now)
+
+    def _build_batch(self) -> tuple[bytes, dict[str, int]] | None:
+        """Encode up to one request from the partly encoded segment and the queue (lock taken per segment)."""
+        enc = self._encoder
+        per_child: dict[str, int] = {}
+        while enc.records < self._batch_records and enc.size < self._batch_bytes:
+            if self._pending is None:
+                with self._lock:
+                    if not self._queue:
+                        break
+                    origin, segment = self._queue.popleft()
+                    self._queue_lines -= segment.count
+                    self._queue_bytes -= len(segment.data)
+                lines = segment.data.split(b"\n")
+                if segment.data.endswith(b"\n"):
+                    lines.pop()
+                if len(lines) != segment.count:
+                    self._log.error(
+                        "otlp.segment.malformed", child=origin.child, count=segment.count, lines=len(lines)
+                    )
+                self._pending = (origin, segment, lines, 0)
+            origin, segment, lines, start = self._pending
+            stop = enc.add(
+                origin, segment, lines, start, max_records=self._batch_records, max_size=self._batch_bytes
+            )
+            per_child[origin.child] = per_child.get(origin.child, 0) + stop - start
+            self._pending = None if stop >= len(lines) else (origin, segment, lines, stop)
+        if not enc.records:
+            return None
+        return enc.take(), per_child
+
+    def _send(self, body: bytes, per_child: dict[str, int]) -> None:
+        """Send one request, retrying by the policy; resolve its lines as exported or dropped."""
+        started = time.monotonic()
+        attempt = 0
+        with self._lock:
+            self._state = "exporting"
+        while True:
+            timeout = self._timeout
+            if self._closing_deadline is not None:
+                timeout = min(timeout, self._closing_deadline - time.monotonic())
+            try:
+                if timeout <= 0:
+                    raise ExportError("closed", "no time left to send before close", retryable=False)
+                result = self._transport.export(body, timeout)
+            except ExportError as exc:
+                with self._lock:
+                    self._failed += 1
+                    self._state = "failing"
+                give_up = time.monotonic() - started >= self._retry.give_up_after
+                wait = self._retry.delay(attempt, exc.retry_after)
+                will_retry = exc.retryable and not give_up and not self._abandoned
+                lines = sum(per_child.values())
+                self._reporter.failed(
+                    exc, attempt=attempt, lines=lines, retry_in=wait if will_retry else None
+                )
+                if not will_retry:
+                    self._resolve(per_child, ExportResult(), failed="failed")
+                    return
+                self._backoff(wait)
+                self._maybe_summarize()
+                attempt += 1
+                continue
+            self._reporter.succeeded()
+            self._resolve(per_child, result)
+            return
+
+    def _backoff(self, wait: float) -> None:
+        """Sleep ``wait`` s; when closing, no later than the close deadline. Wakes on close()."""
+        until = time.monotonic() + wait
+        with self._lock:
+            while not self._abandoned:
+                deadline = until if self._closing_deadline is None else min(until, self._closing_deadline)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._wakeup.wait(remaining)
+
+    def _resolve(self, per_child: dict[str, int], result: ExportResult, failed: str = "") -> None:
+        """Move a batch's lines from queued to exported or dropped (all if ``failed``, else the rejected)."""
+        rejected = sum(per_child.values()) if failed else result.rejected
+        if result.rejected:
+            self._log.warning(
+                "otlp.export.partial", rejected=result.rejected, receiver_message=result.message
+            )
+        with self._lock:
+            if not failed:
+                self._sent += 1
+            self._state = "idle"
+            if self._abandoned:
+                return  # close() has already counted these lines as dropped
+            for child, n in per_child.items():
+                counts = self._counts[child]
+                bad = min(n, rejected)
+                rejected -= bad
+                counts.queued -= n
+                counts.exported += n - bad
+                if bad:
+                    self._drop(child, counts, bad, failed or "rejected")
+
+    def _summarize(self, *, final: bool = False) -> None:
+        """Log ``otlp.export.dropped`` with counts per child, if anything was dropped since the last one."""
+        with self._lock:
+            dropped, self._unreported = dict(self._unreported), collections.Counter()
+            by_reason = dict(self._by_reason)
+        if dropped:
+            self._log.warning(
+                "otlp.export.dropped",
+                dropped=dropped,
+                total=sum(dropped.values()),
+                since_start_by_reason=by_reason,
+                final=final,
+            )

@@ -1,0 +1,121 @@
+"""Fixtures: a real supd per test on a temporary socket, and helpers to drive it."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from supervisor.testing import SupervisorProcess, running_supervisor
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+ZOO = str(pathlib.Path(__file__).with_name("zoo.py"))
+
+
+def zoo(*args: str) -> list[str]:
+    """argv running one of the zoo's child programs."""
+    return [sys.executable, ZOO, *args]
+
+
+@pytest.fixture
+def sup(tmp_path: pathlib.Path) -> Iterator[SupervisorProcess]:
+    with running_supervisor(tmp_path) as handle:
+        yield handle
+
+
+@pytest.fixture
+def stub(sup: SupervisorProcess) -> Iterator[pb_grpc.SupervisorStub]:
+    with sup.channel() as channel:
+        yield pb_grpc.SupervisorStub(channel)
+
+
+def spawn(stub: pb_grpc.SupervisorStub, name: str, argv: list[str], **fields: Any) -> pb.ChildInfo:
+    fields.setdefault("restart", pb.RESTART_POLICY_NEVER)
+    return stub.Spawn(pb.SpawnRequest(spec=pb.ChildSpec(name=name, argv=argv, **fields)), timeout=10).child
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll until truthy under a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def wait_state(stub: pb_grpc.SupervisorStub, name: str, state: int, timeout: float = 10.0) -> pb.ChildInfo:
+    def check() -> pb.ChildInfo | None:
+        info = stub.Health(pb.HealthRequest(name=name), timeout=5).children[0]
+        return info if info.state == state else None
+
+    return wait_for(check, timeout, f"{name} to reach {pb.ChildState.Name(state)}")
+
+
+def split_lines(batch: pb.LineBatch) -> list[bytes]:
+    out, off = [], 0
+    for n in batch.lengths:
+        out.append(batch.data[off : off + n])
+        off += n
+    assert off == len(batch.data), "lengths must cover the blob exactly"
+    return out
+
+
+class Follower:
+    """Reads a Stream in a thread, recording every message, until it ends or is cancelled."""
+
+    def __init__(self, stub: pb_grpc.SupervisorStub, request: pb.StreamRequest) -> None:
+        self.messages: list[pb.StreamMessage] = []
+        self.error: grpc.RpcError | None = None
+        self.done = threading.Event()
+        self._call = stub.Stream(request, timeout=60)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for message in self._call:
+                self.messages.append(message)
+        except grpc.RpcError as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def events(self) -> list[pb.Event]:
+        return [m.event for m in list(self.messages) if m.HasField("event")]
+
+    def lines(self) -> list[tuple[int, bytes]]:
+        out = []
+        for m in list(self.messages):
+            if m.HasField("lines"):
+                out.extend(enumerate(split_lines(m.lines), start=m.lines.first_seq))
+        return out
+
+    def wait_event(self, kind: int, count: int = 1, timeout: float = 20.0) -> list[pb.Event]:
+        return wait_for(
+            lambda: [e for e in self.events() if e.kind == kind][count - 1 : count] and self.events(),
+            timeout,
+            f"{count} event(s) {pb.Event.Kind.Name(kind)}",
+        )
+
+    def cancel(self) -> None:
+        self._call.cancel()
+        self.done.wait(10)
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (absent, or a zombie awaiting its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
