@@ -33,6 +33,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -224,6 +225,7 @@ class Supd:
         self.address = address
         self.stderr_path = stderr_path
         self.handle = handle  # supervisor.testing.SupervisorProcess, or None
+        self.ring_bytes: int | None = None
 
     @property
     def pid(self) -> int:
@@ -235,8 +237,7 @@ class Supd:
     def assert_alive(self, where: str) -> None:
         if not self.alive():
             raise BenchError(
-                f"{where}: supd died with exit status {self.proc.returncode}; its stderr:\n"
-                + self.stderr_tail()
+                f"{where}: supd died with exit status {self.proc.returncode}; its stderr:\n" + self.stderr_tail()
             )
 
     def stderr_tail(self, n: int = 40) -> str:
@@ -248,14 +249,24 @@ class Supd:
     def supctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         cmd = [*supctl_command(), "--addr", self.address, *args]
         try:
-            res = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, env=child_env(), check=False
-            )
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(), check=False)
         except subprocess.TimeoutExpired as exc:
             raise BenchError(f"{shlex.join(cmd)} did not finish within {timeout:.0f}s") from exc
         if res.returncode != 0:
             raise BenchError(f"{shlex.join(cmd)} exited with {res.returncode}:\n{res.stdout}{res.stderr}")
         return res
+
+    def spawn(self, name: str, argv: list[str]) -> None:
+        """``supctl spawn NAME --restart never -- ARGV``; through gRPC when a ring size is set."""
+        if self.ring_bytes is None:
+            self.supctl("spawn", name, "--restart", "never", "--", *argv)
+            return
+        from supervisor.v1 import supervisor_pb2 as pb
+        from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+        spec = pb.ChildSpec(name=name, argv=argv, restart=pb.RESTART_POLICY_NEVER, ring_bytes=self.ring_bytes)
+        with self.handle.channel() as channel:
+            pb_grpc.SupervisorStub(channel).Spawn(pb.SpawnRequest(spec=spec), timeout=30)
 
     def health(self, name: str) -> Any:
         """ChildInfo through gRPC, or None when the testing helpers are unavailable."""
@@ -298,7 +309,7 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
     follower_err = tmp / f"{tag}.supctl.stderr"
 
     supd.assert_alive(tag)
-    supd.supctl("spawn", name, "--restart", "never", "--", *flood_cmd(lines, freport, wait=start))
+    supd.spawn(name, flood_cmd(lines, freport, wait=start))
     follower_cmd = [*supctl_command(), "--addr", supd.address, "logs", "-f", name]
     with follower_err.open("wb") as err:
         follower = subprocess.Popen(follower_cmd, stdout=subprocess.PIPE, stderr=err, env=child_env())
@@ -342,17 +353,30 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
         flood = check_flood(wait_for(flood_done, timeout, f"{tag}: flood's report"), lines, tag)
         cpu_flood_done = proc_cpu_s(supd.pid)
 
-        # Everything should reach the checker soon after flood is done.
+        # Everything should reach the checker soon after flood is done: done when
+        # it has all N lines, or (lines lost) a while after supctl printed the
+        # child's exit event, which supd sends after the child's last line.
+        end_seen_at: float | None = None
+
         def check_done() -> dict[str, Any] | None:
+            nonlocal end_seen_at
             supd.assert_alive(tag)
             if checker.poll() is not None or follower.poll() is not None:
                 return read_json(creport) or {"lines": 0, "ok": False, "final": True}
-            return read_json(creport)
+            report = read_json(creport)
+            if report is not None:
+                return report
+            if end_seen_at is None:
+                if follower_summary(follower_err, name)["end_seen"]:
+                    end_seen_at = time.monotonic()
+            elif time.monotonic() - end_seen_at > 3.0:
+                return {"lines": None, "ok": False}
+            return None
 
         tail_timeout = max(30.0, timeout - flood["wall_s"])
         try:
-            wait_for(check_done, tail_timeout, f"{tag}: all {lines} lines at check_lines")
-            caught_up = True
+            done = wait_for(check_done, tail_timeout, f"{tag}: all {lines} lines at check_lines")
+            caught_up = done.get("lines") == lines
         except BenchError:
             caught_up = False
         cpu1 = proc_cpu_s(supd.pid)
@@ -377,6 +401,7 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
     check = read_json(creport)
     if check is None or not check.get("final"):
         raise BenchError(f"{tag}: check_lines wrote no final report ({check})")
+    fsum = follower_summary(follower_err, name)
     result = {
         "wall_s": flood["wall_s"],
         "max_write_stall_ms": flood["max_write_stall_ms"],
@@ -391,18 +416,33 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
         "supd_cpu_s_while_flooding": cpu_flood_done - cpu0,
         "supd_cpu_s_per_100mb": (cpu1 - cpu0) / (flood["bytes"] / 1e8),
         "supctl_cpu_s": follower_cpu,
+        "gaps": fsum["gaps"],
+        "records_lost_in_gaps": fsum["records_lost"],
         "flood": flood,
         "check": check,
     }
     result["follower_stderr"] = follower_err.read_text(errors="replace")[-4000:]
     if not result["ok"]:
+        short = {k: check.get(k) for k in ("lines", "expected", "in_order", "complete", "first_bad", "bad_reason")}
         raise BenchErrorWithResult(
-            f"{tag}: lines through supctl logs -f were not all there in order "
-            f"(caught up within {tail_timeout:.0f}s: {caught_up}): {json.dumps(check)}\n"
-            f"supctl logs -f stderr (tail):\n{result['follower_stderr']}",
+            f"{tag}: not every line reached check_lines in order through supctl logs -f: {json.dumps(short)}; "
+            f"supctl reported {fsum['gaps']} gaps losing {fsum['records_lost']} records"
+            + ("" if caught_up or fsum["gaps"] else f" (still missing {tail_timeout:.0f}s after flood ended)")
+            + f"\nsupctl logs -f stderr (last lines):\n{result['follower_stderr'][-800:]}",
             result,
         )
     return result
+
+
+def follower_summary(stderr_path: pathlib.Path, name: str) -> dict[str, Any]:
+    """What ``supctl logs -f`` said on stderr: gaps, and whether the child's exit event came."""
+    text = stderr_path.read_text(errors="replace")
+    prefix = f"supctl: [{name}] "
+    gaps = [int(m) for m in re.findall(r"GAP: (\d+) records lost", text)]
+    end_seen = any(
+        line.startswith(prefix) and "GAP:" not in line and "started with pid" not in line for line in text.splitlines()
+    )
+    return {"gaps": len(gaps), "records_lost": sum(gaps), "end_seen": end_seen}
 
 
 def run_drain_only(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: float) -> dict[str, Any]:
@@ -412,7 +452,7 @@ def run_drain_only(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
     freport = tmp / f"{tag}.flood.json"
     supd.assert_alive(tag)
     cpu0 = proc_cpu_s(supd.pid)
-    supd.supctl("spawn", name, "--restart", "never", "--", *flood_cmd(lines, freport))
+    supd.spawn(name, flood_cmd(lines, freport))
 
     def flood_done() -> dict[str, Any] | None:
         supd.assert_alive(tag)
@@ -473,27 +513,19 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "stall_ms_cat": spread([r["max_write_stall_ms"] for r in res["baseline"]]),
         "stall_ms_supd": spread([r["max_write_stall_ms"] for r in res["supd"]]),
         "follower_lines_per_s": spread([r["follower_lines_per_s"] for r in res["supd"]]),
-        "follower_lag_s": spread(
-            [r["follower_lag_s"] for r in res["supd"] if r["follower_lag_s"] is not None]
-        ),
+        "follower_lag_s": spread([r["follower_lag_s"] for r in res["supd"] if r["follower_lag_s"] is not None]),
         "all_in_order": bool(res["supd"]) and all(r["ok"] for r in res["supd"]),
         "runs_in_order": sum(1 for r in res["supd"] if r["ok"]),
         "supd_cpu_s_per_100mb": spread([r["supd_cpu_s_per_100mb"] for r in res["supd"]]),
         "supctl_cpu_s_per_100mb": spread(
-            [
-                r["supctl_cpu_s"] / (r["flood"]["bytes"] / 1e8)
-                for r in res["supd"]
-                if r["supctl_cpu_s"] is not None
-            ]
+            [r["supctl_cpu_s"] / (r["flood"]["bytes"] / 1e8) for r in res["supd"] if r["supctl_cpu_s"] is not None]
         ),
     }
     if drain:
         summ["drain_only_wall_s"] = spread(drain)
         summ["ratio_drain_only_over_cat"] = median(drain) / median(base) if base else None
         summ["stall_ms_drain_only"] = spread([r["max_write_stall_ms"] for r in res["drain_only"]])
-        summ["drain_only_supd_cpu_s_per_100mb"] = spread(
-            [r["supd_cpu_s_per_100mb"] for r in res["drain_only"]]
-        )
+        summ["drain_only_supd_cpu_s_per_100mb"] = spread([r["supd_cpu_s_per_100mb"] for r in res["drain_only"]])
     return summ
 
 
@@ -578,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="deadline for one flood, seconds")
     ap.add_argument("--no-drain-only", action="store_true", help="skip the supd-without-follower runs")
     ap.add_argument("--baseline-only", action="store_true", help="do not start supd")
+    ap.add_argument(
+        "--ring-bytes",
+        type=int,
+        help="spawn through gRPC with this ring size (default: supctl spawn, supd's default ring)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
     args = ap.parse_args(argv)
@@ -592,7 +629,12 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "params": {"lines": args.lines, "runs": args.runs, "bytes_per_run": args.lines * LINE_BYTES},
+        "params": {
+            "lines": args.lines,
+            "runs": args.runs,
+            "bytes_per_run": args.lines * LINE_BYTES,
+            "ring_bytes": args.ring_bytes,
+        },
         "targets": {"ratio_supd_over_cat_max": TARGET_RATIO, "follower_lines_per_s_min": TARGET_FOLLOWER_LPS},
         "baseline": [],
         "supd": [],
@@ -611,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with running_supd(tmp) as supd:
                 res["supd_pid"] = supd.pid
+                supd.ring_bytes = args.ring_bytes
                 for i in range(args.runs):
                     # Interleaved, so slow phases of a shared machine hit both sides.
                     res["baseline"].append(run_baseline(args.lines, tmp, i, args.timeout))
@@ -623,14 +666,12 @@ def main(argv: list[str] | None = None) -> int:
                         r = run_under_supd(supd, args.lines, tmp, i, args.timeout)
                     except BenchErrorWithResult as exc:
                         r = exc.result
-                        res["supd"].append(r)
                         res["failures"].append(str(exc))
                         print(f"\nFAILED: {exc}", flush=True)
-                        continue
                     res["supd"].append(r)
                     print(
-                        f", supd {r['wall_s']:.3f} s, follower {r['follower_lines_per_s']:,.0f} lines/s, "
-                        f"supd CPU {r['supd_cpu_s']:.2f} s",
+                        f", supd {r['wall_s']:.3f} s, follower {r['follower_lines_per_s']:,.0f} lines/s"
+                        f"{'' if r['ok'] else ' (LINES LOST)'}, supd CPU {r['supd_cpu_s']:.2f} s",
                         end="",
                         flush=True,
                     )
@@ -663,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     if failed or res["failures"]:
         print("\nFAILED:", file=sys.stderr)
         for f in res["failures"]:
-            print(f"  - {f}", file=sys.stderr)
+            print(f"  - {f.splitlines()[0]}", file=sys.stderr)
         return 1
     return 0
 

@@ -92,8 +92,7 @@ def list_table(children: Sequence[pb.ChildInfo]) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-        for row in rows
+        "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows
     )
 
 
@@ -119,8 +118,7 @@ def health_text(resp: pb.HealthResponse) -> str:
             f"  fatal:       {c.fatal_reason or '-'}",
             f"  ring:        seq {c.oldest_seq}..{c.next_seq} ({held} records), "
             f"{c.ring_bytes_used} of {c.spec.ring_bytes} bytes, {c.ring_evicted_records} evicted",
-            f"  drained:     {c.stdout_lines} stdout lines, {c.stderr_lines} stderr lines, "
-            f"{c.bytes_drained} bytes",
+            f"  drained:     {c.stdout_lines} stdout lines, {c.stderr_lines} stderr lines, {c.bytes_drained} bytes",
         ]
     return "\n".join(lines)
 

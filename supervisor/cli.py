@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO, cast
 
 import grpc
@@ -150,13 +150,14 @@ def cmd_spawn(client: Client, args: argparse.Namespace) -> int:
         spec.backoff.initial_seconds = args.backoff_initial
     if args.backoff_max is not None:
         spec.backoff.max_seconds = args.backoff_max
-    if args.flap_max is not None or args.flap_window is not None:
-        # supd reads a present flap_limit's max_restarts literally (0 disables
-        # the limit), so a window alone must carry the documented default of 5.
-        spec.flap_limit.SetInParent()
-        spec.flap_limit.max_restarts = 5 if args.flap_max is None else args.flap_max
-        if args.flap_window is not None:
-            spec.flap_limit.window_seconds = args.flap_window
+    if args.flap_max is not None:
+        spec.flap_limit.max_restarts = args.flap_max
+    if args.flap_window is not None:
+        spec.flap_limit.window_seconds = args.flap_window
+    if args.ring_bytes is not None:
+        spec.ring_bytes = args.ring_bytes
+    if args.max_line_bytes is not None:
+        spec.max_line_bytes = args.max_line_bytes
     resp = client.stub.Spawn(
         pb.SpawnRequest(spec=spec, replace=args.replace), timeout=client.deadline(STOPPING_TIMEOUT)
     )
@@ -252,7 +253,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _stream_raw(call: Any, out: BinaryIO, name: str) -> None:
+def _stream_raw(call: Iterable[pb.StreamMessage], out: BinaryIO, name: str) -> None:
     """The hot path: one write and one flush per ~64 KiB batch, no per-line work."""
     write, flush, err = out.write, out.flush, sys.stderr
     for msg in call:
@@ -267,7 +268,7 @@ def _stream_raw(call: Any, out: BinaryIO, name: str) -> None:
             print(fmt.describe_gap(name, msg.gap), file=err, flush=True)
 
 
-def _stream_json(call: Any, out: BinaryIO) -> None:
+def _stream_json(call: Iterable[pb.StreamMessage], out: BinaryIO) -> None:
     """One JSON object per line, event and gap, flushed per message so followers see it live."""
     for msg in call:
         if msg.HasField("lines"):
@@ -307,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"deadline of each request (default: {QUICK_TIMEOUT:g}s for ls, health, kill; "
         f"{STOPPING_TIMEOUT:g}s for spawn, stop, restart, rm, which may wait out a grace; none for logs)",
     )
+    parser.add_argument(
+        "--wait",
+        type=_seconds_arg,
+        default=None,
+        metavar="SECONDS",
+        help="wait up to SECONDS for supd to accept connections before the command (for start-up scripts)",
+    )
     sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
     _add_spawn(sub)
     _add_logs(sub)
@@ -322,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stop", help="stop a child (it stays declared)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--grace", type=float, metavar="S", help="seconds before SIGKILL, this time only")
+    p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("restart", help="stop a child if it runs, then start it")
@@ -352,14 +360,22 @@ def _add_spawn(sub: Any) -> None:
     p.add_argument("--restart", choices=sorted(_POLICIES), help="restart policy (default on-failure)")
     p.add_argument("--grace", type=float, metavar="S", help="stop signal to SIGKILL, seconds (default 10)")
     p.add_argument("--stop-signal", type=_signal_arg, metavar="SIG", help="stop signal (default SIGTERM)")
-    p.add_argument("--env", type=_env_arg, action="append", metavar="K=V", help="environment entry (repeat)")
-    p.add_argument("--inherit-env", action="store_true", help="--env adds to supd's environment")
+    p.add_argument(
+        "--env",
+        type=_env_arg,
+        action="append",
+        metavar="K=V",
+        help="environment entry (repeat); replaces supd's environment unless --inherit-env",
+    )
+    p.add_argument("--inherit-env", action="store_true", help="add --env entries to supd's environment instead")
     p.add_argument("--cwd", metavar="DIR", help="working directory (relative to yours)")
     p.add_argument("--replace", action="store_true", help="stop and remove a child of that name first")
     p.add_argument("--backoff-initial", type=float, metavar="S", help="first restart delay (default 0.5)")
     p.add_argument("--backoff-max", type=float, metavar="S", help="longest restart delay (default 30)")
     p.add_argument("--flap-max", type=_count_arg, metavar="N", help="restarts per window (0: no limit)")
     p.add_argument("--flap-window", type=float, metavar="S", help="flap window in seconds (default 60)")
+    p.add_argument("--ring-bytes", type=_count_arg, metavar="N", help="output kept in memory (default 8 MiB)")
+    p.add_argument("--max-line-bytes", type=_count_arg, metavar="N", help="longer lines are split (default 16 KiB)")
     p.set_defaults(func=cmd_spawn, parser=p)
 
 
@@ -379,7 +395,7 @@ def _add_logs(sub: Any) -> None:
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """Split ``spawn ... -- CMD`` by hand: argparse drops every ``--`` inside CMD too."""
-    i, takes_value = 0, {"--addr", "--timeout"}
+    i, takes_value = 0, {"--addr", "--timeout", "--wait"}
     while i < len(argv):
         token = argv[i]
         if token in takes_value:
@@ -389,10 +405,10 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
             i += 1
             continue
         if token == "spawn" and "--" in argv[i:]:
-            cut = len(argv) - 1 - argv[::-1].index("--")
+            cut = argv.index("--", i)
             return argv[:cut], argv[cut + 1 :]
         break
-    return argv, []  #
+    return argv, []
 
 
 # ---------------------------------------------------------------- errors and main
@@ -411,18 +427,14 @@ def _what(args: argparse.Namespace) -> str:
 _CONNECTION_LOST = ("Socket closed", "Stream removed", "Connection reset", "Broken pipe")
 
 
-def _rpc_failure(
-    exc: grpc.RpcError, args: argparse.Namespace, address: str, timeout: float | None
-) -> CliError:
+def _rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, timeout: float | None) -> CliError:
     """Turn a gRPC status into the one line and exit code the user sees."""
     call = cast(grpc.Call, exc)
     code, details = call.code(), call.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
         return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
     if code == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _CONNECTION_LOST):
-        return CliError(
-            f"{_what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE
-        )
+        return CliError(f"{_what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE)
     if code == grpc.StatusCode.UNAVAILABLE:  # supd itself said so, e.g. while shutting down
         return CliError(f"{_what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
     if code == grpc.StatusCode.NOT_FOUND:
@@ -446,6 +458,14 @@ def _unreachable(address: str, details: str) -> str:
         return f"no supd is running at {address} (connection refused)"
     reason = details.rpartition(": ")[2] or details
     return f"cannot reach supd at {address} ({reason})"
+
+
+def _wait_ready(channel: grpc.Channel, address: str, seconds: float) -> None:
+    """Block until the channel connects, or fail with exit code 3 after ``seconds``."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=seconds)
+    except grpc.FutureTimeoutError:
+        raise CliError(f"no supd answered at {address} within {seconds:g}s (--wait)", EXIT_UNREACHABLE) from None
 
 
 def _silence_stdout() -> None:
@@ -472,13 +492,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[Client, argparse.Namespace], int] = args.func
     # Batches hold up to max_line_bytes (1 MiB) lines; never refuse a message for size.
     options = [("grpc.max_receive_message_length", -1)]
+    if args.wait is not None:
+        # Retry a missing or refusing socket often, not gRPC's default of once a second and more.
+        options += [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 250)]
     try:
         with grpc.insecure_channel(address, options=options) as channel:
-            return func(Client(pb_grpc.SupervisorStub(channel), address, args.timeout), args)
+            if args.wait is not None:
+                _wait_ready(channel, address, args.wait)
+            code = func(Client(pb_grpc.SupervisorStub(channel), address, args.timeout), args)
+        sys.stdout.flush()  # here, so that a closed pipe is handled below, not at exit
+        return code
     except grpc.RpcError as exc:
         failure = _rpc_failure(exc, args, address, args.timeout)
         _fail(failure.message)
         return failure.code
+    except CliError as exc:
+        _fail(exc.message)
+        return exc.code
     except KeyboardInterrupt:
         return EXIT_OK if args.command_name == "logs" else EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -182,7 +182,9 @@ def spec_from_proto(msg: pb.ChildSpec) -> ChildSpec:
         reset_after_seconds=_or(msg.backoff.reset_after_seconds, d_back.reset_after_seconds),
     )
     flap = FlapLimit(
-        max_restarts=msg.flap_limit.max_restarts if msg.HasField("flap_limit") else d_flap.max_restarts,
+        max_restarts=(
+            msg.flap_limit.max_restarts if msg.flap_limit.HasField("max_restarts") else d_flap.max_restarts
+        ),
         window_seconds=_or(msg.flap_limit.window_seconds, d_flap.window_seconds),
     )
     spec = ChildSpec(

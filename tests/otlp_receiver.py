@@ -5,7 +5,8 @@ receives thread-safely, can be stopped and started again on the same port (to
 play an endpoint that goes down and comes back), and is a context manager.
 ``fail_with`` makes a receiver answer every request with an error instead
 (a gRPC status code, or an HTTP status); failed requests are counted in
-``requests`` but their records are not kept.
+``requests`` but their records are not kept. ``reject`` makes it answer with a
+partial success rejecting that many records of each request (it keeps the rest).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Self
 import grpc
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
@@ -48,6 +50,7 @@ class Received:
         self.records: list[LogRecord] = []
         self.resources: list[dict[str, Any]] = []
         self.scopes: list[tuple[str, str]] = []
+        self.span_names: list[str] = []
 
     def count_request(self) -> None:
         with self._lock:
@@ -63,6 +66,12 @@ class Received:
                     if (sl.scope.name, sl.scope.version) not in self.scopes:
                         self.scopes.append((sl.scope.name, sl.scope.version))
                     self.records.extend(sl.log_records)
+
+    def add_spans(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        with self._lock:
+            for rs in request.resource_spans:
+                for ss in rs.scope_spans:
+                    self.span_names.extend(span.name for span in ss.spans)
 
     def __len__(self) -> int:
         with self._lock:
@@ -81,6 +90,17 @@ class _Restartable:
     """start/stop on one port, and the context-manager protocol."""
 
     port = 0
+    reject = 0
+
+    def response(self) -> logs_service_pb2.ExportLogsServiceResponse:
+        """Success, or a partial success rejecting ``reject`` records."""
+        if not self.reject:
+            return logs_service_pb2.ExportLogsServiceResponse()
+        return logs_service_pb2.ExportLogsServiceResponse(
+            partial_success=logs_service_pb2.ExportLogsPartialSuccess(
+                rejected_log_records=self.reject, error_message="test receiver rejects some"
+            )
+        )
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -100,7 +120,9 @@ class _Restartable:
 
 
 class GrpcReceiver(_Restartable):
-    """An OTLP/gRPC LogsService. ``fail_with``: a status code (and ``fail_details``) to answer instead."""
+    """OTLP/gRPC LogsService (and TraceService). ``fail_with``: a status code (and ``fail_details``) to answer."""
+
+    protocol = "grpc"
 
     def __init__(self) -> None:
         self.received = Received()
@@ -123,10 +145,18 @@ class GrpcReceiver(_Restartable):
                 if receiver.fail_with is not None:
                     context.abort(receiver.fail_with, receiver.fail_details)
                 receiver.received.add(request)
-                return logs_service_pb2.ExportLogsServiceResponse()
+                return receiver.response()
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(  # noqa: N802 - the generated servicer's method name
+                self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+            ) -> trace_service_pb2.ExportTraceServiceResponse:
+                receiver.received.add_spans(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
 
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if not port:
             raise RuntimeError(f"cannot listen on 127.0.0.1:{self.port}")
@@ -160,7 +190,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(415, b"want application/x-protobuf", "text/plain")
             return
         receiver.received.add(logs_service_pb2.ExportLogsServiceRequest.FromString(body))
-        self._answer(200, logs_service_pb2.ExportLogsServiceResponse().SerializeToString(), "application/x-protobuf")
+        self._answer(200, receiver.response().SerializeToString(), "application/x-protobuf")
 
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -175,6 +205,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class HttpReceiver(_Restartable):
     """An OTLP/HTTP receiver for POST /v1/logs. ``fail_with``: an HTTP status to answer instead."""
+
+    protocol = "http/protobuf"
 
     def __init__(self) -> None:
         self.received = Received()

@@ -44,13 +44,9 @@ def supctl_argv(address: str, *args: str) -> list[str]:
     return [PY, "-m", "supervisor.cli", "--addr", address, *args]
 
 
-def supctl(
-    sup: SupervisorProcess | str, *args: str, timeout: float = 60.0
-) -> subprocess.CompletedProcess[bytes]:
+def supctl(sup: SupervisorProcess | str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
     address = sup if isinstance(sup, str) else sup.address
-    return subprocess.run(
-        supctl_argv(address, *args), capture_output=True, env=ENV, timeout=timeout, check=False
-    )
+    return subprocess.run(supctl_argv(address, *args), capture_output=True, env=ENV, timeout=timeout, check=False)
 
 
 def ok(sup: SupervisorProcess, *args: str) -> str:
@@ -161,9 +157,7 @@ def test_logs_json_records(sup: SupervisorProcess) -> None:
     assert len(exited) == 1 and exited[0]["seq"] > lines[-1]["seq"]
 
 
-def test_logs_follow_gets_live_line_and_exits_0_on_ctrl_c(
-    sup: SupervisorProcess, tmp_path: pathlib.Path
-) -> None:
+def test_logs_follow_gets_live_line_and_exits_0_on_ctrl_c(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
     fifo = tmp_path / "in.fifo"
     os.mkfifo(fifo)
     script = (
@@ -411,9 +405,7 @@ def test_deadline_is_exit_5(sup: SupervisorProcess) -> None:
 
 def test_default_address_comes_from_supd_addr(sup: SupervisorProcess) -> None:
     env = {**ENV, "SUPD_ADDR": sup.address}
-    result = subprocess.run(
-        [PY, "-m", "supervisor.cli", "ls"], capture_output=True, env=env, timeout=60, check=False
-    )
+    result = subprocess.run([PY, "-m", "supervisor.cli", "ls"], capture_output=True, env=env, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(b"NAME")
 

@@ -118,3 +118,18 @@ def test_standard_health_and_reflection_are_served(sup):
         reply = next(refl.ServerReflectionInfo(iter([ask])))
         names = {s.name for s in reply.list_services_response.service}
         assert "supervisor.v1.Supervisor" in names and "grpc.health.v1.Health" in names
+
+
+def test_a_second_signal_during_shutdown_means_now(tmp_path: pathlib.Path):
+    pidfile = tmp_path / "pids"
+    with running_supervisor(tmp_path) as handle, handle.channel() as channel:
+        stub = pb_grpc.SupervisorStub(channel)
+        spawn(stub, "stubborn", zoo("ignore-term", str(pidfile)), stop_grace_seconds=60)
+        wait_for(pidfile.exists)
+        leader, grandchild = map(int, pidfile.read_text().split())
+        handle.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "supd.stopping" in handle.stderr_text(), what="supd to begin stopping")
+        handle.proc.send_signal(signal.SIGINT)
+        assert handle.proc.wait(20) == 1
+        assert "supd.stopping.now" in handle.stderr_text()
+        wait_for(lambda: process_gone(leader) and process_gone(grandchild), what="the group to be killed")

@@ -31,19 +31,24 @@ import dataclasses
 import threading
 import time
 from collections.abc import Mapping
-
-import structlog
+from typing import Any
 
 from supervisor._daemon.otlp_encode import AttributeValue, BatchEncoder
-from supervisor._daemon.otlp_report import ErrorReporter
-from supervisor._daemon.otlp_transport import ExportError, ExportResult, RetryPolicy, Transport
+from supervisor._daemon.otlp_report import ContextLog, ErrorReporter
+from supervisor._daemon.otlp_transport import (
+    ExportError,
+    ExportResult,
+    ExportTarget,
+    RetryPolicy,
+    Transport,
+    make_transport,
+)
 from supervisor._daemon.sinks import Origin, Segment
 
 __all__ = ["SCOPE_NAME", "ChildExportStats", "ExporterStatistics", "LineExporter"]
 
 SCOPE_NAME = "supd.child.output"
 DEFAULT_RETRY = RetryPolicy()
-log = structlog.get_logger()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,7 +136,7 @@ class LineExporter:
         self._linger = linger
         self._summary_interval = summary_interval
         self._encoder = BatchEncoder(resource, SCOPE_NAME, scope_version)
-        self._log = log.bind(endpoint=transport.endpoint)
+        self._log = ContextLog(endpoint=transport.endpoint)
         self._reporter = ErrorReporter(self._log)
 
         self._lock = threading.Lock()
@@ -155,6 +160,13 @@ class LineExporter:
 
         self._thread = threading.Thread(target=self._run, name="otlp-line-exporter", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def for_target(
+        cls, target: ExportTarget, *, resource: Mapping[str, AttributeValue], **options: Any
+    ) -> LineExporter:
+        """An exporter for ``target`` (its protocol, headers and timeout); ``options`` as for the constructor."""
+        return cls(make_transport(target), resource=resource, timeout=target.timeout, **options)
 
     def __repr__(self) -> str:
         s = self.statistics()
@@ -244,9 +256,7 @@ class LineExporter:
             self._log.error("otlp.export.close.dropped", dropped=left, total=sum(left.values()))
         self._summarize(final=True)
         stats = self.statistics()
-        self._log.info(
-            "otlp.export.closed", offered=stats.offered, exported=stats.exported, dropped=stats.dropped
-        )
+        self._log.info("otlp.export.closed", offered=stats.offered, exported=stats.exported, dropped=stats.dropped)
         return not left
 
     # -- worker side -------------------------------------------------------
@@ -311,14 +321,10 @@ class LineExporter:
                 if segment.data.endswith(b"\n"):
                     lines.pop()
                 if len(lines) != segment.count:
-                    self._log.error(
-                        "otlp.segment.malformed", child=origin.child, count=segment.count, lines=len(lines)
-                    )
+                    self._log.error("otlp.segment.malformed", child=origin.child, count=segment.count, lines=len(lines))
                 self._pending = (origin, segment, lines, 0)
             origin, segment, lines, start = self._pending
-            stop = enc.add(
-                origin, segment, lines, start, max_records=self._batch_records, max_size=self._batch_bytes
-            )
+            stop = enc.add(origin, segment, lines, start, max_records=self._batch_records, max_size=self._batch_bytes)
             per_child[origin.child] = per_child.get(origin.child, 0) + stop - start
             self._pending = None if stop >= len(lines) else (origin, segment, lines, stop)
         if not enc.records:
@@ -347,9 +353,7 @@ class LineExporter:
                 wait = self._retry.delay(attempt, exc.retry_after)
                 will_retry = exc.retryable and not give_up and not self._abandoned
                 lines = sum(per_child.values())
-                self._reporter.failed(
-                    exc, attempt=attempt, lines=lines, retry_in=wait if will_retry else None
-                )
+                self._reporter.failed(exc, attempt=attempt, lines=lines, retry_in=wait if will_retry else None)
                 if not will_retry:
                     self._resolve(per_child, ExportResult(), failed="failed")
                     return
@@ -376,9 +380,7 @@ class LineExporter:
         """Move a batch's lines from queued to exported or dropped (all if ``failed``, else the rejected)."""
         rejected = sum(per_child.values()) if failed else result.rejected
         if result.rejected:
-            self._log.warning(
-                "otlp.export.partial", rejected=result.rejected, receiver_message=result.message
-            )
+            self._log.warning("otlp.export.partial", rejected=result.rejected, receiver_message=result.message)
         with self._lock:
             if not failed:
                 self._sent += 1

@@ -1,4 +1,4 @@
-"""Logging export failures so a dead endpoint is visible but does not flood the log.
+"""Logging export events so a dead endpoint is visible but does not flood the log.
 
 The first failure of a kind (reason and the endpoint's words) is logged in
 full as ``otlp.export.failed``; identical ones after it are counted and logged
@@ -11,18 +11,45 @@ only, so it needs no lock.
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from structlog.typing import FilteringBoundLogger
+import structlog
 
 from supervisor._daemon.otlp_transport import ExportError
 
-__all__ = ["ErrorReporter"]
+__all__ = ["ContextLog", "ErrorReporter"]
+
+_log = structlog.get_logger()
+
+
+class ContextLog:
+    """structlog events with fixed fields (such as ``endpoint=``), configured at each call.
+
+    Not ``log.bind()``: a bound logger freezes the configuration of the moment
+    it is made, and an exporter is built before structlog is configured (and
+    before a test's ``capture_logs``).
+    """
+
+    def __init__(self, **context: Any) -> None:
+        self._context = context
+
+    def info(self, event: str, **fields: Any) -> None:
+        _log.info(event, **self._context, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        _log.warning(event, **self._context, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        _log.error(event, **self._context, **fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        _log.exception(event, **self._context, **fields)
 
 
 class ErrorReporter:
     """Rate-limits failure events: the first in full, then one count per ``interval`` s."""
 
-    def __init__(self, log: FilteringBoundLogger, interval: float = 30.0) -> None:
+    def __init__(self, log: ContextLog, interval: float = 30.0) -> None:
         self._log = log
         self._interval = interval
         self._key: tuple[str, str, bool] | None = None

@@ -85,7 +85,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
                 raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
             which = request.WhichOneof("start")
             if which == "from_seq":
-                start = request.from_seq
+                start = max(request.from_seq, 1)
                 if start > ring.next_seq:
                     raise InvalidArgument(
                         f"from_seq: {start} is beyond the newest record (next is {ring.next_seq});"
@@ -94,7 +94,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             elif which == "tail":
                 start = ring.seq_of_tail(request.tail, streams)
             else:
-                start = ring.next_seq if request.follow else ring.oldest_seq
+                start = ring.oldest_seq
         except SupervisorError as exc:
             await context.abort(exc.code, exc.message)
             return

@@ -170,20 +170,22 @@ class FlapLimit(_message.Message):
     MAX_RESTARTS_FIELD_NUMBER: _builtins.int
     WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
     max_restarts: _builtins.int
-    """Restarts allowed within the window. Default 5; 0 disables the limit."""
+    """Restarts allowed within the window. Unset: 5; 0 disables the limit."""
     window_seconds: _builtins.float
     """The sliding window, in seconds. Default 60; > 0."""
     def __init__(
         self,
         *,
-        max_restarts: _builtins.int = ...,
+        max_restarts: _builtins.int | None = ...,
         window_seconds: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_restarts", b"_max_restarts", "max_restarts", b"max_restarts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_restarts", b"max_restarts", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_restarts", b"_max_restarts", "max_restarts", b"max_restarts", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_restarts: _TypeAlias = _typing.Literal["max_restarts"]  # noqa: Y015
+    _WhichOneofArgType__max_restarts: _TypeAlias = _typing.Literal["_max_restarts", b"_max_restarts"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_restarts) -> _WhichOneofReturnType__max_restarts | None: ...
 
 Global___FlapLimit: _TypeAlias = FlapLimit  # noqa: Y015
 
@@ -500,7 +502,7 @@ class StreamRequest(_message.Message):
     from_seq: _builtins.int
     """Start at this sequence number. Older than the ring holds: a GAP first."""
     tail: _builtins.int
-    """Start with the last N lines held."""
+    """Start with the last N lines held (0: only what comes next)."""
     follow: _builtins.bool
     """Keep streaming new output and events until cancelled or removed."""
     @_builtins.property

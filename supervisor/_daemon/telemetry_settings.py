@@ -1,0 +1,186 @@
+"""Telemetry settings from the standard OTEL_* environment variables, validated.
+
+Follows the OpenTelemetry exporter specification: a signal-specific variable
+(``OTEL_EXPORTER_OTLP_LOGS_*``, ``..._TRACES_*``) wins over the generic one; an
+empty value counts as unset; timeouts are milliseconds; headers and resource
+attributes are ``key=value`` lists, percent-decoded. For http/protobuf the
+generic endpoint is a base URL that gets ``/v1/logs`` (``/v1/traces``)
+appended, while a signal-specific endpoint is used as it is. For gRPC an
+endpoint without a scheme is secure unless ``OTEL_EXPORTER_OTLP_INSECURE`` is
+true; ``http://`` is always insecure, ``https://`` always secure.
+
+A bad value raises ``InvalidArgument`` naming the variable, so supd refuses to
+start instead of exporting nowhere. With no endpoint, export is off and
+``disabled_reason`` says why (supd logs it once at start-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import socket
+import urllib.parse
+from collections.abc import Mapping
+
+from supervisor._daemon.otlp_encode import AttributeValue
+from supervisor._daemon.otlp_transport import GRPC, HTTP_PROTOBUF, ExportTarget
+from supervisor.errors import InvalidArgument
+
+__all__ = ["DEFAULT_SERVICE_NAME", "TelemetrySettings", "supd_version"]
+
+DEFAULT_SERVICE_NAME = "supd"
+_DEFAULT_TIMEOUT_MS = 10_000
+_PROTOCOLS = (GRPC, HTTP_PROTOBUF)
+_PREFIX = "OTEL_EXPORTER_OTLP_"
+
+
+def supd_version() -> str:
+    """supd's version as installed, or "unknown" when running from a source tree."""
+    try:
+        return importlib.metadata.version("supd")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _get(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _signal_or_generic(environ: Mapping[str, str], signal: str, option: str) -> tuple[str, str | None]:
+    """The (variable name, value) that applies: OTEL_EXPORTER_OTLP_<SIGNAL>_<OPTION>, else the generic."""
+    name = f"{_PREFIX}{signal}_{option}"
+    value = _get(environ, name)
+    if value is not None:
+        return name, value
+    name = f"{_PREFIX}{option}"
+    return name, _get(environ, name)
+
+
+def _bool(environ: Mapping[str, str], name: str) -> bool | None:
+    value = _get(environ, name)
+    if value is None:
+        return None
+    if value.lower() not in ("true", "false"):
+        raise InvalidArgument(f"{name}: must be true or false, got {value!r}")
+    return value.lower() == "true"
+
+
+def _pairs(name: str, value: str) -> dict[str, str]:
+    """Parse ``k=v,k2=v2`` (percent-decoded, blanks trimmed)."""
+    out: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        key = urllib.parse.unquote(key.strip())
+        if not sep or not key:
+            raise InvalidArgument(f"{name}: expected key=value pairs separated by commas, got {item.strip()!r}")
+        out[key] = urllib.parse.unquote(val.strip())
+    return out
+
+
+def _timeout(environ: Mapping[str, str], signal: str) -> float:
+    name, value = _signal_or_generic(environ, signal, "TIMEOUT")
+    if value is None:
+        return _DEFAULT_TIMEOUT_MS / 1000
+    try:
+        ms = float(value)
+    except ValueError:
+        ms = -1.0
+    if not ms > 0 or ms == float("inf"):
+        raise InvalidArgument(f"{name}: must be a positive number of milliseconds, got {value!r}")
+    return ms / 1000
+
+
+def _check_url(name: str, url: str, protocol: str) -> None:
+    parsed = urllib.parse.urlsplit(url if "://" in url else "//" + url)
+    if "://" in url and parsed.scheme not in ("http", "https"):
+        raise InvalidArgument(f"{name}: scheme must be http or https, got {url!r}")
+    if protocol == HTTP_PROTOBUF and "://" not in url:
+        raise InvalidArgument(f"{name}: must be an http:// or https:// URL for http/protobuf, got {url!r}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if not parsed.hostname or port == -1:
+        raise InvalidArgument(f"{name}: expected a URL such as http://localhost:4317, got {url!r}")
+
+
+def _target(environ: Mapping[str, str], signal: str, path: str) -> ExportTarget | None:
+    """One signal's export target, or None when no endpoint applies to it."""
+    proto_name, protocol = _signal_or_generic(environ, signal, "PROTOCOL")
+    protocol = protocol or GRPC
+    if protocol not in _PROTOCOLS:
+        raise InvalidArgument(f"{proto_name}: must be one of {', '.join(_PROTOCOLS)}, got {protocol!r}")
+    name = f"{_PREFIX}{signal}_ENDPOINT"
+    endpoint = _get(environ, name)
+    if endpoint is None:
+        name = f"{_PREFIX}ENDPOINT"
+        endpoint = _get(environ, name)
+        if endpoint is None:
+            return None
+        if protocol == HTTP_PROTOBUF:
+            endpoint = endpoint.rstrip("/") + path
+    _check_url(name, endpoint, protocol)
+    headers_name, headers = _signal_or_generic(environ, signal, "HEADERS")
+    insecure_name = f"{_PREFIX}{signal}_INSECURE"
+    insecure = _bool(environ, insecure_name)
+    if insecure is None:
+        insecure = _bool(environ, f"{_PREFIX}INSECURE")
+    scheme = endpoint.partition("://")[0] if "://" in endpoint else ""
+    return ExportTarget(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=tuple(_pairs(headers_name, headers).items()) if headers else (),
+        timeout=_timeout(environ, signal),
+        insecure=scheme == "http" or (scheme == "" and bool(insecure)),
+    )
+
+
+def _resource(environ: Mapping[str, str]) -> dict[str, AttributeValue]:
+    attrs: dict[str, AttributeValue] = {
+        "service.name": DEFAULT_SERVICE_NAME,
+        "service.version": supd_version(),
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.version": importlib.metadata.version("opentelemetry-sdk"),
+    }
+    resource_attributes = _get(environ, "OTEL_RESOURCE_ATTRIBUTES")
+    if resource_attributes is not None:
+        attrs.update(_pairs("OTEL_RESOURCE_ATTRIBUTES", resource_attributes))
+    service_name = _get(environ, "OTEL_SERVICE_NAME")
+    if service_name is not None:
+        attrs["service.name"] = service_name
+    return attrs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    """Where supd's telemetry goes. ``logs`` None means log export is off, for ``disabled_reason``."""
+
+    resource: Mapping[str, AttributeValue]
+    logs: ExportTarget | None = None
+    traces: ExportTarget | None = None
+    disabled_reason: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is exported (logs or traces)."""
+        return self.logs is not None or self.traces is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> TelemetrySettings:
+        """Read the OTEL_* variables (see the module docstring); InvalidArgument names a bad one."""
+        resource = _resource(environ)
+        if _bool(environ, "OTEL_SDK_DISABLED"):
+            return cls(resource=resource, disabled_reason="OTEL_SDK_DISABLED is true")
+        logs = _target(environ, "LOGS", "/v1/logs")
+        traces = _target(environ, "TRACES", "/v1/traces")
+        reason = None
+        if logs is None:
+            reason = "no endpoint: neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is set"
+        return cls(resource=resource, logs=logs, traces=traces, disabled_reason=reason)
