@@ -36,10 +36,12 @@ import platform
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -104,13 +106,18 @@ def read_json(path: pathlib.Path) -> dict[str, Any] | None:
         return None
 
 
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a live process (all its threads), in seconds."""
+def proc_times_s(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a live process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a live process (all its threads), in seconds."""
+    return sum(proc_times_s(pid))
 
 
 def proc_hwm_mb(pid: int) -> float | None:
@@ -122,6 +129,40 @@ def proc_hwm_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
+
+
+def proc_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
+
+
+class RssSampler:
+    """Samples a process's resident set every few milliseconds in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.005):
+        self.pid, self.interval = pid, interval
+        self.peak_mb = 0.0
+        self.start_mb = proc_rss_mb(pid) or 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = proc_rss_mb(self.pid)
+            if rss is not None and rss > self.peak_mb:
+                self.peak_mb = rss
+            time.sleep(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def flood_cmd(lines: int, report: pathlib.Path, wait: pathlib.Path | None = None) -> list[str]:
@@ -240,6 +281,15 @@ class Supd:
                 f"{where}: supd died with exit status {self.proc.returncode}; its stderr:\n" + self.stderr_tail()
             )
 
+    def check_flood(self, report: dict[str, Any] | None, lines: int, where: str) -> dict[str, Any]:
+        """flood's report, checked; a flood that failed because supd died says so."""
+        if report is None or report.get("error") or report.get("lines") != lines:
+            deadline = time.monotonic() + 2.0
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assert_alive(where)
+        return check_flood(report, lines, where)
+
     def stderr_tail(self, n: int = 40) -> str:
         try:
             return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
@@ -257,16 +307,9 @@ class Supd:
         return res
 
     def spawn(self, name: str, argv: list[str]) -> None:
-        """``supctl spawn NAME --restart never -- ARGV``; through gRPC when a ring size is set."""
-        if self.ring_bytes is None:
-            self.supctl("spawn", name, "--restart", "never", "--", *argv)
-            return
-        from supervisor.v1 import supervisor_pb2 as pb
-        from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
-
-        spec = pb.ChildSpec(name=name, argv=argv, restart=pb.RESTART_POLICY_NEVER, ring_bytes=self.ring_bytes)
-        with self.handle.channel() as channel:
-            pb_grpc.SupervisorStub(channel).Spawn(pb.SpawnRequest(spec=spec), timeout=30)
+        """``supctl spawn NAME --restart never [--ring-bytes B] -- ARGV``."""
+        ring = ["--ring-bytes", str(self.ring_bytes)] if self.ring_bytes is not None else []
+        self.supctl("spawn", name, "--restart", "never", *ring, "--", *argv)
 
     def health(self, name: str) -> Any:
         """ChildInfo through gRPC, or None when the testing helpers are unavailable."""
@@ -342,7 +385,8 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
 
         wait_for(is_ready, 30, f"{tag}: the first heartbeat line through supctl logs -f")
 
-        cpu0 = proc_cpu_s(supd.pid)
+        times0 = proc_times_s(supd.pid)
+        cpu0 = sum(times0)
         follower_cpu0 = proc_cpu_s(follower.pid)
         start.touch()
 
@@ -350,7 +394,7 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
             supd.assert_alive(tag)
             return read_json(freport)
 
-        flood = check_flood(wait_for(flood_done, timeout, f"{tag}: flood's report"), lines, tag)
+        flood = supd.check_flood(wait_for(flood_done, timeout, f"{tag}: flood's report"), lines, tag)
         cpu_flood_done = proc_cpu_s(supd.pid)
 
         # Everything should reach the checker soon after flood is done: done when
@@ -379,7 +423,8 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
             caught_up = done.get("lines") == lines
         except BenchError:
             caught_up = False
-        cpu1 = proc_cpu_s(supd.pid)
+        times1 = proc_times_s(supd.pid)
+        cpu1 = sum(times1)
         follower_cpu = proc_cpu_s(follower.pid) - follower_cpu0 if follower.poll() is None else None
 
         # Remove the child: the stream ends with REMOVED, supctl exits, the checker sees EOF.
@@ -414,6 +459,8 @@ def run_under_supd(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
         "follower_lag_s": check["last_byte_mono_s"] - flood["end_mono_s"] if check["lines"] else None,
         "supd_cpu_s": cpu1 - cpu0,
         "supd_cpu_s_while_flooding": cpu_flood_done - cpu0,
+        "supd_user_s": times1[0] - times0[0],
+        "supd_sys_s": times1[1] - times0[1],
         "supd_cpu_s_per_100mb": (cpu1 - cpu0) / (flood["bytes"] / 1e8),
         "supctl_cpu_s": follower_cpu,
         "gaps": fsum["gaps"],
@@ -451,14 +498,15 @@ def run_drain_only(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
     tag = f"drain-{i}"
     freport = tmp / f"{tag}.flood.json"
     supd.assert_alive(tag)
-    cpu0 = proc_cpu_s(supd.pid)
+    times0 = proc_times_s(supd.pid)
+    cpu0 = sum(times0)
     supd.spawn(name, flood_cmd(lines, freport))
 
     def flood_done() -> dict[str, Any] | None:
         supd.assert_alive(tag)
         return read_json(freport)
 
-    flood = check_flood(wait_for(flood_done, timeout, f"{tag}: flood's report"), lines, tag)
+    flood = supd.check_flood(wait_for(flood_done, timeout, f"{tag}: flood's report"), lines, tag)
     counted: int | None = None
     if supd.handle is not None:
 
@@ -472,16 +520,51 @@ def run_drain_only(supd: Supd, lines: int, tmp: pathlib.Path, i: int, timeout: f
             wait_for(drained, 30, f"{tag}: supd to count {lines} stdout lines", interval=0.05)
         except BenchError as exc:
             raise BenchError(f"{exc} (it counted {counted})") from exc
-    cpu1 = proc_cpu_s(supd.pid)
+    times1 = proc_times_s(supd.pid)
+    cpu1 = sum(times1)
     supd.supctl("rm", name)
     return {
         "wall_s": flood["wall_s"],
         "max_write_stall_ms": flood["max_write_stall_ms"],
         "supd_stdout_lines": counted,
+        "supd_user_s": times1[0] - times0[0],
+        "supd_sys_s": times1[1] - times0[1],
         "supd_cpu_s": cpu1 - cpu0,
         "supd_cpu_s_per_100mb": (cpu1 - cpu0) / (flood["bytes"] / 1e8),
         "flood": flood,
     }
+
+
+def start_py_spy(pid: int, out: pathlib.Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        exe,
+        "record",
+        "-p",
+        str(pid),
+        "-o",
+        str(out),
+        "-f",
+        "raw",
+        "-r",
+        "200",
+        *(["--native"] if os.environ.get("PY_SPY_NATIVE") else ["--nonblocking"]),
+    ]
+    print("profiling:", shlex.join(cmd), flush=True)
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # let it attach
+    return spy
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes], out: pathlib.Path) -> None:
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+    print(f"py-spy stacks written to {out}" if out.exists() else "py-spy wrote nothing", flush=True)
 
 
 # --------------------------------------------------------------------------- report
@@ -514,14 +597,22 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "stall_ms_supd": spread([r["max_write_stall_ms"] for r in res["supd"]]),
         "follower_lines_per_s": spread([r["follower_lines_per_s"] for r in res["supd"]]),
         "follower_lag_s": spread([r["follower_lag_s"] for r in res["supd"] if r["follower_lag_s"] is not None]),
+        "delivered_pct": spread(
+            [r["check"]["lines"] / res["params"]["lines"] * 100 for r in res["supd"] if r.get("check")]
+        ),
         "all_in_order": bool(res["supd"]) and all(r["ok"] for r in res["supd"]),
         "runs_in_order": sum(1 for r in res["supd"] if r["ok"]),
         "supd_cpu_s_per_100mb": spread([r["supd_cpu_s_per_100mb"] for r in res["supd"]]),
+        "supd_sys_share_pct": spread(
+            [r["supd_sys_s"] / r["supd_cpu_s"] * 100 for r in res["supd"] if r.get("supd_cpu_s")]
+        ),
         "supctl_cpu_s_per_100mb": spread(
             [r["supctl_cpu_s"] / (r["flood"]["bytes"] / 1e8) for r in res["supd"] if r["supctl_cpu_s"] is not None]
         ),
     }
+    summ["supd_rss_mb_peak"] = spread([r["supd_rss_mb_peak"] for r in res["supd"]])
     if drain:
+        summ["drain_only_supd_rss_mb_peak"] = spread([r["supd_rss_mb_peak"] for r in res["drain_only"]])
         summ["drain_only_wall_s"] = spread(drain)
         summ["ratio_drain_only_over_cat"] = median(drain) / median(base) if base else None
         summ["stall_ms_drain_only"] = spread([r["max_write_stall_ms"] for r in res["drain_only"]])
@@ -583,14 +674,19 @@ def print_table(res: dict[str, Any]) -> None:
     if res["supd"]:
         n_ok = f"{s['runs_in_order']}/{len(res['supd'])}"
         print(f"{'every line arrived, in order (runs)':44} {n_ok:>12}")
+        if s["runs_in_order"] < len(res["supd"]):
+            row("  lines that reached the follower, %", s["delivered_pct"], "", "(the rest lost in GAPs)")
     row("supd CPU s per 100 MB (with follower)", s["supd_cpu_s_per_100mb"])
+    row("  of which in the kernel (stime), %", s["supd_sys_share_pct"])
     row("supctl logs -f CPU s per 100 MB", s["supctl_cpu_s_per_100mb"])
+    row("supd peak RSS MB during a run (follower)", s["supd_rss_mb_peak"])
     if "drain_only_wall_s" in s:
         row("drain only: wall s (no follower)", s["drain_only_wall_s"])
         r2 = s["ratio_drain_only_over_cat"]
         print(f"{'drain only: ratio supd/cat':44} {fmt(r2):>12}")
         row("drain only: longest write() stall ms", s["stall_ms_drain_only"])
         row("drain only: supd CPU s per 100 MB", s["drain_only_supd_cpu_s_per_100mb"])
+        row("drain only: supd peak RSS MB during a run", s["drain_only_supd_rss_mb_peak"])
     sc = res.get("selfcheck")
     if sc:
         print(
@@ -613,7 +709,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--ring-bytes",
         type=int,
-        help="spawn through gRPC with this ring size (default: supctl spawn, supd's default ring)",
+        help="ring size for the flood child (supctl spawn --ring-bytes; default: supd's default ring)",
+    )
+    ap.add_argument(
+        "--py-spy",
+        type=pathlib.Path,
+        metavar="OUT",
+        help="profile supd with py-spy for the whole benchmark; collapsed stacks to OUT",
     )
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
@@ -644,6 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     # A short path: Unix socket paths are limited to ~107 bytes.
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="supd-bench-"))
     failed = False
+    spy: subprocess.Popen[bytes] | None = None
     try:
         build(args.cc)
         res["selfcheck"] = run_checker_alone(args.lines, tmp, args.timeout)
@@ -653,6 +756,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with running_supd(tmp) as supd:
                 res["supd_pid"] = supd.pid
+                if args.py_spy:
+                    spy = start_py_spy(supd.pid, args.py_spy)
                 supd.ring_bytes = args.ring_bytes
                 for i in range(args.runs):
                     # Interleaved, so slow phases of a shared machine hit both sides.
@@ -663,11 +768,13 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     try:
-                        r = run_under_supd(supd, args.lines, tmp, i, args.timeout)
+                        with RssSampler(supd.pid) as rss:
+                            r = run_under_supd(supd, args.lines, tmp, i, args.timeout)
                     except BenchErrorWithResult as exc:
                         r = exc.result
                         res["failures"].append(str(exc))
                         print(f"\nFAILED: {exc}", flush=True)
+                    r["supd_rss_mb_before"], r["supd_rss_mb_peak"] = rss.start_mb, rss.peak_mb
                     res["supd"].append(r)
                     print(
                         f", supd {r['wall_s']:.3f} s, follower {r['follower_lines_per_s']:,.0f} lines/s"
@@ -676,11 +783,15 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
                     if not args.no_drain_only:
-                        d = run_drain_only(supd, args.lines, tmp, i, args.timeout)
+                        with RssSampler(supd.pid) as rss:
+                            d = run_drain_only(supd, args.lines, tmp, i, args.timeout)
+                        d["supd_rss_mb_before"], d["supd_rss_mb_peak"] = rss.start_mb, rss.peak_mb
                         res["drain_only"].append(d)
                         print(f", drain only {d['wall_s']:.3f} s", end="", flush=True)
                     print(flush=True)
                 supd.assert_alive("after the last run")
+                if spy is not None:
+                    stop_py_spy(spy, args.py_spy)
                 res["supd_peak_rss_mb"] = proc_hwm_mb(supd.pid)
     except BenchError as exc:
         failed = True

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Self
 
 import grpc
-from google.rpc import status_pb2
+from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -51,10 +51,12 @@ class Received:
         self.resources: list[dict[str, Any]] = []
         self.scopes: list[tuple[str, str]] = []
         self.span_names: list[str] = []
+        self.headers: dict[str, str] = {}  # of the last request, names lower-cased
 
-    def count_request(self) -> None:
+    def count_request(self, headers: Iterator[tuple[str, str]] | Any = ()) -> None:
         with self._lock:
             self.requests += 1
+            self.headers = {k.lower(): v for k, v in headers}
 
     def add(self, request: logs_service_pb2.ExportLogsServiceRequest) -> None:
         with self._lock:
@@ -137,26 +139,26 @@ class GrpcReceiver(_Restartable):
     def start(self) -> Self:
         receiver = self
 
-        class Service(logs_service_pb2_grpc.LogsServiceServicer):  # type: ignore[misc]
-            def Export(  # noqa: N802 - the generated servicer's method name
+        class Service(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(
                 self, request: logs_service_pb2.ExportLogsServiceRequest, context: grpc.ServicerContext
             ) -> logs_service_pb2.ExportLogsServiceResponse:
-                receiver.received.count_request()
+                receiver.received.count_request(context.invocation_metadata())
                 if receiver.fail_with is not None:
                     context.abort(receiver.fail_with, receiver.fail_details)
                 receiver.received.add(request)
                 return receiver.response()
 
-        class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-            def Export(  # noqa: N802 - the generated servicer's method name
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(
                 self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
             ) -> trace_service_pb2.ExportTraceServiceResponse:
                 receiver.received.add_spans(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if not port:
             raise RuntimeError(f"cannot listen on 127.0.0.1:{self.port}")
@@ -175,10 +177,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as an exporter's connection expects
     receiver: HttpReceiver
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         receiver = self.receiver
-        receiver.received.count_request()
+        receiver.received.count_request(self.headers.items())
         if self.path != "/v1/logs":
             self._answer(404, b"no such path", "text/plain")
             return
@@ -199,7 +201,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the tests assert on what was received, not on access logs."""
 
 

@@ -1,4 +1,4 @@
-"""The OTLP line exporter against real receivers (tests/otlp_receiver.py), and telemetry settings.
+"""The OTLP line exporter against real receivers (tests/otlp_receiver.py).
 
 Guards, among others: lines dropped without a count (the SDK's "Queue full, dropping Log"), an
 exporter that stalls the drain while its endpoint is down or a black hole, errors swallowed
@@ -8,31 +8,23 @@ without saying so (seed 05).
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-import structlog
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.sdk.trace import TracerProvider
+from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, poll, value
 from structlog.testing import capture_logs
 
-from supervisor._daemon import telemetry as telemetry_module
 from supervisor._daemon.otlp import SCOPE_NAME, ExporterStatistics, LineExporter
 from supervisor._daemon.otlp_encode import BatchEncoder, origin_attributes
 from supervisor._daemon.otlp_transport import ExportTarget, RetryPolicy
 from supervisor._daemon.severity import Severity
 from supervisor._daemon.sinks import STDERR, STDOUT, Origin, Segment
-from supervisor._daemon.telemetry import TelemetrySettings, configure_logging
-from supervisor.errors import InvalidArgument
-from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, poll, value
 
 RESOURCE = {"service.name": "supd-test", "host.name": "test-host"}
 FAST_RETRY = RetryPolicy(initial=0.05, maximum=0.2, give_up_after=30.0)
@@ -41,8 +33,15 @@ WORKER = Origin("worker", 1, 4343, "worker")
 Receiver = GrpcReceiver | HttpReceiver
 
 
-def segments(origin: Origin, lines: list[bytes], *, stream: int = STDOUT, first_seq: int = 0,
-             per_segment: int = 1000, partial_tail: bool = False) -> list[Segment]:  # fmt: skip
+def segments(
+    origin: Origin,
+    lines: list[bytes],
+    *,
+    stream: int = STDOUT,
+    first_seq: int = 0,
+    per_segment: int = 1000,
+    partial_tail: bool = False,
+) -> list[Segment]:
     """Real segments as the drain makes them: runs of newline-terminated lines (the last maybe not)."""
     out = []
     for start in range(0, len(lines), per_segment):
@@ -58,7 +57,7 @@ def segments(origin: Origin, lines: list[bytes], *, stream: int = STDOUT, first_
                 generation=origin.generation,
                 time_ns=time.time_ns(),
                 data=data,
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -104,8 +103,14 @@ def exporters() -> Iterator[list[LineExporter]]:
 def test_hand_encoding_parses_as_the_generated_message() -> None:
     """The hand-written wire bytes are exactly the message the generated classes describe."""
     lines = [b"ERROR first", b"", "caf\u00e9 ok".encode(), b"bad \xff\xfe bytes", b"y" * 20000, b"tail"]
-    seg = Segment(first_seq=2**40, count=len(lines), stream=STDERR, generation=2, time_ns=1_700_000_000_123_456_789,
-                  data=b"\n".join(lines))  # fmt: skip
+    seg = Segment(
+        first_seq=2**40,
+        count=len(lines),
+        stream=STDERR,
+        generation=2,
+        time_ns=1_700_000_000_123_456_789,
+        data=b"\n".join(lines),
+    )
     enc = BatchEncoder(RESOURCE, SCOPE_NAME, "1.2.3")
     assert enc.add(WEB, seg, list(lines), 0, max_records=100, max_size=1 << 20) == len(lines)
     request = ExportLogsServiceRequest.FromString(enc.take())
@@ -148,8 +153,12 @@ def test_100k_lines_arrive_with_their_attributes(receiver: Receiver, exporters: 
     feeds = []
     for origin in (WEB, WORKER):
         for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")):
-            raw = [(b"ERROR " if i % 100 == 0 else b"") + f"{origin.child} {name} line {i} \u00fc".encode()
-                   + (b" \xff" if i % 777 == 0 else b"") for i in range(25_000)]  # fmt: skip
+            raw = [
+                (b"ERROR " if i % 100 == 0 else b"")
+                + f"{origin.child} {name} line {i} \u00fc".encode()
+                + (b" \xff" if i % 777 == 0 else b"")
+                for i in range(25_000)
+            ]
             for i, line in enumerate(raw):
                 expected[(origin.child, name, 10 + i)] = line.decode("utf-8", "replace")
             feeds.append((origin, segments(origin, raw, stream=stream, first_seq=10)))
@@ -191,6 +200,14 @@ def test_partial_line_is_marked(receiver: Receiver, exporters: list[LineExporter
     receiver.received.wait_for(2)
     partial = {value(r.body): attributes(r.attributes).get("supd.log.partial") for r in receiver.received.records}
     assert partial == {"whole": None, "piece of a long": True}
+
+
+def test_headers_are_sent(receiver: Receiver) -> None:
+    target = ExportTarget(receiver.endpoint, receiver.protocol, headers=(("Authorization", "Bearer t0k"),))
+    ex = LineExporter.for_target(target, resource=RESOURCE, linger=0.0)
+    offer_all(ex, WEB, segments(WEB, [b"x"]))
+    assert ex.close(5.0) is True
+    assert receiver.received.headers["authorization"] == "Bearer t0k"
 
 
 def test_close_flushes_without_waiting_for_linger(receiver: Receiver) -> None:
@@ -319,6 +336,20 @@ def test_partial_success_counts_rejected_records(receiver: Receiver) -> None:
     assert partial["receiver_message"] == "test receiver rejects some"
 
 
+def test_miscounted_segments_keep_the_accounting_exact(receiver: Receiver) -> None:
+    """A drain bug (count != lines) is logged, and offered == exported + dropped still holds."""
+    ex = make_exporter(receiver.endpoint, receiver.protocol)
+    with capture_logs() as logs:
+        ex.offer(WEB, Segment(first_seq=0, count=5, stream=STDOUT, generation=2, time_ns=1, data=b"a\nb\nc\n"))
+        ex.offer(WEB, Segment(first_seq=5, count=1, stream=STDOUT, generation=2, time_ns=1, data=b"d\ne\nf\n"))
+        assert ex.close(5.0) is True
+    stats = ex.statistics()
+    assert (stats.offered, stats.exported, stats.dropped, stats.queued) == (6, 4, 2, 0)
+    assert stats.dropped_by_reason == {"malformed": 2}
+    assert [value(r.body) for r in receiver.received.records] == ["a", "b", "c", "d"]
+    assert sum(e["event"] == "otlp.segment.malformed" for e in logs) == 2
+
+
 def test_offer_rejects_event_segments(exporters: list[LineExporter]) -> None:
     ex = make_exporter("http://127.0.0.1:9", "grpc")
     exporters.append(ex)
@@ -330,160 +361,3 @@ def _event() -> Any:
     from supervisor.v1 import supervisor_pb2 as pb
 
     return pb.Event()
-
-
-# -- settings ------------------------------------------------------------------
-
-
-def test_settings_without_endpoint_disable_export() -> None:
-    settings = TelemetrySettings.from_env({})
-    assert settings.logs is None and settings.traces is None and not settings.enabled
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in (settings.disabled_reason or "")
-    assert settings.resource["service.name"] == "supd"
-    assert isinstance(settings.resource["process.pid"], int) and settings.resource["host.name"]
-
-
-def test_settings_sdk_disabled_wins() -> None:
-    settings = TelemetrySettings.from_env({"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"})
-    assert settings.logs is None and "OTEL_SDK_DISABLED" in (settings.disabled_reason or "")
-
-
-def test_settings_grpc_defaults() -> None:
-    s = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
-    assert s.logs == ExportTarget("http://collector:4317", "grpc", (), 10.0, insecure=True)
-    assert s.traces is not None and s.traces.endpoint == "http://collector:4317"
-    bare = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}).logs
-    assert bare is not None and bare.insecure is False
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}
-    assert TelemetrySettings.from_env(env).logs.insecure is True  # type: ignore[union-attr]
-    tls = TelemetrySettings.from_env(
-        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}
-    )
-    assert tls.logs is not None and tls.logs.insecure is False
-
-
-def test_settings_http_endpoints_follow_the_spec() -> None:
-    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
-    s = TelemetrySettings.from_env(env)
-    assert s.logs is not None and s.logs.endpoint == "http://c:4318/v1/logs"
-    assert s.traces is not None and s.traces.endpoint == "http://c:4318/v1/traces"
-    s = TelemetrySettings.from_env({**env, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "https://logs:443/custom"})
-    assert s.logs is not None and s.logs.endpoint == "https://logs:443/custom"  # signal-specific: as is
-    s = TelemetrySettings.from_env({**env, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc"})
-    assert s.logs is not None and (s.logs.protocol, s.logs.endpoint) == ("grpc", "http://c:4318/")
-
-
-def test_settings_headers_timeout_resource() -> None:
-    s = TelemetrySettings.from_env({
-        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
-        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=generic",
-        "OTEL_EXPORTER_OTLP_LOGS_HEADERS": " Authorization = Basic%20abc%3D , x-tenant=a%2Cb ",
-        "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
-        "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "750",
-        "OTEL_SERVICE_NAME": "edge-supd",
-        "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod,team=a%20b",
-    })  # fmt: skip
-    assert s.logs is not None and s.traces is not None
-    assert s.logs.headers == (("Authorization", "Basic abc="), ("x-tenant", "a,b"))
-    assert s.traces.headers == (("api-key", "generic"),)
-    assert (s.logs.timeout, s.traces.timeout) == (0.75, 2.5)
-    assert s.resource["service.name"] == "edge-supd"  # OTEL_SERVICE_NAME wins
-    assert s.resource["deployment.environment"] == "prod" and s.resource["team"] == "a b"
-
-
-@pytest.mark.parametrize(
-    ("name", "bad"),
-    [
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "ten"),
-        ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5"),
-        ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "0"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "udp"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "=value"),
-        ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
-        ("OTEL_SDK_DISABLED", "maybe"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://c:21"),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:port"),
-        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://"),
-    ],
-)
-def test_settings_bad_values_name_the_variable(name: str, bad: str) -> None:
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", name: bad}
-    with pytest.raises(InvalidArgument, match=name):
-        TelemetrySettings.from_env(env)
-
-
-def test_settings_http_needs_a_url() -> None:
-    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "c:4318"}
-    with pytest.raises(InvalidArgument, match="OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"):
-        TelemetrySettings.from_env(env)
-
-
-# -- supd's own events ---------------------------------------------------------------
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
-    if telemetry_module._handler is not None:
-        logging.getLogger().removeHandler(telemetry_module._handler)
-        telemetry_module._handler = None
-    telemetry_module._active = None
-
-
-def test_disabled_export_says_so_once(restore_logging: None) -> None:
-    out = io.StringIO()
-    telemetry = configure_logging(TelemetrySettings.from_env({}), stream=out)
-    assert telemetry.line_exporter is None
-    assert telemetry_module.get_tracer().start_span("x").get_span_context().is_valid is False
-    structlog.get_logger().warning("child.spawn.failed", child="web")
-    logging.getLogger("some.library").warning("a %s from stdlib", "warning")
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [(e["event"], e["level"]) for e in lines] == [
-        ("otlp.export.disabled", "info"),
-        ("child.spawn.failed", "warning"),
-        ("a warning from stdlib", "warning"),
-    ]
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in lines[0]["reason"]
-    assert lines[1]["timestamp"].endswith("Z") and lines[1]["child"] == "web"
-    assert telemetry.shutdown(1.0) is True
-
-
-def test_own_events_and_spans_reach_the_receiver(restore_logging: None) -> None:
-    with GrpcReceiver() as receiver:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "supd-under-test"}
-        out = io.StringIO()
-        telemetry = configure_logging(TelemetrySettings.from_env(env), stream=out)
-        assert telemetry.line_exporter is not None
-        tracer = telemetry_module.get_tracer()
-        with tracer.start_as_current_span("Spawn") as span:
-            structlog.get_logger().info("child.spawned", child="web", pid=4242, argv=["a", "b"])
-        trace_id = span.get_span_context().trace_id
-        assert telemetry.shutdown(10.0) is True
-
-    own = [r for r in receiver.received.records if value(r.body) == "child.spawned"]
-    assert len(own) == 1
-    rec = own[0]
-    assert int.from_bytes(rec.trace_id, "big") == trace_id
-    assert (rec.severity_number, rec.severity_text) == (9, "INFO")
-    attrs = attributes(rec.attributes)
-    assert attrs["child"] == "web" and attrs["pid"] == 4242
-    assert {"service.name": "supd-under-test"}.items() <= receiver.received.resources[0].items()
-    assert "Spawn" in receiver.received.span_names
-    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
-    assert events[0] == "otlp.export.enabled" and "child.spawned" in events
-
-
-def test_span_context_is_taken_from_any_provider(restore_logging: None) -> None:
-    """Correlation reads the current context, so a span from another provider correlates too."""
-    with GrpcReceiver() as receiver:
-        settings = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": receiver.endpoint})
-        telemetry = configure_logging(settings, stream=io.StringIO())
-        with TracerProvider().get_tracer("t").start_as_current_span("Stop") as span:
-            structlog.get_logger().error("child.stop.escalated", child="web")
-        assert telemetry.shutdown(10.0) is True
-    (rec,) = [r for r in receiver.received.records if value(r.body) == "child.stop.escalated"]
-    assert rec.span_id == span.get_span_context().span_id.to_bytes(8, "big")
-    assert rec.severity_number == 17

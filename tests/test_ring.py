@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from supervisor._daemon.ring import SEGMENT_OVERHEAD, Ring
 from supervisor._daemon.sinks import STDOUT
@@ -63,3 +64,14 @@ def test_readers_wake_on_append_and_on_close():
         await asyncio.wait_for(closing, 5)
 
     asyncio.run(main())
+
+
+def test_evicted_segments_are_released_at_once():
+    ring = Ring(4 * (1000 + SEGMENT_OVERHEAD))
+    first = b"y" * 999 + b"\n"
+    baseline = sys.getrefcount(first)
+    ring.append_lines(STDOUT, 1, first)
+    assert sys.getrefcount(first) > baseline
+    for _ in range(10):
+        ring.append_lines(STDOUT, 1, b"z" * 999 + b"\n")
+    assert sys.getrefcount(first) == baseline, "evicted data must not stay referenced until compaction"

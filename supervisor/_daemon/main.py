@@ -17,6 +17,7 @@ import structlog
 
 from supervisor import __version__
 from supervisor._daemon.log import configure_logging
+from supervisor._daemon.memory import tune_malloc
 from supervisor._daemon.registry import Registry
 from supervisor._daemon.server import SocketError, SocketLock, build_server
 from supervisor._daemon.service import SupervisorService
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"supd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_level)
+    tune_malloc()
     try:
         return asyncio.run(serve(settings))
     except SocketError as exc:

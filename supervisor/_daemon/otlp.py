@@ -49,6 +49,10 @@ __all__ = ["SCOPE_NAME", "ChildExportStats", "ExporterStatistics", "LineExporter
 
 SCOPE_NAME = "supd.child.output"
 DEFAULT_RETRY = RetryPolicy()
+# Lines encoded between two voluntary releases of the GIL (~1 ms of work): the event loop waiting for
+# the GIL then waits about that long instead of the 5 ms switch interval (measured: p99 loop lateness
+# 2-3 ms instead of 5.5-6 ms while exporting 185,000 lines/s).
+_SLICE = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,9 +70,9 @@ class ExporterStatistics:
     """A consistent snapshot of a LineExporter."""
 
     endpoint: str
-    state: str  # "idle", "exporting", "failing" or "closed"
+    state: str  # "idle", "exporting", "failing", "closed" or "crashed"
     children: Mapping[str, ChildExportStats]
-    dropped_by_reason: Mapping[str, int]  # queue_full, failed, rejected, closed
+    dropped_by_reason: Mapping[str, int]  # queue_full, failed, rejected, closed, malformed
     queue_lines: int  # waiting for the worker (not yet taken)
     queue_bytes: int
     requests_sent: int
@@ -216,7 +220,7 @@ class LineExporter:
         with self._lock:
             return ExporterStatistics(
                 endpoint=self._transport.endpoint,
-                state=self._state,
+                state="closed" if self._abandoned else self._state,
                 children={
                     name: ChildExportStats(c.offered, c.exported, c.dropped, c.queued)
                     for name, c in self._counts.items()
@@ -229,13 +233,17 @@ class LineExporter:
             )
 
     def close(self, timeout: float) -> bool:
-        """Send what is queued within ``timeout`` s, then stop. Returns False if anything was left unsent.
+        """Send what is queued within ``timeout`` s, then stop. False if any line was dropped meanwhile.
 
-        Offers after this are dropped and counted (reason "closed"). What could
-        not be sent in time is counted as dropped and logged.
+        Returns within ``timeout`` + 1.5 s even if a call hangs (the transport
+        is closed under it). Offers after this are dropped and counted (reason
+        "closed"). What could not be sent in time is counted as dropped and logged.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._lock:
+            if self._abandoned:
+                return True  # closed before: nothing was left this time
+            dropped_before = sum(self._by_reason.values())
             if self._closing_deadline is None:
                 self._closing_deadline = deadline
             self._wakeup.notify_all()
@@ -251,13 +259,13 @@ class LineExporter:
                 self._drop(name, counts, n, "closed")
             self._queue.clear()
             self._queue_lines = self._queue_bytes = 0
-            self._state = "closed"
+            dropped_while_closing = sum(self._by_reason.values()) - dropped_before
         if left:
             self._log.error("otlp.export.close.dropped", dropped=left, total=sum(left.values()))
         self._summarize(final=True)
         stats = self.statistics()
         self._log.info("otlp.export.closed", offered=stats.offered, exported=stats.exported, dropped=stats.dropped)
-        return not left
+        return not dropped_while_closing
 
     # -- worker side -------------------------------------------------------
 
@@ -268,7 +276,11 @@ class LineExporter:
                 batch = self._build_batch()
                 if batch is not None:
                     self._send(*batch)
+            self._reporter.flush()
         except BaseException:
+            # A bug: offers keep being accepted until the queue is full, then dropped and counted.
+            with self._lock:
+                self._state = "crashed"
             self._log.exception("otlp.export.worker.crashed")
             raise
 
@@ -286,14 +298,10 @@ class LineExporter:
                 now = time.monotonic()
                 if self._abandoned:
                     return False
-                closing = self._closing_deadline is not None
-                if self._closing_deadline is not None and (
-                    (not self._queue_lines and not self._pending) or now >= self._closing_deadline
-                ):
-                    return False
-                if self._pending or closing or now >= next_summary:
-                    return True
-                if self._queue_lines >= self._batch_records:
+                closing = self._closing_deadline
+                if closing is not None:  # flush everything, no linger, until done or out of time
+                    return now < closing and bool(self._queue_lines or self._pending)
+                if self._pending or now >= next_summary or self._queue_lines >= self._batch_records:
                     return True
                 if self._queue_lines:
                     due = self._first_waiting + self._linger
@@ -321,15 +329,33 @@ class LineExporter:
                 if segment.data.endswith(b"\n"):
                     lines.pop()
                 if len(lines) != segment.count:
-                    self._log.error("otlp.segment.malformed", child=origin.child, count=segment.count, lines=len(lines))
+                    lines = self._malformed(origin, segment, lines)
                 self._pending = (origin, segment, lines, 0)
             origin, segment, lines, start = self._pending
-            stop = enc.add(origin, segment, lines, start, max_records=self._batch_records, max_size=self._batch_bytes)
+            limit = min(self._batch_records, enc.records + _SLICE)
+            stop = enc.add(origin, segment, lines, start, max_records=limit, max_size=self._batch_bytes)
+            time.sleep(0)  # yield the GIL to the event loop (see _SLICE)
             per_child[origin.child] = per_child.get(origin.child, 0) + stop - start
             self._pending = None if stop >= len(lines) else (origin, segment, lines, stop)
         if not enc.records:
             return None
         return enc.take(), per_child
+
+    def _malformed(self, origin: Origin, segment: Segment, lines: list[bytes]) -> list[bytes]:
+        """A segment whose count is not its number of lines (a drain bug): keep the accounting exact.
+
+        The count is what was offered: extra lines are not sent, missing ones are dropped (reason "malformed").
+        """
+        self._log.error("otlp.segment.malformed", child=origin.child, count=segment.count, lines=len(lines))
+        missing = segment.count - len(lines)
+        if missing > 0:
+            with self._lock:
+                if self._abandoned:
+                    return []  # close() has counted them already
+                counts = self._counts[origin.child]
+                counts.queued -= missing
+                self._drop(origin.child, counts, missing, "malformed")
+        return lines[: segment.count]
 
     def _send(self, body: bytes, per_child: dict[str, int]) -> None:
         """Send one request, retrying by the policy; resolve its lines as exported or dropped."""
@@ -351,6 +377,7 @@ class LineExporter:
                     self._state = "failing"
                 give_up = time.monotonic() - started >= self._retry.give_up_after
                 wait = self._retry.delay(attempt, exc.retry_after)
+                # _abandoned is read without the lock: a stale False costs one more attempt, never a count.
                 will_retry = exc.retryable and not give_up and not self._abandoned
                 lines = sum(per_child.values())
                 self._reporter.failed(exc, attempt=attempt, lines=lines, retry_in=wait if will_retry else None)
@@ -382,11 +409,11 @@ class LineExporter:
         if result.rejected:
             self._log.warning("otlp.export.partial", rejected=result.rejected, receiver_message=result.message)
         with self._lock:
+            if self._abandoned:
+                return  # close() has already counted these lines as dropped
             if not failed:
                 self._sent += 1
             self._state = "idle"
-            if self._abandoned:
-                return  # close() has already counted these lines as dropped
             for child, n in per_child.items():
                 counts = self._counts[child]
                 bad = min(n, rejected)

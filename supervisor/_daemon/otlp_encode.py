@@ -93,13 +93,10 @@ def _field(tag: int, payload: bytes) -> bytes:
 _SEQ_KEY = b"\x0a\x0csupd.log.seq"  # KeyValue.key = "supd.log.seq"
 # By the varint length k of the sequence number: the attribute field up to the varint itself.
 _SEQ_PREFIX = tuple(
-    b"\x32" + bytes((len(_SEQ_KEY) + 3 + k,)) + _SEQ_KEY + b"\x12" + bytes((1 + k,)) + b"\x18"
-    for k in range(11)
+    b"\x32" + bytes((len(_SEQ_KEY) + 3 + k,)) + _SEQ_KEY + b"\x12" + bytes((1 + k,)) + b"\x18" for k in range(11)
 )
 _PARTIAL = _field(0x32, KeyValue(key="supd.log.partial", value=AnyValue(bool_value=True)).SerializeToString())
-_SEVERITY = {
-    sev: (b"\x10" + varint(int(sev)) + _field(0x1A, sev.text.encode()) if sev else b"") for sev in Severity
-}
+_SEVERITY = {sev: (b"\x10" + varint(int(sev)) + _field(0x1A, sev.text.encode()) if sev else b"") for sev in Severity}
 _TIMES = struct.Struct("<BQBQ")  # time_unix_nano (tag 0x09) and observed_time_unix_nano (tag 0x59)
 _ORIGIN_CACHE_MAX = 1024
 
@@ -111,9 +108,7 @@ class BatchEncoder:
     (bytes of records so far) let the caller decide when a batch is full.
     """
 
-    def __init__(
-        self, resource: Mapping[str, AttributeValue], scope_name: str, scope_version: str = ""
-    ) -> None:
+    def __init__(self, resource: Mapping[str, AttributeValue], scope_name: str, scope_version: str = "") -> None:
         res = Resource(attributes=_key_values(resource)).SerializeToString()
         scope = InstrumentationScope(name=scope_name, version=scope_version).SerializeToString()
         self._resource_field = _field(0x0A, res)

@@ -102,6 +102,10 @@ class ErrorReporter:
         self._first_failure = None
         self._failures = 0
 
+    def flush(self) -> None:
+        """Log the count of identical failures not yet reported (the worker calls this when it stops)."""
+        self._flush()
+
     def _flush(self) -> None:
         """Log the count of identical failures since the last event, if any."""
         if self._key is None or not self._repeats:

@@ -78,9 +78,7 @@ class ExportResult:
 class ExportError(Exception):
     """One failed attempt: ``reason`` is short and stable (repeats group on it); ``detail`` says why."""
 
-    def __init__(
-        self, reason: str, detail: str, *, retryable: bool, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, reason: str, detail: str, *, retryable: bool, retry_after: float | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail[:_DETAIL_MAX]
@@ -136,9 +134,7 @@ class GrpcTransport:
     """OTLP/gRPC over one channel, reconnecting by itself (backoff capped at 2 s)."""
 
     def __init__(self, target: ExportTarget) -> None:
-        parsed = urllib.parse.urlsplit(
-            target.endpoint if "://" in target.endpoint else "//" + target.endpoint
-        )
+        parsed = urllib.parse.urlsplit(target.endpoint if "://" in target.endpoint else "//" + target.endpoint)
         if not parsed.hostname:
             raise ValueError(f"no host in OTLP gRPC endpoint {target.endpoint!r}")
         address = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
@@ -181,9 +177,7 @@ class HttpTransport:
     def __init__(self, target: ExportTarget) -> None:
         parsed = urllib.parse.urlsplit(target.endpoint)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(
-                f"OTLP HTTP endpoint must be an http:// or https:// URL, got {target.endpoint!r}"
-            )
+            raise ValueError(f"OTLP HTTP endpoint must be an http:// or https:// URL, got {target.endpoint!r}")
         self.endpoint = target.endpoint
         self._https = parsed.scheme == "https"
         self._host = parsed.hostname
@@ -249,10 +243,8 @@ class HttpTransport:
         if 200 <= status < 300:
             try:
                 return _result(ExportLogsServiceResponse.FromString(data))
-            except DecodeError as exc:
-                raise ExportError(
-                    "bad response", f"HTTP {status} with an unparsable body: {exc}", retryable=False
-                ) from exc
+            except DecodeError:
+                return ExportResult()  # 2xx means accepted (OTLP/HTTP); only the partial-success detail is lost
         detail = _error_detail(response, data)
         retry_after = None
         header = response.getheader("Retry-After")

@@ -32,7 +32,8 @@ class Ring:
 
     def __init__(self, max_bytes: int, first_seq: int = 1) -> None:
         self.max_bytes = max_bytes
-        self._segs: list[Segment] = []
+        # Evicted entries become None at once, so their data is freed now, not at compaction.
+        self._segs: list[Segment | None] = []
         self._starts: list[int] = []  # first_seq of each segment, for bisect
         self._head = 0  # index of the oldest live segment in _segs
         self._bytes = 0
@@ -120,6 +121,8 @@ class Ring:
         segs = self._segs
         while self._bytes > self.max_bytes and len(segs) - self._head > 1:
             old = segs[self._head]
+            assert old is not None
+            segs[self._head] = None
             self._bytes -= len(old.data) + SEGMENT_OVERHEAD
             self._evicted_records += old.count
             self._head += 1
@@ -134,14 +137,14 @@ class Ring:
             return None
         i = bisect.bisect_right(self._starts, seq, lo=self._head) - 1
         i = max(i, self._head)
-        return self._segs[i] if i < len(self._segs) else None
+        return self._segs[i] if i < len(self._segs) else None  # never None at or after _head
 
     def seq_of_tail(self, lines: int, streams: frozenset[int]) -> int:
         """The sequence number at which the last ``lines`` lines of ``streams`` begin."""
         remaining = lines
         for i in range(len(self._segs) - 1, self._head - 1, -1):
             seg = self._segs[i]
-            if seg.event is not None or seg.stream not in streams:
+            if seg is None or seg.event is not None or seg.stream not in streams:
                 continue
             if seg.count >= remaining:
                 return seg.first_seq + seg.count - remaining

@@ -4,7 +4,7 @@ A reader is a cursor into the ring, never a queue the drain must fill: the
 drain appends and wakes, and each reader copies out at its own pace. A reader
 that falls behind what the ring still holds is told so with a Gap carrying the
 exact count, then goes on from the oldest record held. Lines travel as
-columnar batches (one bytes blob plus lengths, about 64 KiB each): one line per
+columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
 """
 
@@ -20,7 +20,7 @@ from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = ["BATCH_BYTES", "batch_lengths", "read_stream"]
 
-BATCH_BYTES = 64 * 1024
+BATCH_BYTES = 256 * 1024
 EVICTED = "evicted from the ring before this reader got them (ring_bytes too small or reader too slow)"
 
 

@@ -29,7 +29,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import structlog
@@ -63,11 +62,16 @@ _NOT_ATTRIBUTES = frozenset({"event", "level", "timestamp"})
 log = structlog.get_logger()
 
 
+def _metadata(target: ExportTarget) -> tuple[tuple[str, str], ...]:
+    """Headers as gRPC metadata, whose keys must be lower case."""
+    return tuple((k.lower(), v) for k, v in target.headers)
+
+
 def _log_exporter(target: ExportTarget) -> LogRecordExporter:
     if target.protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
 
-        return GrpcLogs(target.endpoint, insecure=target.insecure, headers=target.headers, timeout=target.timeout)
+        return GrpcLogs(target.endpoint, insecure=target.insecure, headers=_metadata(target), timeout=target.timeout)
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
 
     return HttpLogs(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
@@ -77,19 +81,33 @@ def _span_exporter(target: ExportTarget) -> SpanExporter:
     if target.protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
 
-        return GrpcSpans(target.endpoint, insecure=target.insecure, headers=target.headers, timeout=target.timeout)
+        return GrpcSpans(target.endpoint, insecure=target.insecure, headers=_metadata(target), timeout=target.timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
     return HttpSpans(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
 
 
 def _attribute(value: Any) -> Any:
-    """An OTel attribute value: scalars as they are, homogeneous scalar lists kept, anything else as str."""
+    """An OTel attribute value: scalars as they are, lists of strings kept, anything else as str."""
     if isinstance(value, str | bool | int | float):
         return value
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         return list(value)
     return str(value)
+
+
+def _attributes(event_dict: EventDict) -> dict[str, Any]:
+    """The event's context as attributes; a dict value (``dropped={"web": 3}``) becomes ``dropped.web``."""
+    out: dict[str, Any] = {}
+    for name, value in event_dict.items():
+        if name in _NOT_ATTRIBUTES:
+            continue
+        key = "exception.stacktrace" if name == "exception" else name
+        if isinstance(value, dict) and value:
+            out.update((f"{key}.{k}", _attribute(v)) for k, v in value.items())
+        else:
+            out[key] = _attribute(value)
+    return out
 
 
 class _EmitToOtel:
@@ -100,11 +118,7 @@ class _EmitToOtel:
 
     def __call__(self, _: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         level = str(event_dict.get("level", method_name))
-        attributes = {
-            ("exception.stacktrace" if k == "exception" else k): _attribute(v)
-            for k, v in event_dict.items()
-            if k not in _NOT_ATTRIBUTES
-        }
+        attributes = _attributes(event_dict)
         now = time.time_ns()
         self._logger.emit(
             timestamp=now,
@@ -188,21 +202,20 @@ class Telemetry:
         ok = True
         if self.line_exporter is not None:
             ok = self.line_exporter.close(max(0.0, deadline - time.monotonic()) * 0.6)
-        for name, provider in (("traces", self._tracer_provider), ("logs", self._logger_provider)):
-            if provider is not None:
-                ok = _bounded(provider.shutdown, deadline, name) and ok
+        # The SDK providers' shutdown waits up to 30 s on a dead endpoint: run both at once, under our deadline.
+        threads = [
+            threading.Thread(target=provider.shutdown, name=f"otel-shutdown-{name}", daemon=True)
+            for name, provider in (("traces", self._tracer_provider), ("logs", self._logger_provider))
+            if provider is not None
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                log.error("otel.shutdown.timeout", pipeline=thread.name, detail="unsent telemetry abandoned")
+                ok = False
         return ok
-
-
-def _bounded(stop: Callable[[], object], deadline: float, what: str) -> bool:
-    """Run an SDK provider's shutdown (which may wait 30 s on a dead endpoint) no longer than ``deadline``."""
-    thread = threading.Thread(target=stop, name=f"otel-shutdown-{what}", daemon=True)
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
-    if thread.is_alive():
-        log.error("otel.shutdown.timeout", pipeline=what, detail="unsent telemetry abandoned at exit")
-        return False
-    return True
 
 
 _active: Telemetry | None = None

@@ -23,6 +23,7 @@ import socket
 import urllib.parse
 from collections.abc import Mapping
 
+from supervisor import __version__
 from supervisor._daemon.otlp_encode import AttributeValue
 from supervisor._daemon.otlp_transport import GRPC, HTTP_PROTOBUF, ExportTarget
 from supervisor.errors import InvalidArgument
@@ -36,11 +37,8 @@ _PREFIX = "OTEL_EXPORTER_OTLP_"
 
 
 def supd_version() -> str:
-    """supd's version as installed, or "unknown" when running from a source tree."""
-    try:
-        return importlib.metadata.version("supd")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    """supd's version (service.version, and the instrumentation scope's version)."""
+    return __version__
 
 
 def _get(environ: Mapping[str, str], name: str) -> str | None:

@@ -1,0 +1,200 @@
+"""Telemetry settings from OTEL_* variables, and supd's own events and spans through the SDK pipeline.
+
+Guards: a bad variable silently exporting nowhere (it must name the variable), export being off
+without saying so, and supd's own events losing their span context.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from otlp_receiver import BlackHole, GrpcReceiver, attributes, value
+
+from supervisor._daemon import telemetry as telemetry_module
+from supervisor._daemon.otlp_transport import ExportTarget
+from supervisor._daemon.sinks import STDOUT, Origin, Segment
+from supervisor._daemon.telemetry import TelemetrySettings, configure_logging
+from supervisor.errors import InvalidArgument
+
+WEB = Origin("web", 1, 4242, "/usr/bin/web")
+
+# -- settings ------------------------------------------------------------------
+
+
+def test_settings_without_endpoint_disable_export() -> None:
+    settings = TelemetrySettings.from_env({})
+    assert settings.logs is None and settings.traces is None and not settings.enabled
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in (settings.disabled_reason or "")
+    assert settings.resource["service.name"] == "supd"
+    assert isinstance(settings.resource["process.pid"], int) and settings.resource["host.name"]
+
+
+def test_settings_sdk_disabled_wins() -> None:
+    settings = TelemetrySettings.from_env({"OTEL_SDK_DISABLED": "TRUE", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"})
+    assert settings.logs is None and "OTEL_SDK_DISABLED" in (settings.disabled_reason or "")
+
+
+def test_settings_grpc_defaults() -> None:
+    s = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
+    assert s.logs == ExportTarget("http://collector:4317", "grpc", (), 10.0, insecure=True)
+    assert s.traces is not None and s.traces.endpoint == "http://collector:4317"
+    bare = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}).logs
+    assert bare is not None and bare.insecure is False
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+    assert TelemetrySettings.from_env(env).logs.insecure is True  # type: ignore[union-attr]
+    tls = TelemetrySettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c:4317", "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+    )
+    assert tls.logs is not None and tls.logs.insecure is False
+
+
+def test_settings_http_endpoints_follow_the_spec() -> None:
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
+    s = TelemetrySettings.from_env(env)
+    assert s.logs is not None and s.logs.endpoint == "http://c:4318/v1/logs"
+    assert s.traces is not None and s.traces.endpoint == "http://c:4318/v1/traces"
+    s = TelemetrySettings.from_env({**env, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "https://logs:443/custom"})
+    assert s.logs is not None and s.logs.endpoint == "https://logs:443/custom"  # signal-specific: as is
+    s = TelemetrySettings.from_env({**env, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "grpc"})
+    assert s.logs is not None and (s.logs.protocol, s.logs.endpoint) == ("grpc", "http://c:4318/")
+
+
+def test_settings_headers_timeout_resource() -> None:
+    s = TelemetrySettings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
+            "OTEL_EXPORTER_OTLP_HEADERS": "api-key=generic",
+            "OTEL_EXPORTER_OTLP_LOGS_HEADERS": " Authorization = Basic%20abc%3D , x-tenant=a%2Cb ",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "750",
+            "OTEL_SERVICE_NAME": "edge-supd",
+            "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod,team=a%20b",
+        }
+    )
+    assert s.logs is not None and s.traces is not None
+    assert s.logs.headers == (("Authorization", "Basic abc="), ("x-tenant", "a,b"))
+    assert s.traces.headers == (("api-key", "generic"),)
+    assert (s.logs.timeout, s.traces.timeout) == (0.75, 2.5)
+    assert s.resource["service.name"] == "edge-supd"  # OTEL_SERVICE_NAME wins
+    assert s.resource["deployment.environment"] == "prod" and s.resource["team"] == "a b"
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "ten"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "-5"),
+        ("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "0"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "udp"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "no-equals-sign"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "=value"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+        ("OTEL_SDK_DISABLED", "maybe"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://c:21"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:port"),
+        ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://"),
+    ],
+)
+def test_settings_bad_values_name_the_variable(name: str, bad: str) -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", name: bad}
+    with pytest.raises(InvalidArgument, match=name):
+        TelemetrySettings.from_env(env)
+
+
+def test_settings_http_needs_a_url() -> None:
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "c:4318"}
+    with pytest.raises(InvalidArgument, match="OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"):
+        TelemetrySettings.from_env(env)
+
+
+# -- supd's own events ---------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    if telemetry_module._handler is not None:
+        logging.getLogger().removeHandler(telemetry_module._handler)
+        telemetry_module._handler = None
+    telemetry_module._active = None
+
+
+def test_disabled_export_says_so_once(restore_logging: None) -> None:
+    out = io.StringIO()
+    telemetry = configure_logging(TelemetrySettings.from_env({}), stream=out)
+    assert telemetry.line_exporter is None
+    assert telemetry_module.get_tracer().start_span("x").get_span_context().is_valid is False
+    structlog.get_logger().warning("child.spawn.failed", child="web")
+    logging.getLogger("some.library").warning("a %s from stdlib", "warning")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("otlp.export.disabled", "info"),
+        ("child.spawn.failed", "warning"),
+        ("a warning from stdlib", "warning"),
+    ]
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in lines[0]["reason"]
+    assert lines[1]["timestamp"].endswith("Z") and lines[1]["child"] == "web"
+    assert telemetry.shutdown(1.0) is True
+
+
+def test_own_events_and_spans_reach_the_receiver(restore_logging: None) -> None:
+    with GrpcReceiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "supd-under-test"}
+        out = io.StringIO()
+        telemetry = configure_logging(TelemetrySettings.from_env(env), stream=out)
+        assert telemetry.line_exporter is not None
+        tracer = telemetry_module.get_tracer()
+        with tracer.start_as_current_span("Spawn") as span:
+            structlog.get_logger().info("child.spawned", child="web", pid=4242, argv=["a", "b"])
+        trace_id = span.get_span_context().trace_id
+        assert telemetry.shutdown(10.0) is True
+
+    own = [r for r in receiver.received.records if value(r.body) == "child.spawned"]
+    assert len(own) == 1
+    rec = own[0]
+    assert int.from_bytes(rec.trace_id, "big") == trace_id
+    assert (rec.severity_number, rec.severity_text) == (9, "INFO")
+    attrs = attributes(rec.attributes)
+    assert attrs["child"] == "web" and attrs["pid"] == 4242
+    assert {"service.name": "supd-under-test"}.items() <= receiver.received.resources[0].items()
+    assert "Spawn" in receiver.received.span_names
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events[0] == "otlp.export.enabled" and "child.spawned" in events
+
+
+def test_span_context_is_taken_from_any_provider(restore_logging: None) -> None:
+    """Correlation reads the current context, so a span from another provider correlates too."""
+    with GrpcReceiver() as receiver:
+        settings = TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": receiver.endpoint})
+        telemetry = configure_logging(settings, stream=io.StringIO())
+        with TracerProvider().get_tracer("t").start_as_current_span("Stop") as span:
+            structlog.get_logger().error("child.stop.escalated", child="web")
+        assert telemetry.shutdown(10.0) is True
+    (rec,) = [r for r in receiver.received.records if value(r.body) == "child.stop.escalated"]
+    assert rec.span_id == span.get_span_context().span_id.to_bytes(8, "big")
+    assert rec.severity_number == 17
+
+
+def test_shutdown_is_bounded_when_the_endpoint_is_a_black_hole(restore_logging: None) -> None:
+    with BlackHole() as hole:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": hole.endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "300"}
+        telemetry = configure_logging(TelemetrySettings.from_env(env), stream=io.StringIO())
+        assert telemetry.line_exporter is not None
+        seg = Segment(first_seq=0, count=1, stream=STDOUT, generation=1, time_ns=1, data=b"never delivered\n")
+        telemetry.line_exporter.offer(WEB, seg)
+        with telemetry.get_tracer().start_as_current_span("Spawn"):
+            structlog.get_logger().info("child.spawned", child="web")
+        start = time.monotonic()
+        assert telemetry.shutdown(2.0) is False
+        assert time.monotonic() - start < 4.0
+    stats = telemetry.line_exporter.statistics()
+    assert (stats.offered, stats.exported, stats.dropped) == (1, 0, 1)
