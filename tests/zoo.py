@@ -82,6 +82,29 @@ def ticker(interval: str = "0.01") -> None:
         time.sleep(float(interval))
 
 
+def wait_then_flood(path: str, count: str, width: str = "100") -> None:
+    """Wait until PATH exists, then write COUNT numbered lines of WIDTH bytes as fast as possible."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            os._exit(3)
+        time.sleep(0.005)
+    n, w = int(count), int(width)
+    filler = b"f" * (w - 11)
+    out = sys.stdout.buffer
+    for start in range(0, n, 10000):
+        out.write(b"".join(b"%010d " % i + filler[:-1] + b"\n" for i in range(start, min(n, start + 10000))))
+    out.flush()
+
+
+def lines_then_wait(count: str) -> None:
+    """Numbered lines and an unterminated tail, then block until killed."""
+    sys.stdout.buffer.write(b"".join(b"line %06d\n" % i for i in range(int(count))) + b"tail")
+    sys.stdout.buffer.flush()
+    while True:
+        signal.pause()
+
+
 def exit_code(code: str) -> None:
     os._exit(int(code))
 
@@ -96,6 +119,8 @@ KINDS = {
     "longline": longline,
     "ticker": ticker,
     "exit": exit_code,
+    "wait-then-flood": wait_then_flood,
+    "lines-then-wait": lines_then_wait,
 }
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""supd's entry point and nested lifetimes: logging > server > children.
+"""supd's entry point and nested lifetimes: telemetry > server > children.
 
 The server outlives the children so that open streams receive the children's
 last lines and exits; SIGTERM or SIGINT stops every child in parallel within
@@ -16,12 +16,13 @@ import sys
 import structlog
 
 from supervisor import __version__
-from supervisor._daemon.log import configure_logging
 from supervisor._daemon.memory import tune_malloc
 from supervisor._daemon.registry import Registry
 from supervisor._daemon.server import SocketError, SocketLock, build_server
 from supervisor._daemon.service import SupervisorService
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
+from supervisor._daemon.telemetry import Telemetry, TelemetrySettings, configure_logging
+from supervisor.errors import InvalidArgument
 
 __all__ = ["main"]
 
@@ -32,7 +33,11 @@ EXIT_CONFIG = 2
 EXIT_SOCKET = 3
 
 
-async def serve(settings: Settings) -> int:
+# How long the OTLP pipelines get to flush when supd exits.
+TELEMETRY_FLUSH_SECONDS = 5.0
+
+
+async def serve(settings: Settings, telemetry: Telemetry) -> int:
     """Run until a signal; the exit code."""
     lock = SocketLock(settings.socket)
     lock.acquire()
@@ -40,8 +45,9 @@ async def serve(settings: Settings) -> int:
     signals: asyncio.Queue[int] = asyncio.Queue()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, signals.put_nowait, int(sig))
-    registry = Registry()
-    service = SupervisorService(registry)
+    exporter = telemetry.line_exporter
+    registry = Registry([exporter] if exporter is not None else [])
+    service = SupervisorService(registry, telemetry.get_tracer(), exporter)
     try:
         server, health = await build_server(service, settings.socket)
     except Exception:
@@ -76,16 +82,28 @@ async def serve(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_args(argv)
+        telemetry_settings = TelemetrySettings.from_env(os.environ)
     except ConfigError as exc:
         print(f"supd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level)
+    except InvalidArgument as exc:
+        print(f"supd: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    telemetry = configure_logging(
+        telemetry_settings,
+        level=settings.log_level,
+        exporter_options={"summary_interval": settings.export_summary_seconds},
+    )
     tune_malloc()
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, telemetry))
     except SocketError as exc:
         print(f"supd: {exc}", file=sys.stderr)
         return EXIT_SOCKET
+    finally:
+        # Telemetry outlives everything else: the children's last lines and supd's last events.
+        if not telemetry.shutdown(TELEMETRY_FLUSH_SECONDS):
+            log.warning("supd.telemetry.incomplete", detail="some telemetry could not be flushed before exit")
 
 
 if __name__ == "__main__":

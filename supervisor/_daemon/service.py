@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
+from opentelemetry import trace
 
 from supervisor import __version__
+from supervisor._daemon.child import Child
+from supervisor._daemon.otlp import LineExporter
 from supervisor._daemon.process import ExitInfo
 from supervisor._daemon.registry import Registry
 from supervisor._daemon.sinks import STDERR, STDOUT
@@ -66,15 +69,34 @@ def _exit_of(child_exit: pb.ExitStatus | None, info: ExitInfo | None) -> pb.Exit
 class SupervisorService(pb_grpc.SupervisorServicer):
     """Every RPC of supervisor.v1.Supervisor over the registry."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self, registry: Registry, tracer: trace.Tracer | None = None, exporter: LineExporter | None = None
+    ) -> None:
         self._registry = registry
+        self._tracer = tracer or trace.NoOpTracer()
+        self._exporter = exporter
         self._started = time.monotonic()
+
+    def _infos(self, children: list[Child]) -> list[pb.ChildInfo]:
+        """Snapshots of ``children`` with their export counts from one consistent exporter snapshot."""
+        infos = [c.info() for c in children]
+        if self._exporter is not None:
+            stats = self._exporter.statistics().children
+            for info in infos:
+                counts = stats.get(info.spec.name)
+                if counts is not None:
+                    info.export_offered_lines = counts.offered
+                    info.export_exported_lines = counts.exported
+                    info.export_dropped_lines = counts.dropped
+                    info.export_queued_lines = counts.queued
+        return infos
 
     @_boundary
     async def Spawn(self, request: pb.SpawnRequest, context: Any) -> pb.SpawnResponse:
-        spec = spec_from_proto(request.spec)
-        child = await self._registry.spawn(spec, replace=request.replace)
-        return pb.SpawnResponse(child=child.info())
+        with self._tracer.start_as_current_span("Spawn", attributes={"supd.child.name": request.spec.name}):
+            spec = spec_from_proto(request.spec)
+            child = await self._registry.spawn(spec, replace=request.replace)
+            return pb.SpawnResponse(child=self._infos([child])[0])
 
     async def Stream(self, request: pb.StreamRequest, context: Any) -> AsyncIterator[pb.StreamMessage]:
         try:
@@ -111,23 +133,25 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     async def Health(self, request: pb.HealthRequest, context: Any) -> pb.HealthResponse:
         children = [self._registry.get(request.name)] if request.name else self._registry.all()
         return pb.HealthResponse(
-            children=[c.info() for c in children],
+            children=self._infos(children),
             supervisor_uptime_seconds=time.monotonic() - self._started,
             version=__version__,
         )
 
     @_boundary
     async def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
-        self._registry.get(_name(request.name))
-        raise Unimplemented("Reload: this supd has no state store yet; stored state is not supported")
+        with self._tracer.start_as_current_span("Reload", attributes={"supd.child.name": request.name}):
+            self._registry.get(_name(request.name))
+            raise Unimplemented("Reload: this supd has no state store yet; stored state is not supported")
 
     @_boundary
     async def Stop(self, request: pb.StopRequest, context: Any) -> pb.StopResponse:
         if request.grace_seconds < 0:
             raise InvalidArgument(f"grace_seconds: must be >= 0, got {request.grace_seconds}")
-        child = self._registry.get(_name(request.name))
-        info = await child.stop(request.grace_seconds or None)
-        response = pb.StopResponse(child=child.info())
+        with self._tracer.start_as_current_span("Stop", attributes={"supd.child.name": request.name}):
+            child = self._registry.get(_name(request.name))
+            info = await child.stop(request.grace_seconds or None)
+        response = pb.StopResponse(child=self._infos([child])[0])
         status = _exit_of(child.last_exit, info)
         if status is not None:
             response.exit.CopyFrom(status)
@@ -159,4 +183,4 @@ class SupervisorService(pb_grpc.SupervisorServicer):
 
     @_boundary
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
-        return pb.ListResponse(children=[c.info() for c in self._registry.all()])
+        return pb.ListResponse(children=self._infos(self._registry.all()))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import tomllib
 from typing import Any
 
@@ -39,6 +40,7 @@ class Settings:
     children: tuple[ChildSpec, ...] = ()
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     log_level: str = "info"
+    export_summary_seconds: float = 10.0
 
 
 def _load_config(path: str) -> tuple[tuple[ChildSpec, ...], dict[str, Any]]:
@@ -88,6 +90,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help=f"seconds to stop every child on SIGTERM before SIGKILL (default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--export-summary-seconds",
+        type=float,
+        default=10.0,
+        help="how often supd logs a summary of child lines dropped by the OTLP export, when any were (default 10)",
+    )
     args = parser.parse_args(argv)
     specs: tuple[ChildSpec, ...] = ()
     sup: dict[str, Any] = {}
@@ -100,8 +108,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         raise ConfigError(f"shutdown_timeout_seconds: must be a number > 0, got {timeout!r}")
     socket = args.socket
     if socket is None:
-        import os
-
         from_env = socket_path_of(os.environ.get("SUPD_ADDR", ""))
         socket = from_env or default_socket_path()
-    return Settings(socket=socket, children=specs, shutdown_timeout=float(timeout), log_level=args.log_level)
+    if not args.export_summary_seconds > 0:
+        raise ConfigError(f"--export-summary-seconds: must be > 0, got {args.export_summary_seconds}")
+    return Settings(
+        socket=socket,
+        children=specs,
+        shutdown_timeout=float(timeout),
+        log_level=args.log_level,
+        export_summary_seconds=args.export_summary_seconds,
+    )

@@ -29,6 +29,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -160,7 +161,7 @@ class _RepeatFilter(logging.Filter):
 class Telemetry:
     """What ``configure_logging`` built: providers, the line exporter, and how to shut them down."""
 
-    def __init__(self, settings: TelemetrySettings) -> None:
+    def __init__(self, settings: TelemetrySettings, exporter_options: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
         resource = Resource(dict(settings.resource))
         self.line_exporter: LineExporter | None = None
@@ -171,7 +172,7 @@ class Telemetry:
             self._logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
             self._logger_provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(settings.logs)))
             self.line_exporter = LineExporter.for_target(
-                settings.logs, resource=settings.resource, scope_version=supd_version()
+                settings.logs, resource=settings.resource, scope_version=supd_version(), **(exporter_options or {})
             )
         if settings.traces is not None:
             self._tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
@@ -223,7 +224,11 @@ _handler: logging.Handler | None = None
 
 
 def configure_logging(
-    settings: TelemetrySettings, *, level: int | str = logging.INFO, stream: TextIO | None = None
+    settings: TelemetrySettings,
+    *,
+    level: int | str = logging.INFO,
+    stream: TextIO | None = None,
+    exporter_options: Mapping[str, Any] | None = None,
 ) -> Telemetry:
     """Configure structlog (JSON lines on ``stream``, default stderr; and OTLP when on) and build the telemetry.
 
@@ -231,7 +236,7 @@ def configure_logging(
     """
     global _active, _handler  # noqa: PLW0603 - structlog's configuration is process-wide: so is ours
     out = sys.stderr if stream is None else stream
-    telemetry = Telemetry(settings)
+    telemetry = Telemetry(settings, exporter_options)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -379,6 +379,10 @@ class ChildInfo(_message.Message):
     STDERR_LINES_FIELD_NUMBER: _builtins.int
     BYTES_DRAINED_FIELD_NUMBER: _builtins.int
     RING_EVICTED_RECORDS_FIELD_NUMBER: _builtins.int
+    EXPORT_OFFERED_LINES_FIELD_NUMBER: _builtins.int
+    EXPORT_EXPORTED_LINES_FIELD_NUMBER: _builtins.int
+    EXPORT_DROPPED_LINES_FIELD_NUMBER: _builtins.int
+    EXPORT_QUEUED_LINES_FIELD_NUMBER: _builtins.int
     state: Global___ChildState.ValueType
     """Current state."""
     pid: _builtins.int
@@ -404,6 +408,15 @@ class ChildInfo(_message.Message):
     """Bytes drained since it was spawned, both streams."""
     ring_evicted_records: _builtins.int
     """Records evicted from the ring to keep it within ring_bytes."""
+    export_offered_lines: _builtins.int
+    """OpenTelemetry export of this child's lines (all 0 while export is off):
+    lines offered to the exporter, acknowledged by the endpoint, dropped
+    (queue full, endpoint failing or rejecting) and still queued.
+    offered == exported + dropped + queued, exactly.
+    """
+    export_exported_lines: _builtins.int
+    export_dropped_lines: _builtins.int
+    export_queued_lines: _builtins.int
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
         """The spec the child runs with, defaults filled in."""
@@ -431,10 +444,14 @@ class ChildInfo(_message.Message):
         stderr_lines: _builtins.int = ...,
         bytes_drained: _builtins.int = ...,
         ring_evicted_records: _builtins.int = ...,
+        export_offered_lines: _builtins.int = ...,
+        export_exported_lines: _builtins.int = ...,
+        export_dropped_lines: _builtins.int = ...,
+        export_queued_lines: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "fatal_reason", b"fatal_reason", "generation", b"generation", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
