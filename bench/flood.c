@@ -7,6 +7,7 @@
  * Whole lines are packed 40 at a time (4000 bytes) into each write().
  *
  *   flood [--lines N] [--report PATH] [--wait-for PATH] [--wait-timeout S]
+ *         [--rate LINES_PER_S]
  *
  * --report PATH     write a JSON report there at the end (never to stdout or
  *                   stderr: those are what is being measured). Written to
@@ -18,6 +19,11 @@
  *                   '#' lines before the first numbered line. Timing starts
  *                   after the wait.
  * --wait-timeout S  give up waiting after S seconds (default 60): exit 3.
+ * --rate R          pace the output at R lines/s (0, the default: as fast as
+ *                   the reader lets it): before each write() of 40 lines,
+ *                   sleep until start + lines_so_far / R. The sleeps are not
+ *                   write() stalls; wall_s still runs from the first write to
+ *                   the last.
  *
  * Exit status: 0 all lines written, 2 usage, 3 wait timed out, 4 write error
  * (the report says which).
@@ -43,7 +49,8 @@ static double now_s(void) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: flood [--lines N] [--report PATH] [--wait-for PATH] [--wait-timeout S]\n");
+    fprintf(stderr, "usage: flood [--lines N] [--report PATH] [--wait-for PATH] [--wait-timeout S] "
+                    "[--rate LINES_PER_S]\n");
     exit(2);
 }
 
@@ -59,6 +66,8 @@ struct stats {
     double start_mono;       /* CLOCK_MONOTONIC, seconds: before the first write */
     double end_mono;         /* after the last write returned */
     double waited_s;
+    long long heartbeats;    /* "#flood waiting" lines written while waiting */
+    double rate;             /* --rate, 0 if unpaced */
     int err;                 /* errno of a failed write, 0 if none */
 };
 
@@ -74,11 +83,11 @@ static void write_report(const char *path, long long lines, const struct stats *
             "\"max_write_stall_ms\":%.3f,\"writes\":%lld,\"partial_writes\":%lld,"
             "\"stalls_over_1ms\":%lld,\"stalls_over_10ms\":%lld,\"stalls_over_100ms\":%lld,"
             "\"start_mono_s\":%.6f,\"end_mono_s\":%.6f,\"waited_s\":%.6f,\"mb_per_s\":%.3f,"
-            "\"error\":",
+            "\"heartbeats\":%lld,\"rate\":%.1f,\"error\":",
             st->lines_written, st->bytes_written, lines, wall, st->max_stall_s * 1e3, st->writes,
             st->partial_writes, st->stalls_over_1ms, st->stalls_over_10ms, st->stalls_over_100ms,
             st->start_mono, st->end_mono, st->waited_s,
-            wall > 0 ? (double)st->bytes_written / 1e6 / wall : 0.0);
+            wall > 0 ? (double)st->bytes_written / 1e6 / wall : 0.0, st->heartbeats, st->rate);
     if (error == NULL) fputs("null", f);
     else fprintf(f, "\"%s\"", error);
     fputs("}\n", f);
@@ -96,7 +105,7 @@ static void incr(char *d) {
 int main(int argc, char **argv) {
     long long lines = 2000000;
     const char *report = NULL, *wait_for = NULL;
-    double wait_timeout = 60.0;
+    double wait_timeout = 60.0, rate = 0.0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) usage();
@@ -104,13 +113,15 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--report") == 0) report = argv[++i];
         else if (strcmp(a, "--wait-for") == 0) wait_for = argv[++i];
         else if (strcmp(a, "--wait-timeout") == 0) wait_timeout = atof(argv[++i]);
+        else if (strcmp(a, "--rate") == 0) rate = atof(argv[++i]);
         else usage();
     }
-    if (lines < 0 || lines > 9999999999LL) usage();
+    if (lines < 0 || lines > 9999999999LL || rate < 0) usage();
     signal(SIGPIPE, SIG_IGN); /* a closed reader shows as EPIPE, reported */
 
     struct stats st;
     memset(&st, 0, sizeof st);
+    st.rate = rate;
 
     if (wait_for != NULL) {
         static const char hb[] = "#flood waiting\n";
@@ -124,11 +135,13 @@ int main(int argc, char **argv) {
             }
             if (t - last_hb >= 0.02) {
                 /* best effort; a heartbeat is one short atomic write */
-                if (write(1, hb, sizeof hb - 1) < 0 && errno == EPIPE) {
+                ssize_t w = write(1, hb, sizeof hb - 1);
+                if (w < 0 && errno == EPIPE) {
                     st.start_mono = st.end_mono = t;
                     write_report(report, lines, &st, "stdout closed while waiting");
                     return 4;
                 }
+                if (w == (ssize_t)(sizeof hb - 1)) st.heartbeats++;
                 last_hb = t;
             }
             usleep(1000);
@@ -157,6 +170,17 @@ int main(int argc, char **argv) {
         for (int j = 0; j < n; j++) {
             memcpy(buf + j * LINE_LEN, num, DIGITS);
             incr(num);
+        }
+        if (rate > 0) {
+            /* absolute deadline, so sleeping late never accumulates */
+            double due = st.start_mono + (double)next / rate;
+            if (due > now_s()) {
+                struct timespec ts;
+                ts.tv_sec = (time_t)due;
+                ts.tv_nsec = (long)((due - (double)ts.tv_sec) * 1e9);
+                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+                }
+            }
         }
         size_t len = (size_t)n * LINE_LEN, off = 0;
         while (off < len) {

@@ -9,9 +9,10 @@ import time
 
 import grpc
 import pytest
-from conftest import Follower, process_gone, spawn, wait_for, wait_state, zoo
 
 from supervisor.v1 import supervisor_pb2 as pb
+
+from conftest import Follower, process_gone, spawn, wait_for, wait_state, zoo
 
 
 def test_seed01_child_writing_1mib_to_stderr_with_no_reader_runs_to_completion(stub):

@@ -17,7 +17,6 @@ import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, poll, value
 from structlog.testing import capture_logs
 
 from supervisor._daemon.otlp import SCOPE_NAME, ExporterStatistics, LineExporter
@@ -25,6 +24,8 @@ from supervisor._daemon.otlp_encode import BatchEncoder, origin_attributes
 from supervisor._daemon.otlp_transport import ExportTarget, RetryPolicy
 from supervisor._daemon.severity import Severity
 from supervisor._daemon.sinks import STDERR, STDOUT, Origin, Segment
+
+from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, poll, value
 
 RESOURCE = {"service.name": "supd-test", "host.name": "test-host"}
 FAST_RETRY = RetryPolicy(initial=0.05, maximum=0.2, give_up_after=30.0)

@@ -9,9 +9,10 @@ import threading
 
 import grpc
 import pytest
-from conftest import Follower, spawn, wait_for, wait_state, zoo
 
 from supervisor.v1 import supervisor_pb2 as pb
+
+from conftest import Follower, spawn, wait_for, wait_state, zoo
 
 TOTAL = 500_000  # lines of 100 bytes: 50 MB
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import Follower, spawn, split_lines, wait_for, wait_state, zoo
 
 from supervisor.v1 import supervisor_pb2 as pb
+
+from conftest import Follower, spawn, split_lines, wait_for, wait_state, zoo
 
 
 def test_burst_of_10000_lines_then_exit_arrives_in_order_with_tail_and_exit_last(stub):

@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 
-from conftest import Follower, process_gone, spawn, wait_for, wait_state, zoo
-
 from supervisor.testing import running_supervisor, supd_command
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+from conftest import Follower, process_gone, spawn, wait_for, wait_state, zoo
 
 
 def run_supd(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:

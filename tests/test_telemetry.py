@@ -15,13 +15,14 @@ from collections.abc import Iterator
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
-from otlp_receiver import BlackHole, GrpcReceiver, attributes, value
 
 from supervisor._daemon import telemetry as telemetry_module
 from supervisor._daemon.otlp_transport import ExportTarget
 from supervisor._daemon.sinks import STDOUT, Origin, Segment
 from supervisor._daemon.telemetry import TelemetrySettings, configure_logging
 from supervisor.errors import InvalidArgument
+
+from otlp_receiver import BlackHole, GrpcReceiver, attributes, value
 
 WEB = Origin("web", 1, 4242, "/usr/bin/web")
 

@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     telemetry = configure_logging(
         telemetry_settings,
         level=settings.log_level,
-        exporter_options={"summary_interval": settings.export_summary_seconds},
+        exporter_options={
+            "summary_interval": settings.export_summary_seconds,
+            "max_queue_lines": settings.export_queue_lines,
+            # Bytes follow lines at a generous 512 bytes a line, so the line bound is the one that binds.
+            "max_queue_bytes": settings.export_queue_lines * 512,
+        },
     )
     tune_malloc()
     try:

@@ -41,6 +41,7 @@ class Settings:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     log_level: str = "info"
     export_summary_seconds: float = 10.0
+    export_queue_lines: int = 131_072
 
 
 def _load_config(path: str) -> tuple[tuple[ChildSpec, ...], dict[str, Any]]:
@@ -96,6 +97,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=10.0,
         help="how often supd logs a summary of child lines dropped by the OTLP export, when any were (default 10)",
     )
+    parser.add_argument(
+        "--export-queue-lines",
+        type=int,
+        default=131_072,
+        help="child lines the OTLP export may hold while the endpoint is slow or down; beyond, lines are "
+        "dropped and counted, never waited for (default 131072)",
+    )
     args = parser.parse_args(argv)
     specs: tuple[ChildSpec, ...] = ()
     sup: dict[str, Any] = {}
@@ -112,10 +120,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         socket = from_env or default_socket_path()
     if not args.export_summary_seconds > 0:
         raise ConfigError(f"--export-summary-seconds: must be > 0, got {args.export_summary_seconds}")
+    if args.export_queue_lines < 1:
+        raise ConfigError(f"--export-queue-lines: must be >= 1, got {args.export_queue_lines}")
     return Settings(
         socket=socket,
         children=specs,
         shutdown_timeout=float(timeout),
         log_level=args.log_level,
         export_summary_seconds=args.export_summary_seconds,
+        export_queue_lines=args.export_queue_lines,
     )
