@@ -701,6 +701,8 @@ def start_py_spy(pid: int, out: pathlib.Path) -> subprocess.Popen[bytes]:
         "-r",
         "200",
         *(["--native"] if os.environ.get("PY_SPY_NATIVE") else ["--nonblocking"]),
+        # e.g. PY_SPY_ARGS="--threads --gil": stacks per thread, only the thread holding the GIL
+        *shlex.split(os.environ.get("PY_SPY_ARGS", "")),
     ]
     print("profiling:", shlex.join(cmd), flush=True)
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

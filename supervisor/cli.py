@@ -16,12 +16,24 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import grpc
 
 from supervisor import _cli_format as fmt
 from supervisor import paths
+from supervisor._cli_errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    rpc_failure,
+    what,
+)
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -34,14 +46,6 @@ __all__ = [
     "EXIT_USAGE",
     "main",
 ]
-
-EXIT_OK = 0
-EXIT_FAILED = 1  # supd refused or failed the request
-EXIT_USAGE = 2  # argparse's own code for bad usage
-EXIT_UNREACHABLE = 3
-EXIT_NOT_FOUND = 4
-EXIT_TIMEOUT = 5
-EXIT_INTERRUPTED = 130  # Ctrl-C during a command other than logs
 
 # Quick calls get a short deadline; calls that may wait out a child's stop grace
 # (at most 3600 s by the contract) get that plus a margin; logs gets none.
@@ -66,15 +70,6 @@ _POLICIES = {
     "on-failure": pb.RESTART_POLICY_ON_FAILURE,
     "never": pb.RESTART_POLICY_NEVER,
 }
-
-
-class CliError(Exception):
-    """A failure supctl reports as one line with its exit code."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -418,48 +413,6 @@ def _normalise_address(address: str) -> str:
     return "unix://" + address if address.startswith("/") else address
 
 
-def _what(args: argparse.Namespace) -> str:
-    name = getattr(args, "name", None)
-    return f"{args.command_name} {name}" if name else str(args.command_name)
-
-
-# What gRPC core says when an established connection breaks (supd killed mid-call).
-_CONNECTION_LOST = ("Socket closed", "Stream removed", "Connection reset", "Broken pipe")
-
-
-def _rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, timeout: float | None) -> CliError:
-    """Turn a gRPC status into the one line and exit code the user sees."""
-    call = cast(grpc.Call, exc)
-    code, details = call.code(), call.details() or ""
-    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
-        return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
-    if code == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _CONNECTION_LOST):
-        return CliError(f"{_what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE)
-    if code == grpc.StatusCode.UNAVAILABLE:  # supd itself said so, e.g. while shutting down
-        return CliError(f"{_what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
-    if code == grpc.StatusCode.NOT_FOUND:
-        name = getattr(args, "name", None)
-        return CliError(f"no child named {name!r}" if name else details, EXIT_NOT_FOUND)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        limit = f"after {timeout:g}s" if timeout is not None else "(see --timeout)"
-        return CliError(f"{_what(args)}: supd at {address} did not answer {limit}", EXIT_TIMEOUT)
-    return CliError(f"{_what(args)}: {details or code.name}", EXIT_FAILED)
-
-
-def _unreachable(address: str, details: str) -> str:
-    """Say why nothing answered in words a person can act on."""
-    socket_path = paths.socket_path_of(address)
-    lowered = details.lower()
-    if "permission denied" in lowered:
-        return f"cannot connect to supd at {address} (permission denied)"
-    if socket_path is not None and not os.path.exists(socket_path):
-        return f"no supd is running at {address} (no such socket)"
-    if "refused" in lowered:
-        return f"no supd is running at {address} (connection refused)"
-    reason = details.rpartition(": ")[2] or details
-    return f"cannot reach supd at {address} ({reason})"
-
-
 def _wait_ready(channel: grpc.Channel, address: str, seconds: float) -> None:
     """Block until the channel connects, or fail with exit code 3 after ``seconds``."""
     try:
@@ -503,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a closed pipe is handled below, not at exit
         return code
     except grpc.RpcError as exc:
-        failure = _rpc_failure(exc, args, address, args.timeout)
+        failure = rpc_failure(exc, args, address, args.timeout)
         _fail(failure.message)
         return failure.code
     except CliError as exc:
@@ -515,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_OK
     except OSError as exc:
-        _fail(f"{_what(args)}: {exc.strerror or exc}")
+        _fail(f"{what(args)}: {exc.strerror or exc}")
         return EXIT_FAILED
 
 

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import grpc
 
@@ -23,6 +24,8 @@ from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 __all__ = ["SupervisorProcess", "running_supervisor", "wait_until"]
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
@@ -47,11 +50,14 @@ class SupervisorProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
-def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.01, what: str = "") -> object:
-    """Poll ``predicate()`` until it is truthy or the deadline passes (then AssertionError)."""
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, *, interval: float = 0.01, what: str = "") -> T:
+    """Poll ``predicate()`` until it is truthy and return that value; AssertionError after ``timeout`` s.
+
+    The one way tests wait: on a condition, under a deadline, never a bare sleep.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()  # type: ignore[operator]
+        value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:

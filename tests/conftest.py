@@ -5,14 +5,14 @@ from __future__ import annotations
 import pathlib
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 
 from supervisor.testing import SupervisorProcess, running_supervisor
+from supervisor.testing import wait_until as wait_for
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -41,24 +41,12 @@ def spawn(stub: pb_grpc.SupervisorStub, name: str, argv: list[str], **fields: An
     return stub.Spawn(pb.SpawnRequest(spec=pb.ChildSpec(name=name, argv=argv, **fields)), timeout=10).child
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll until truthy under a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)
-
-
 def wait_state(stub: pb_grpc.SupervisorStub, name: str, state: int, timeout: float = 10.0) -> pb.ChildInfo:
     def check() -> pb.ChildInfo | None:
         info = stub.Health(pb.HealthRequest(name=name), timeout=5).children[0]
         return info if info.state == state else None
 
-    return wait_for(check, timeout, f"{name} to reach {pb.ChildState.Name(state)}")
+    return wait_for(check, timeout, what=f"{name} to reach {pb.ChildState.Name(state)}")
 
 
 def split_lines(batch: pb.LineBatch) -> list[bytes]:
@@ -104,7 +92,7 @@ class Follower:
         return wait_for(
             lambda: [e for e in self.events() if e.kind == kind][count - 1 : count] and self.events(),
             timeout,
-            f"{count} event(s) {pb.Event.Kind.Name(kind)}",
+            what=f"{count} event(s) {pb.Event.Kind.Name(kind)}",
         )
 
     def cancel(self) -> None:

@@ -16,8 +16,7 @@ import contextlib
 import http.server
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Self
 
 import grpc
@@ -26,6 +25,8 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from supervisor.testing import wait_until
 
 __all__ = ["BlackHole", "GrpcReceiver", "HttpReceiver", "Received", "attributes", "value"]
 
@@ -80,12 +81,8 @@ class Received:
             return len(self.records)
 
     def wait_for(self, n: int, timeout: float = 10.0) -> None:
-        """Poll until at least ``n`` records arrived (AssertionError after ``timeout`` s)."""
-        deadline = time.monotonic() + timeout
-        while len(self) < n:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"received {len(self)} of {n} records within {timeout}s")
-            time.sleep(0.01)
+        """Wait until at least ``n`` records arrived (AssertionError after ``timeout`` s)."""
+        wait_until(lambda: len(self) >= n, timeout, what=f"{n} records (have {len(self)})")
 
 
 class _Restartable:
@@ -306,12 +303,3 @@ class BlackHole(_Restartable):
             conn.close()
         self._held.clear()
         self._sock = None
-
-
-def poll(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` until truthy (AssertionError after ``timeout`` s): waits, never sleeps to sync."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.01)

@@ -78,7 +78,7 @@ def wait_state(sup: SupervisorProcess, name: str, state: int, timeout: float = 2
         info = child_info(sup, name)
         return info if info.state == state else None
 
-    found = wait_until(reached, timeout=timeout, what=f"{name} in {pb.ChildState.Name(state)}")  # type: ignore[arg-type]
+    found = wait_until(reached, timeout=timeout, what=f"{name} in {pb.ChildState.Name(state)}")
     assert isinstance(found, pb.ChildInfo)
     return found
 

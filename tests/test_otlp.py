@@ -24,8 +24,9 @@ from supervisor._daemon.otlp_encode import BatchEncoder, origin_attributes
 from supervisor._daemon.otlp_transport import ExportTarget, RetryPolicy
 from supervisor._daemon.severity import Severity
 from supervisor._daemon.sinks import STDERR, STDOUT, Origin, Segment
+from supervisor.testing import wait_until as poll
 
-from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, poll, value
+from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, value
 
 RESOURCE = {"service.name": "supd-test", "host.name": "test-host"}
 FAST_RETRY = RetryPolicy(initial=0.05, maximum=0.2, give_up_after=30.0)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import structlog
 
 from supervisor._daemon.child import Child
+from supervisor._daemon.process import ExitInfo
 from supervisor._daemon.sinks import LineSink
 from supervisor.errors import AlreadyExists, NotFound, Unavailable
 from supervisor.spec import ChildSpec
@@ -54,12 +55,13 @@ class Registry:
             await child.start()
             return child
 
-    async def remove(self, name: str) -> Child:
+    async def remove(self, name: str) -> tuple[Child, ExitInfo | None]:
+        """Stop and forget a child: the child, and the exit of the process the removal ended (if any)."""
         async with self._lock:
             child = self.get(name)
-            await child.remove()
+            ended = await child.remove()
             del self._children[name]
-            return child
+            return child, ended
 
     async def shutdown(self, deadline: float) -> None:
         """Stop every child in parallel within ``deadline`` seconds; end their streams."""

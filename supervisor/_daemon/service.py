@@ -61,9 +61,11 @@ def _name(name: str) -> str:
     return name
 
 
-def _exit_of(child_exit: pb.ExitStatus | None, info: ExitInfo | None) -> pb.ExitStatus | None:
-    """The stored ExitStatus of the process an operation just ended, if it ended one."""
-    return child_exit if info is not None and child_exit is not None and child_exit.pid == info.pid else None
+def _copy_exit(target: pb.ExitStatus, child: Child, ended: ExitInfo | None) -> None:
+    """Fill ``target`` with the exit of the process an operation just ended, if it ended one."""
+    last = child.last_exit
+    if ended is not None and last is not None and last.pid == ended.pid:
+        target.CopyFrom(last)
 
 
 class SupervisorService(pb_grpc.SupervisorServicer):
@@ -152,9 +154,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             child = self._registry.get(_name(request.name))
             info = await child.stop(request.grace_seconds or None)
         response = pb.StopResponse(child=self._infos([child])[0])
-        status = _exit_of(child.last_exit, info)
-        if status is not None:
-            response.exit.CopyFrom(status)
+        _copy_exit(response.exit, child, info)
         return response
 
     @_boundary
@@ -167,18 +167,15 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     async def Restart(self, request: pb.RestartRequest, context: Any) -> pb.RestartResponse:
         child = self._registry.get(_name(request.name))
         info = await child.restart()
-        response = pb.RestartResponse(child=child.info())
-        status = _exit_of(child.last_exit, info)
-        if status is not None:
-            response.exit.CopyFrom(status)
+        response = pb.RestartResponse(child=self._infos([child])[0])
+        _copy_exit(response.exit, child, info)
         return response
 
     @_boundary
     async def Remove(self, request: pb.RemoveRequest, context: Any) -> pb.RemoveResponse:
-        child = await self._registry.remove(_name(request.name))
+        child, info = await self._registry.remove(_name(request.name))
         response = pb.RemoveResponse()
-        if child.last_exit is not None and child.last_exit.requested:
-            response.exit.CopyFrom(child.last_exit)
+        _copy_exit(response.exit, child, info)
         return response
 
     @_boundary

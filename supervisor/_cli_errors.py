@@ -1,0 +1,87 @@
+"""How supctl turns failures into one line and an exit code.
+
+Scripts branch on the code and people read the line, so every gRPC status and
+connection failure maps here, in one place, to words a person can act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import cast
+
+import grpc
+
+from supervisor import paths
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "CliError",
+    "rpc_failure",
+    "what",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # supd refused or failed the request
+EXIT_USAGE = 2  # argparse's own code for bad usage
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+EXIT_TIMEOUT = 5
+EXIT_INTERRUPTED = 130  # Ctrl-C during a command other than logs
+
+
+class CliError(Exception):
+    """A failure supctl reports as one line with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def what(args: argparse.Namespace) -> str:
+    name = getattr(args, "name", None)
+    return f"{args.command_name} {name}" if name else str(args.command_name)
+
+
+# What gRPC core says when an established connection breaks (supd killed mid-call).
+_CONNECTION_LOST = ("Socket closed", "Stream removed", "Connection reset", "Broken pipe")
+
+
+def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, timeout: float | None) -> CliError:
+    """Turn a gRPC status into the one line and exit code the user sees."""
+    call = cast(grpc.Call, exc)
+    code, details = call.code(), call.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details:
+        return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _CONNECTION_LOST):
+        return CliError(f"{what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.UNAVAILABLE:  # supd itself said so, e.g. while shutting down
+        return CliError(f"{what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.NOT_FOUND:
+        name = getattr(args, "name", None)
+        return CliError(f"no child named {name!r}" if name else details, EXIT_NOT_FOUND)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        limit = f"after {timeout:g}s" if timeout is not None else "(see --timeout)"
+        return CliError(f"{what(args)}: supd at {address} did not answer {limit}", EXIT_TIMEOUT)
+    return CliError(f"{what(args)}: {details or code.name}", EXIT_FAILED)
+
+
+def _unreachable(address: str, details: str) -> str:
+    """Say why nothing answered in words a person can act on."""
+    socket_path = paths.socket_path_of(address)
+    lowered = details.lower()
+    if "permission denied" in lowered:
+        return f"cannot connect to supd at {address} (permission denied)"
+    if socket_path is not None and not os.path.exists(socket_path):
+        return f"no supd is running at {address} (no such socket)"
+    if "refused" in lowered:
+        return f"no supd is running at {address} (connection refused)"
+    reason = details.rpartition(": ")[2] or details
+    return f"cannot reach supd at {address} ({reason})"
