@@ -70,8 +70,12 @@ def test_every_line_of_a_100000_line_child_reaches_the_receiver(tmp_path: pathli
         assert (done.export_offered_lines, done.export_exported_lines, done.export_dropped_lines) == (
             100_000, 100_000, 0,
         )
-        # supd's own events travel the same pipeline.
+        # supd's own events travel the same pipeline, and those a Spawn causes carry its span's context.
         wait_for(lambda: any(r.body.string_value == "child.exited" for r in receiver.received.records))
+        spawned = next(r for r in receiver.received.records if r.body.string_value == "child.spawned")
+        assert attributes(spawned.attributes)["child"] == "hundred"
+        assert len(spawned.trace_id) == 16 and any(spawned.trace_id)
+        wait_for(lambda: "Spawn" in receiver.received.span_names, what="the Spawn span")
 
 
 def test_receiver_down_midway_drops_are_counted_and_export_resumes(tmp_path: pathlib.Path):
