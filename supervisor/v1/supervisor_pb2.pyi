@@ -65,6 +65,7 @@ class _ChildState:
 class _ChildStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChildState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CHILD_STATE_UNSPECIFIED: _ChildState.ValueType  # 0
+    """Unset."""
     CHILD_STATE_STARTING: _ChildState.ValueType  # 1
     """A start attempt is under way."""
     CHILD_STATE_RUNNING: _ChildState.ValueType  # 2
@@ -86,6 +87,7 @@ class ChildState(_ChildState, metaclass=_ChildStateEnumTypeWrapper):
     """ChildState is where a child is in its lifecycle."""
 
 CHILD_STATE_UNSPECIFIED: ChildState.ValueType  # 0
+"""Unset."""
 CHILD_STATE_STARTING: ChildState.ValueType  # 1
 """A start attempt is under way."""
 CHILD_STATE_RUNNING: ChildState.ValueType  # 2
@@ -111,15 +113,21 @@ class _OutputStream:
 class _OutputStreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputStream.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     OUTPUT_STREAM_UNSPECIFIED: _OutputStream.ValueType  # 0
+    """Unset (not a stream)."""
     OUTPUT_STREAM_STDOUT: _OutputStream.ValueType  # 1
+    """The child's standard output."""
     OUTPUT_STREAM_STDERR: _OutputStream.ValueType  # 2
+    """The child's standard error."""
 
 class OutputStream(_OutputStream, metaclass=_OutputStreamEnumTypeWrapper):
     """Which of the child's output streams."""
 
 OUTPUT_STREAM_UNSPECIFIED: OutputStream.ValueType  # 0
+"""Unset (not a stream)."""
 OUTPUT_STREAM_STDOUT: OutputStream.ValueType  # 1
+"""The child's standard output."""
 OUTPUT_STREAM_STDERR: OutputStream.ValueType  # 2
+"""The child's standard error."""
 Global___OutputStream: _TypeAlias = OutputStream  # noqa: Y015
 
 @_typing.final
@@ -398,25 +406,30 @@ class ChildInfo(_message.Message):
     fatal_reason: _builtins.str
     """In FATAL: why, for example "flapping: 6 restarts within 60s"."""
     next_seq: _builtins.int
-    """The ring: the next sequence number, the oldest still held, bytes held."""
+    """The sequence number the child's next record will get."""
     oldest_seq: _builtins.int
+    """The oldest sequence number the ring still holds."""
     ring_bytes_used: _builtins.int
+    """Bytes the ring holds now (data plus a fixed overhead per read)."""
     stdout_lines: _builtins.int
-    """Lines drained from the child since it was spawned, per stream."""
+    """Lines drained from stdout since the child was spawned."""
     stderr_lines: _builtins.int
+    """Lines drained from stderr since the child was spawned."""
     bytes_drained: _builtins.int
     """Bytes drained since it was spawned, both streams."""
     ring_evicted_records: _builtins.int
     """Records evicted from the ring to keep it within ring_bytes."""
     export_offered_lines: _builtins.int
-    """OpenTelemetry export of this child's lines (all 0 while export is off):
-    lines offered to the exporter, acknowledged by the endpoint, dropped
-    (queue full, endpoint failing or rejecting) and still queued.
+    """OpenTelemetry export of this child's lines, all 0 while export is off.
     offered == exported + dropped + queued, exactly.
+    Lines handed to the exporter.
     """
     export_exported_lines: _builtins.int
+    """Lines the endpoint acknowledged."""
     export_dropped_lines: _builtins.int
+    """Lines dropped: queue full, endpoint failing or rejecting them."""
     export_queued_lines: _builtins.int
+    """Lines waiting to be sent."""
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
         """The spec the child runs with, defaults filled in."""
@@ -459,6 +472,8 @@ Global___ChildInfo: _TypeAlias = ChildInfo  # noqa: Y015
 
 @_typing.final
 class SpawnRequest(_message.Message):
+    """SpawnRequest declares a child and starts it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SPEC_FIELD_NUMBER: _builtins.int
@@ -487,11 +502,15 @@ Global___SpawnRequest: _TypeAlias = SpawnRequest  # noqa: Y015
 
 @_typing.final
 class SpawnResponse(_message.Message):
+    """SpawnResponse describes the child after its first start attempt."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHILD_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def child(self) -> Global___ChildInfo: ...
+    def child(self) -> Global___ChildInfo:
+        """The child, with its pid when it started, or FATAL with the reason."""
+
     def __init__(
         self,
         *,
@@ -507,6 +526,8 @@ Global___SpawnResponse: _TypeAlias = SpawnResponse  # noqa: Y015
 
 @_typing.final
 class StreamRequest(_message.Message):
+    """StreamRequest asks for a child's output and events."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -554,6 +575,7 @@ class LineBatch(_message.Message):
     not ending in '\\n' is a piece of a line longer than max_line_bytes (the
     next line of the same stream continues it), or the stream's last line when
     the child closed it without a final newline. Bytes need not be UTF-8.
+    At most 256 KiB of lines, unless one line is longer.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -565,15 +587,21 @@ class LineBatch(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     LENGTHS_FIELD_NUMBER: _builtins.int
     first_seq: _builtins.int
+    """Sequence number of the first line."""
     stream: Global___OutputStream.ValueType
+    """The stream every line of the batch came from."""
     generation: _builtins.int
+    """The generation of the process that wrote them."""
     data: _builtins.bytes
+    """The lines' bytes, back to back, exactly as written."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
-        """When supd read these bytes from the pipe."""
+        """When supd read (the first of) these bytes from the pipe."""
 
     @_builtins.property
-    def lengths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def lengths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Length in bytes of each line, its '\\n' included; they sum to len(data)."""
+
     def __init__(
         self,
         *,
@@ -607,6 +635,7 @@ class Event(_message.Message):
     class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Event._Kind.ValueType], _builtins.type):
         DESCRIPTOR: _descriptor.EnumDescriptor
         KIND_UNSPECIFIED: Event._Kind.ValueType  # 0
+        """Unset."""
         KIND_STARTED: Event._Kind.ValueType  # 1
         """A process started: pid and generation are set."""
         KIND_EXITED: Event._Kind.ValueType  # 2
@@ -624,8 +653,11 @@ class Event(_message.Message):
         KIND_SHUTDOWN: Event._Kind.ValueType  # 8
         """supd is shutting down; the last message of every stream."""
 
-    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
+        """What happened."""
+
     KIND_UNSPECIFIED: Event.Kind.ValueType  # 0
+    """Unset."""
     KIND_STARTED: Event.Kind.ValueType  # 1
     """A process started: pid and generation are set."""
     KIND_EXITED: Event.Kind.ValueType  # 2
@@ -652,16 +684,25 @@ class Event(_message.Message):
     RESTART_IN_SECONDS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
+    """The event's sequence number, in the same sequence as lines."""
     kind: Global___Event.Kind.ValueType
+    """What happened."""
     generation: _builtins.int
+    """The generation it concerns (the latest one for REMOVED and SHUTDOWN)."""
     pid: _builtins.int
+    """STARTED and EXITED: the process's pid."""
     restart_in_seconds: _builtins.float
+    """RESTARTING: the delay before the next start."""
     message: _builtins.str
     """A readable description of the event."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
     @_builtins.property
-    def exit(self) -> Global___ExitStatus: ...
+    def exit(self) -> Global___ExitStatus:
+        """EXITED: how the process ended."""
+
     def __init__(
         self,
         *,
@@ -694,7 +735,9 @@ class Gap(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     first_seq: _builtins.int
+    """The first sequence number this reader missed."""
     count: _builtins.int
+    """How many records (lines and events) it missed, exactly."""
     reason: _builtins.str
     """Why, for example "evicted from the ring before this reader got them"."""
     def __init__(
@@ -722,11 +765,17 @@ class StreamMessage(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def lines(self) -> Global___LineBatch: ...
+    def lines(self) -> Global___LineBatch:
+        """Consecutive lines of one stream."""
+
     @_builtins.property
-    def event(self) -> Global___Event: ...
+    def event(self) -> Global___Event:
+        """A lifecycle event."""
+
     @_builtins.property
-    def gap(self) -> Global___Gap: ...
+    def gap(self) -> Global___Gap:
+        """Records this reader missed."""
+
     def __init__(
         self,
         *,
@@ -746,6 +795,8 @@ Global___StreamMessage: _TypeAlias = StreamMessage  # noqa: Y015
 
 @_typing.final
 class HealthRequest(_message.Message):
+    """HealthRequest asks about one child or all of them."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -766,6 +817,8 @@ Global___HealthRequest: _TypeAlias = HealthRequest  # noqa: Y015
 
 @_typing.final
 class HealthResponse(_message.Message):
+    """HealthResponse reports the children and supd itself."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHILDREN_FIELD_NUMBER: _builtins.int
@@ -796,11 +849,14 @@ Global___HealthResponse: _TypeAlias = HealthResponse  # noqa: Y015
 
 @_typing.final
 class ReloadRequest(_message.Message):
+    """ReloadRequest stores and delivers a new revision of a child's state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The child."""
     state: _builtins.bytes
     """The new state, opaque to supd."""
     def __init__(
@@ -819,6 +875,8 @@ Global___ReloadRequest: _TypeAlias = ReloadRequest  # noqa: Y015
 
 @_typing.final
 class ReloadResponse(_message.Message):
+    """ReloadResponse says which revision was stored."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REVISION_FIELD_NUMBER: _builtins.int
@@ -839,11 +897,14 @@ Global___ReloadResponse: _TypeAlias = ReloadResponse  # noqa: Y015
 
 @_typing.final
 class StopRequest(_message.Message):
+    """StopRequest stops a child."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     GRACE_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The child."""
     grace_seconds: _builtins.float
     """Overrides the child's stop grace for this call when > 0."""
     def __init__(
@@ -862,6 +923,8 @@ Global___StopRequest: _TypeAlias = StopRequest  # noqa: Y015
 
 @_typing.final
 class StopResponse(_message.Message):
+    """StopResponse says how the stopped process ended."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXIT_FIELD_NUMBER: _builtins.int
@@ -871,7 +934,9 @@ class StopResponse(_message.Message):
         """How the process ended; unset when nothing was running."""
 
     @_builtins.property
-    def child(self) -> Global___ChildInfo: ...
+    def child(self) -> Global___ChildInfo:
+        """The child after the stop."""
+
     def __init__(
         self,
         *,
@@ -888,12 +953,15 @@ Global___StopResponse: _TypeAlias = StopResponse  # noqa: Y015
 
 @_typing.final
 class SignalRequest(_message.Message):
+    """SignalRequest sends one signal to a running child."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The child."""
     signal: _builtins.int
     """The signal number, 1..64."""
     group: _builtins.bool
@@ -915,6 +983,8 @@ Global___SignalRequest: _TypeAlias = SignalRequest  # noqa: Y015
 
 @_typing.final
 class SignalResponse(_message.Message):
+    """SignalResponse confirms that the signal was delivered."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -930,10 +1000,13 @@ Global___SignalResponse: _TypeAlias = SignalResponse  # noqa: Y015
 
 @_typing.final
 class RestartRequest(_message.Message):
+    """RestartRequest restarts a child, clearing its restart history."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The child."""
     def __init__(
         self,
         *,
@@ -949,6 +1022,8 @@ Global___RestartRequest: _TypeAlias = RestartRequest  # noqa: Y015
 
 @_typing.final
 class RestartResponse(_message.Message):
+    """RestartResponse says how the previous process ended and where the child is now."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXIT_FIELD_NUMBER: _builtins.int
@@ -958,7 +1033,9 @@ class RestartResponse(_message.Message):
         """How the previous process ended; unset when none was running."""
 
     @_builtins.property
-    def child(self) -> Global___ChildInfo: ...
+    def child(self) -> Global___ChildInfo:
+        """The child after the new start attempt."""
+
     def __init__(
         self,
         *,
@@ -975,10 +1052,13 @@ Global___RestartResponse: _TypeAlias = RestartResponse  # noqa: Y015
 
 @_typing.final
 class RemoveRequest(_message.Message):
+    """RemoveRequest stops and forgets a child."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The child."""
     def __init__(
         self,
         *,
@@ -994,11 +1074,15 @@ Global___RemoveRequest: _TypeAlias = RemoveRequest  # noqa: Y015
 
 @_typing.final
 class RemoveResponse(_message.Message):
+    """RemoveResponse says how the removed child's process ended."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXIT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def exit(self) -> Global___ExitStatus: ...
+    def exit(self) -> Global___ExitStatus:
+        """How the process ended; unset when none was running."""
+
     def __init__(
         self,
         *,
@@ -1014,6 +1098,8 @@ Global___RemoveResponse: _TypeAlias = RemoveResponse  # noqa: Y015
 
 @_typing.final
 class ListRequest(_message.Message):
+    """ListRequest asks for every child."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -1029,11 +1115,15 @@ Global___ListRequest: _TypeAlias = ListRequest  # noqa: Y015
 
 @_typing.final
 class ListResponse(_message.Message):
+    """ListResponse lists every child."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHILDREN_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildInfo]: ...
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildInfo]:
+        """Every declared child, in name order."""
+
     def __init__(
         self,
         *,
