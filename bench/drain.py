@@ -824,6 +824,13 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         **{side: drain_summary(burst[side], burst["baseline"]) for side in SIDES},
     }
     summ["paced"] = {side: drain_summary(res["paced"][side], []) for side in SIDES}
+    # The child's wall time with export on over the same with export off, same run: what export adds.
+    pairs = {
+        "followed": (res["supd"], res["supd_export"]),
+        "drain_only": (res["drain_only"], res["drain_only_export"]),
+        "burst": (burst["off"], burst["on"]),
+    }
+    summ["on_over_off"] = {k: ratio_of_medians(on, off) for k, (off, on) in pairs.items() if off and on}
     return summ
 
 
@@ -938,6 +945,7 @@ def print_table(res: dict[str, Any]) -> None:
             row("  supd wall s", *both("followed", "wall_s"))
             target_row("  ratio supd/cat (median/median)", *both("followed", "ratio_over_cat"), TARGET_RATIO, True)
             row("  ratio supd/cat (per interleaved run)", *both("followed", "ratio_per_run"))
+            row("  ratio export on/off (median/median)", None, s["on_over_off"].get("followed"))
             target_row("  longest write() stall ms", *both("followed", "stall_ms"), TARGET_STALL_MS, True)
             target_row(
                 "  follower lines/s",
@@ -965,6 +973,7 @@ def print_table(res: dict[str, Any]) -> None:
             row("  supd wall s", *both("drain_only", "wall_s"))
             target_row("  ratio supd/cat (median/median)", *both("drain_only", "ratio_over_cat"), TARGET_RATIO, True)
             row("  ratio supd/cat (per interleaved run)", *both("drain_only", "ratio_per_run"))
+            row("  ratio export on/off (median/median)", None, s["on_over_off"].get("drain_only"))
             target_row("  longest write() stall ms", *both("drain_only", "stall_ms"), TARGET_STALL_MS, True)
             row("  supd CPU s per 100 MB", *both("drain_only", "supd_cpu_s_per_100mb"))
             row("    of which in the kernel (stime), %", *both("drain_only", "supd_sys_share_pct"))
@@ -980,6 +989,7 @@ def print_table(res: dict[str, Any]) -> None:
         row("baseline wall s (flood | cat, one for both)", b["baseline_wall_s"], b["baseline_wall_s"])
         row("supd wall s", b["off"].get("wall_s"), b["on"].get("wall_s"))
         row("ratio supd/cat (median/median)", b["off"].get("ratio_over_cat"), b["on"].get("ratio_over_cat"))
+        row("ratio export on/off (median/median)", None, s["on_over_off"].get("burst"))
         target_row("longest write() stall ms", b["off"].get("stall_ms"), b["on"].get("stall_ms"), TARGET_STALL_MS, True)
         row("supd CPU s per 100 MB", b["off"].get("supd_cpu_s_per_100mb"), b["on"].get("supd_cpu_s_per_100mb"))
         row(
@@ -1040,6 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=pathlib.Path, help="write every figure here as JSON")
     ap.add_argument("--timeout", type=float, default=300.0, help="deadline for one flood, seconds")
     ap.add_argument("--no-drain-only", action="store_true", help="skip the supd-without-follower runs")
+    ap.add_argument(
+        "--no-follower", action="store_true", help="scenario 1: skip the runs with a follower (supctl logs -f)"
+    )
     ap.add_argument("--baseline-only", action="store_true", help="do not start supd")
     ap.add_argument(
         "--ring-bytes",
@@ -1224,21 +1237,27 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"run {i + 1}/{args.runs} flood: cat {res['baseline'][-1]['wall_s']:.3f} s", end="")
                         for side in order:
                             supd = supds[side]
-                            followed = res["supd" if side == "off" else "supd_export"]
-                            r = measured(followed, run_under_supd, supd, args.lines, tmp, i, args.timeout)
-                            print(
-                                f" | {side}: supd {r['wall_s']:.3f} s, follower {r['follower_lines_per_s']:,.0f} "
-                                f"lines/s{'' if r['ok'] else ' (LINES LOST)'}, CPU {r['supd_cpu_s']:.2f} s"
-                                + export_note(r),
-                                end="",
-                                flush=True,
-                            )
+                            print(f" | {side}:", end="")
+                            if not args.no_follower:
+                                followed = res["supd" if side == "off" else "supd_export"]
+                                r = measured(followed, run_under_supd, supd, args.lines, tmp, i, args.timeout)
+                                print(
+                                    f" supd {r['wall_s']:.3f} s, follower {r['follower_lines_per_s']:,.0f} "
+                                    f"lines/s{'' if r['ok'] else ' (LINES LOST)'}, CPU {r['supd_cpu_s']:.2f} s"
+                                    + export_note(r),
+                                    end="",
+                                    flush=True,
+                                )
                             if not args.no_drain_only:
                                 drains = res["drain_only" if side == "off" else "drain_only_export"]
                                 d = measured(
                                     drains, run_drain_only, supd, args.lines, tmp, f"{side}-drain-{i}", args.timeout
                                 )
-                                print(f", drain only {d['wall_s']:.3f} s" + export_note(d), end="", flush=True)
+                                print(
+                                    f" drain only {d['wall_s']:.3f} s, CPU {d['supd_cpu_s']:.2f} s" + export_note(d),
+                                    end="",
+                                    flush=True,
+                                )
                         print(flush=True)
                     if "burst" in scenarios:
                         burst = res["burst"]

@@ -18,8 +18,8 @@ import sys
 def parse(path: str) -> list[tuple[list[str], int]]:
     out = []
     with open(path) as f:
-        for line in f:
-            line = line.rstrip("\n")
+        for raw in f:
+            line = raw.rstrip("\n")
             if not line:
                 continue
             stack, _, count = line.rpartition(" ")
@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for name in set(names):
                 ranked[name] += n
-    print(f"{'self' if args.self else 'inclusive'} share of {total} samples" + (f" in {args.thread}" if args.thread else ""))
+    print(
+        f"{'self' if args.self else 'inclusive'} share of {total} samples"
+        + (f" in {args.thread}" if args.thread else "")
+    )
     for name, n in ranked.most_common(args.top):
         print(f"  {n / total * 100:5.1f}%  {name}")
     return 0

@@ -193,3 +193,18 @@ def test_health_reports_state_pid_generation_uptime(stub):
     (child,) = health.children
     assert child.pid == info.pid and child.generation == 1 and child.state == pb.CHILD_STATE_RUNNING
     assert child.uptime_seconds >= 0 and health.supervisor_uptime_seconds > 0 and health.version
+
+
+def test_removing_a_slow_child_does_not_hold_up_other_children(stub, tmp_path):
+    import threading
+
+    pidfile = tmp_path / "pids"
+    spawn(stub, "slow", zoo("ignore-term", str(pidfile)), stop_grace_seconds=5)
+    wait_for(pidfile.exists)
+    removal = threading.Thread(target=lambda: stub.Remove(pb.RemoveRequest(name="slow"), timeout=30))
+    removal.start()
+    wait_for(lambda: stub.Health(pb.HealthRequest(name="slow")).children[0].state == pb.CHILD_STATE_STOPPING)
+    info = spawn(stub, "quick", zoo("term-fast"))
+    assert info.state == pb.CHILD_STATE_RUNNING
+    assert removal.is_alive(), "the other child started while the removal still waited out its grace"
+    removal.join(30)

@@ -1,8 +1,14 @@
-"""The set of declared children, by name."""
+"""The set of declared children, by name.
+
+Operations on one name are serialised by that name's lock, never by a global
+one: removing a child that takes its whole stop grace to die must not hold up
+Spawn or Remove of any other child.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Sequence
 
 import structlog
@@ -24,7 +30,7 @@ class Registry:
     def __init__(self, sinks: Sequence[LineSink] = ()) -> None:
         self._children: dict[str, Child] = {}
         self._sinks = tuple(sinks)
-        self._lock = asyncio.Lock()
+        self._name_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self.closing = False
 
     def __repr__(self) -> str:
@@ -41,7 +47,7 @@ class Registry:
 
     async def spawn(self, spec: ChildSpec, replace: bool = False) -> Child:
         """Declare and start a child; with ``replace`` an existing one of that name is removed first."""
-        async with self._lock:
+        async with self._name_locks[spec.name]:
             if self.closing:
                 raise Unavailable("supd is shutting down")
             old = self._children.get(spec.name)
@@ -49,7 +55,9 @@ class Registry:
                 if not replace:
                     raise AlreadyExists(f"a child named {spec.name!r} exists; pass replace to swap it")
                 await old.remove()
-                del self._children[spec.name]
+                self._children.pop(spec.name, None)
+            if self.closing:
+                raise Unavailable("supd is shutting down")
             child = Child(spec, self._sinks)
             self._children[spec.name] = child
             await child.start()
@@ -57,17 +65,17 @@ class Registry:
 
     async def remove(self, name: str) -> tuple[Child, ExitInfo | None]:
         """Stop and forget a child: the child, and the exit of the process the removal ended (if any)."""
-        async with self._lock:
+        async with self._name_locks[name]:
             child = self.get(name)
             ended = await child.remove()
-            del self._children[name]
+            if self._children.get(name) is child:
+                del self._children[name]
             return child, ended
 
     async def shutdown(self, deadline: float) -> None:
         """Stop every child in parallel within ``deadline`` seconds; end their streams."""
-        async with self._lock:
-            self.closing = True
-            children = list(self._children.values())
+        self.closing = True
+        children = list(self._children.values())
         results = await asyncio.gather(*(c.shutdown(deadline) for c in children), return_exceptions=True)
         for child, result in zip(children, results, strict=True):
             if isinstance(result, BaseException):
