@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import grpc
+import structlog
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
@@ -40,6 +41,8 @@ __all__ = [
     "Transport",
     "make_transport",
 ]
+
+_log = structlog.get_logger("supd.otlp")
 
 # LogsServiceStub.Export's method path, called with an identity serializer: the request is bytes already.
 EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
@@ -243,8 +246,13 @@ class HttpTransport:
         if 200 <= status < 300:
             try:
                 return _result(ExportLogsServiceResponse.FromString(data))
-            except DecodeError:
-                return ExportResult()  # 2xx means accepted (OTLP/HTTP); only the partial-success detail is lost
+            except DecodeError as exc:
+                # 2xx means accepted (OTLP/HTTP); only a partial-success detail could be lost: say so.
+                _log.warning(
+                    "otlp.export.response.undecodable", status=status, bytes=len(data), error=str(exc),
+                    detail="records counted as exported; a partial-success report, if any, was unreadable",
+                )
+                return ExportResult()
         detail = _error_detail(response, data)
         retry_after = None
         header = response.getheader("Retry-After")
