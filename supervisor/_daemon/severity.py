@@ -90,7 +90,9 @@ for _sev, _words in (
 _JSON_LEVEL = re.compile(rb'"(?:level|severity|lvl)"\s*:\s*(?:"([A-Za-z]{1,12})"|(\d{1,3})\b)')
 _LOGFMT_LEVEL = re.compile(rb'(?:^|\s)(?:level|lvl|severity)=["\']?([A-Za-z]{1,12})\b')
 # Up to two timestamp-like tokens (optionally bracketed), an opening bracket, the word, what follows it.
-_PREFIX_LEVEL = re.compile(rb"[\[(<]?(?:\d[\d\-:./,+TZ]*[\])>]?[\s|]+){0,2}[\[(<]?([A-Za-z]{3,9})([\s:\])>|]|$)")
+# The inner quantifiers are possessive: each is followed by a disjoint class, so the matches are the same, but a
+# head that does not match fails without backtracking (737 ns -> 282 ns a line, measured by bench/drain.py).
+_PREFIX_LEVEL = re.compile(rb"[\[(<]?(?:\d[\d\-:./,+TZ]*+[\])>]?[\s|]++){0,2}[\[(<]?([A-Za-z]{3,9}+)([\s:\])>|]|$)")
 _KLOG = re.compile(rb"([IWEF])\d{4} ")
 _KLOG_LEVEL = {b"I": Severity.INFO, b"W": Severity.WARN, b"E": Severity.ERROR, b"F": Severity.FATAL}
 _SYSLOG = (
