@@ -208,3 +208,17 @@ def test_removing_a_slow_child_does_not_hold_up_other_children(stub, tmp_path):
     assert info.state == pb.CHILD_STATE_RUNNING
     assert removal.is_alive(), "the other child started while the removal still waited out its grace"
     removal.join(30)
+
+
+def test_running_out_of_file_descriptors_is_a_failed_start_not_an_internal_error(sup, stub):
+    import resource
+
+    spawn(stub, "warmup", zoo("exit", "0"))  # every lazily opened fd of supd is open by now
+    used = len(os.listdir(f"/proc/{sup.proc.pid}/fd"))
+    soft, hard = resource.prlimit(sup.proc.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(sup.proc.pid, resource.RLIMIT_NOFILE, (used + 1, hard))
+    info = spawn(stub, "starved", zoo("exit", "0"))
+    assert info.state == pb.CHILD_STATE_FATAL
+    assert info.fatal_reason == "could not start: cannot create pipes: Too many open files"
+    resource.prlimit(sup.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert stub.Restart(pb.RestartRequest(name="starved"), timeout=10).child.generation == 2

@@ -183,20 +183,24 @@ class Child:
     def _spawn(self) -> None:
         self.generation += 1
         gen = self.generation
-        out_r, out_w, _ = make_pipe()
-        err_r, err_w, _ = make_pipe()
+        fds: list[int] = []
         try:
+            out_r, out_w, _ = make_pipe()
+            fds += (out_r, out_w)
+            err_r, err_w, _ = make_pipe()
+            fds += (err_r, err_w)
             proc = Process.spawn(self.spec, out_w, err_w)
-        except SpawnError as exc:
-            for fd in (out_r, err_r):
+        except (SpawnError, OSError) as exc:
+            # Out of file descriptors or memory counts as a failed start: backoff, flap limit, FATAL.
+            reason = str(exc) if isinstance(exc, SpawnError) else f"cannot create pipes: {exc.strerror or exc}"
+            for fd in fds:
                 os.close(fd)
-            self._log.error("child.spawn.failed", generation=gen, error=str(exc))
-            self.ring.append_event(self._event(pb.Event.KIND_START_FAILED, str(exc)))
-            self._feed(lc.StartFailed(time.monotonic(), str(exc)))
+            self._log.error("child.spawn.failed", generation=gen, error=reason)
+            self.ring.append_event(self._event(pb.Event.KIND_START_FAILED, reason))
+            self._feed(lc.StartFailed(time.monotonic(), reason))
             return
-        finally:
-            os.close(out_w)
-            os.close(err_w)
+        os.close(out_w)
+        os.close(err_w)
         self.process = proc
         self._requested = False
         self._terminator = None
