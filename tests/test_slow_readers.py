@@ -12,7 +12,7 @@ import pytest
 
 from supervisor.v1 import supervisor_pb2 as pb
 
-from conftest import Follower, spawn, wait_for, wait_state, zoo
+from conftest import Follower, spawn, split_lines, wait_for, wait_state, zoo
 
 TOTAL = 500_000  # lines of 100 bytes: 50 MB
 
@@ -80,33 +80,41 @@ def test_a_slow_reader_neither_slows_the_child_nor_a_fast_reader(stub, tmp_path:
 RUNS = int(os.environ.get("SUPD_TEST_EXIT_ORDER_RUNS", "1000"))
 
 
+LINES = 10_000
+
+
+def line_count(follower: Follower) -> int:
+    return sum(len(m.lines.lengths) for m in list(follower.messages) if m.HasField("lines"))
+
+
 @pytest.mark.parametrize("how", ["exit-code", "sigkill"])
 def test_exit_event_comes_after_the_last_line_every_time(stub, how: str):
-    """Many runs: 2,000 lines plus an unterminated tail, then an exit by code or by SIGKILL from outside."""
+    """Many runs: 10,000 lines plus an unterminated tail, then an exit by code or by SIGKILL from outside."""
     batch = 10
     for start in range(0, RUNS // 2, batch):
         names = [f"{how}-{i}" for i in range(start, min(start + batch, RUNS // 2))]
         followers = {}
         for name in names:
-            argv = zoo("lines", "2000", "tail", "7") if how == "exit-code" else zoo("lines-then-wait", "2000")
+            argv = zoo("lines", str(LINES), "tail", "7") if how == "exit-code" else zoo("lines-then-wait", str(LINES))
             info = spawn(stub, name, argv)
             followers[name] = (info, Follower(stub, pb.StreamRequest(name=name, from_seq=1, follow=True)))
         for name, (info, follower) in followers.items():
             if how == "sigkill":
-                wait_for(lambda f=follower: len(f.lines()) == 2000, what=f"{name} to finish its lines")
+                # The tail has no newline: it is held until EOF, so LINES lines mean everything else is in.
+                wait_for(lambda f=follower: line_count(f) == LINES, what=f"{name} to finish its lines")
                 os.kill(info.pid, signal.SIGKILL)
             follower.wait_event(pb.Event.KIND_EXITED)
             follower.cancel()
             kinds = [m.WhichOneof("item") for m in follower.messages]
             exit_at = next(i for i, m in enumerate(follower.messages) if m.HasField("event") and m.event.kind == 2)
             assert "lines" not in kinds[exit_at:], name
-            lines = [t for _, t in follower.lines()]
-            assert len(lines) == 2001 and lines[-1] == b"tail", name
+            assert line_count(follower) == LINES + 1, name
+            last = next(m.lines for m in reversed(follower.messages[:exit_at]) if m.HasField("lines"))
+            assert split_lines(last)[-1] == b"tail", name
             exit_event = follower.messages[exit_at].event
-            assert exit_event.seq == 2003, name  # STARTED=1, lines 2..2002
+            assert exit_event.seq == LINES + 3, name  # STARTED=1, lines 2..LINES+2
             if how == "sigkill":
                 assert exit_event.exit.signal == signal.SIGKILL
             else:
                 assert exit_event.exit.code == 7
             stub.Remove(pb.RemoveRequest(name=name), timeout=10)
-
