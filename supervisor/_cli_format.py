@@ -119,8 +119,18 @@ def health_text(resp: pb.HealthResponse) -> str:
             f"  ring:        seq {c.oldest_seq}..{c.next_seq} ({held} records), "
             f"{c.ring_bytes_used} of {c.spec.ring_bytes} bytes, {c.ring_evicted_records} evicted",
             f"  drained:     {c.stdout_lines} stdout lines, {c.stderr_lines} stderr lines, {c.bytes_drained} bytes",
+            f"  export:      {_export(c)}",
         ]
     return "\n".join(lines)
+
+
+def _export(c: pb.ChildInfo) -> str:
+    if not c.export_offered_lines:
+        return "-"
+    return (
+        f"{c.export_exported_lines} of {c.export_offered_lines} lines exported, "
+        f"{c.export_dropped_lines} dropped, {c.export_queued_lines} queued"
+    )
 
 
 def describe_event(name: str, event: pb.Event) -> str:

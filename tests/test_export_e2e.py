@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -70,6 +71,11 @@ def test_every_line_of_a_100000_line_child_reaches_the_receiver(tmp_path: pathli
         assert (done.export_offered_lines, done.export_exported_lines, done.export_dropped_lines) == (
             100_000, 100_000, 0,
         )
+        shown = subprocess.run(
+            [sys.executable, "-m", "supervisor.cli", "--addr", sup.address, "health", "hundred"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+        assert "export:      100000 of 100000 lines exported, 0 dropped, 0 queued" in shown
         # supd's own events travel the same pipeline, and those a Spawn causes carry its span's context.
         wait_for(lambda: any(r.body.string_value == "child.exited" for r in receiver.received.records))
         spawned = next(r for r in receiver.received.records if r.body.string_value == "child.spawned")
