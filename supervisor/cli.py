@@ -249,7 +249,7 @@ def cmd_logs(client: Client, args: argparse.Namespace) -> int:
 
 
 def _stream_raw(call: Iterable[pb.StreamMessage], out: BinaryIO, name: str) -> None:
-    """The hot path: one write and one flush per ~64 KiB batch, no per-line work."""
+    """The hot path: one write and one flush per batch (up to 256 KiB), no per-line work."""
     write, flush, err = out.write, out.flush, sys.stderr
     for msg in call:
         if msg.HasField("lines"):
