@@ -126,3 +126,10 @@ def test_remove_ends_followers_after_everything_queued_with_a_removed_event(stub
     kinds = [e.kind for e in follower.events()]
     assert kinds == [pb.Event.KIND_STARTED, pb.Event.KIND_EXITED, pb.Event.KIND_STOPPED, pb.Event.KIND_REMOVED]
     assert stub.List(pb.ListRequest()).children == []
+
+
+def test_tail_zero_starts_after_everything_held(stub):
+    spawn(stub, "t0", zoo("lines", "5"))
+    wait_state(stub, "t0", pb.CHILD_STATE_EXITED)
+    assert list(stub.Stream(pb.StreamRequest(name="t0", tail=0), timeout=10)) == []
+    assert len(list(stub.Stream(pb.StreamRequest(name="t0"), timeout=10))) >= 3  # started, lines, exited

@@ -116,7 +116,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
                         " sequence numbers restart when supd restarts"
                     )
             elif which == "tail":
-                start = ring.seq_of_tail(request.tail, streams)
+                start = ring.seq_of_tail(request.tail, streams) if request.tail else ring.next_seq
             else:
                 start = ring.oldest_seq
         except SupervisorError as exc:
