@@ -109,6 +109,13 @@ def spawn_finished_child(sup: SupervisorProcess, name: str = "web") -> pb.ChildI
     return wait_state(sup, name, pb.CHILD_STATE_EXITED)
 
 
+def follow_logs(sup: SupervisorProcess, *args: str) -> subprocess.Popen[bytes]:
+    """``supctl logs -f ARGS`` as a process whose stdout and stderr the test reads."""
+    return subprocess.Popen(
+        supctl_argv(sup.address, "logs", "-f", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+
+
 def test_spawn_ls_logs_round_trip(sup: SupervisorProcess) -> None:
     spawn_finished_child(sup)
     table = ok(sup, "ls").splitlines()
@@ -167,12 +174,7 @@ def test_logs_follow_gets_live_line_and_exits_0_on_ctrl_c(sup: SupervisorProcess
         "    print('got:' + line, end='', flush=True)\n"
     )
     ok(sup, "spawn", "web", "--restart", "never", "--", PY, "-u", "-c", script)
-    with subprocess.Popen(
-        supctl_argv(sup.address, "logs", "-f", "--tail", "10", "web"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    ) as follower:
+    with follow_logs(sup, "--tail", "10", "web") as follower:
         read_until(follower, b"ready\n")  # the follower is attached and streaming
         # The child opens the FIFO after printing ready; a writer can open it once it has.
         wfd = wait_until(lambda: _open_fifo_writer(fifo), what="the child to open the fifo")
@@ -195,12 +197,7 @@ def _open_fifo_writer(fifo: pathlib.Path) -> int | None:
 
 def test_logs_follow_ends_with_0_when_child_removed(sup: SupervisorProcess) -> None:
     ok(sup, "spawn", "web", "--", "sh", "-c", "echo ready; exec sleep 1000")
-    with subprocess.Popen(
-        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    ) as follower:
+    with follow_logs(sup, "--from-seq", "0", "web") as follower:
         read_until(follower, b"ready\n")
         assert "removed" in ok(sup, "rm", "web")
         rest, err = follower.communicate(timeout=30)
@@ -214,12 +211,7 @@ def test_logs_into_closed_pipe_exits_quietly(sup: SupervisorProcess) -> None:
     script = "import sys\nfor i in range(100000): sys.stdout.write(f'line {i:06d} ' + 'x' * 40 + '\\n')"
     ok(sup, "spawn", "web", "--restart", "never", "--", PY, "-c", script)
     wait_state(sup, "web", pb.CHILD_STATE_EXITED)
-    with subprocess.Popen(
-        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    ) as reader:
+    with follow_logs(sup, "--from-seq", "0", "web") as reader:
         read_until(reader, b"\n")  # like `| head -1`: read a little, then hang up
         assert reader.stdout is not None
         reader.stdout.close()
@@ -412,12 +404,7 @@ def test_default_address_comes_from_supd_addr(sup: SupervisorProcess) -> None:
 
 def test_logs_follow_ends_with_0_on_supd_shutdown(sup: SupervisorProcess) -> None:
     ok(sup, "spawn", "web", "--", "sh", "-c", "echo ready; exec sleep 1000")
-    with subprocess.Popen(
-        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    ) as follower:
+    with follow_logs(sup, "--from-seq", "0", "web") as follower:
         read_until(follower, b"ready\n")
         sup.proc.send_signal(signal.SIGTERM)
         rest, err = follower.communicate(timeout=30)
@@ -429,12 +416,7 @@ def test_logs_follow_ends_with_0_on_supd_shutdown(sup: SupervisorProcess) -> Non
 def test_logs_follow_losing_supd_is_exit_3(sup: SupervisorProcess) -> None:
     # The child ticks so that it dies of SIGPIPE once supd, its reader, is gone.
     ok(sup, "spawn", "web", "--", "sh", "-c", "echo ready; while echo tick; do sleep 0.1; done")
-    with subprocess.Popen(
-        supctl_argv(sup.address, "logs", "-f", "--from-seq", "0", "web"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    ) as follower:
+    with follow_logs(sup, "--from-seq", "0", "web") as follower:
         read_until(follower, b"ready\n")
         sup.proc.kill()
         sup.proc.wait()

@@ -54,12 +54,12 @@ def test_readers_wake_on_append_and_on_close():
     async def main() -> None:
         ring = Ring(1 << 20)
         waiter = asyncio.create_task(ring.wait_beyond(1))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one scheduling step, so the waiter is parked: not a wait for time
         assert not waiter.done()
         ring.append_lines(STDOUT, 1, b"x\n")
         await asyncio.wait_for(waiter, 5)
         closing = asyncio.create_task(ring.wait_beyond(100))
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one scheduling step, so the waiter is parked: not a wait for time
         ring.close()
         await asyncio.wait_for(closing, 5)
 
