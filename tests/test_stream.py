@@ -133,3 +133,16 @@ def test_tail_zero_starts_after_everything_held(stub):
     wait_state(stub, "t0", pb.CHILD_STATE_EXITED)
     assert list(stub.Stream(pb.StreamRequest(name="t0", tail=0), timeout=10)) == []
     assert len(list(stub.Stream(pb.StreamRequest(name="t0"), timeout=10))) >= 3  # started, lines, exited
+
+
+def test_output_of_a_process_that_left_the_group_is_still_drained_after_the_exit(stub):
+    """A daemonising grandchild (setsid) keeps the pipe: its lines still arrive, after the leader's exit."""
+    script = "echo leader; setsid sh -c 'sleep 3; echo escaped' & exit 0"
+    spawn(stub, "escape", ["sh", "-c", script])
+    follower = Follower(stub, pb.StreamRequest(name="escape", from_seq=1, follow=True))
+    follower.wait_event(pb.Event.KIND_EXITED)
+    wait_for(lambda: [t for _, t in follower.lines()] == [b"leader\n", b"escaped\n"], timeout=15)
+    follower.cancel()
+    kinds = [m.WhichOneof("item") for m in follower.messages]
+    assert kinds == ["event", "lines", "event", "lines"], "the late line follows the exit event, never lost"
+    assert follower.messages[-1].lines.generation == 1

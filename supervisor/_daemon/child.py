@@ -208,23 +208,25 @@ class Child:
         # Reads well below the ring's size, so one read never evicts the whole ring.
         read_size = min(READ_SIZE, max(4096, self.spec.ring_bytes // 8))
         max_line = self.spec.max_line_bytes
-        self._drains = [
+        drains = [
             PipeDrain(out_r, max_line, self._emitter(STDOUT, origin), f"{self.name}/stdout", read_size),
             PipeDrain(err_r, max_line, self._emitter(STDERR, origin), f"{self.name}/stderr", read_size),
         ]
+        # Earlier generations' pipes may still be open (held by a process that left the group): they are
+        # drained until EOF too, and all of them are closed when the child is removed.
+        self._drains = [d for d in self._drains if not d.done.is_set()] + drains
         self._log.info("child.spawned", pid=proc.pid, generation=gen, argv=list(self.spec.argv))
         started = self._event(pb.Event.KIND_STARTED, f"started pid {proc.pid}")
         started.pid = proc.pid
         self.ring.append_event(started)
         self._feed(lc.Started(time.monotonic()))
-        self._watcher = asyncio.create_task(self._watch(proc, list(self._drains)))
+        self._watcher = asyncio.create_task(self._watch(proc, drains))
 
     def _emitter(self, stream: int, origin: Origin) -> Callable[[bytes], None]:
         ring, sinks, gen = self.ring, self._sinks, origin.generation
 
         def emit(data: bytes) -> None:
-            if ring.closed:
-                return
+            # Every drain is abandoned (its tail emitted) before the ring closes, so nothing comes after.
             seg = ring.append_lines(stream, gen, data)
             self.lines[stream] += seg.count
             self.bytes_drained += len(data)
