@@ -126,3 +126,17 @@ def test_black_hole_endpoint_never_holds_up_the_child(tmp_path: pathlib.Path):
             assert info.export_offered_lines == 200_000 == info.export_dropped_lines + info.export_queued_lines
             wait_for(lambda: log_events(sup, "otlp.export.dropped"), what="a drop summary")
             assert hole.accepted >= 1
+
+
+def test_a_respawned_child_of_the_same_name_counts_afresh(tmp_path: pathlib.Path):
+    with GrpcReceiver() as receiver:
+        env = export_env(receiver.endpoint, "grpc")
+        with running_supervisor(tmp_path, env=env) as sup, sup.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            spawn(stub, "again", zoo("lines", "1000"))
+            wait_for(lambda: health(stub, "again").export_exported_lines == 1000, what="the first child's lines")
+            again = stub.Spawn(pb.SpawnRequest(spec=pb.ChildSpec(
+                name="again", argv=zoo("lines", "10"), restart=pb.RESTART_POLICY_NEVER), replace=True), timeout=10)
+            assert again.child.stdout_lines <= 10
+            done = wait_for(lambda: (h := health(stub, "again")).export_exported_lines == 10 and h)
+            assert (done.export_offered_lines, done.export_dropped_lines, done.stdout_lines) == (10, 0, 10)

@@ -225,6 +225,19 @@ def test_close_flushes_without_waiting_for_linger(receiver: Receiver) -> None:
     assert ex.statistics().children["web"].dropped == 1  # after close: dropped and counted, never lost silently
 
 
+def test_a_forgotten_child_leaves_its_counts_and_a_new_one_starts_afresh() -> None:
+    with BlackHole() as hole:
+        ex = make_exporter(hole.endpoint, "http/protobuf", timeout=0.5)
+        offer_all(ex, WEB, segments(WEB, [b"old %d" % i for i in range(100)]))
+        ex.forget("web")  # its 100 lines are still queued or in flight
+        offer_all(ex, WEB, segments(WEB, [b"new %d" % i for i in range(7)]))
+        assert ex.statistics().children["web"].offered == 7
+        assert ex.close(1.0) is False
+    stats = ex.statistics()
+    assert stats.children["web"].dropped == 7 and stats.dropped == 7
+    assert stats.dropped_by_reason.get("closed", 0) + stats.dropped_by_reason.get("failed", 0) == 107
+
+
 # -- failure -------------------------------------------------------------------
 
 

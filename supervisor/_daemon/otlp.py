@@ -98,9 +98,13 @@ class ExporterStatistics:
 
 
 class _Counts:
-    __slots__ = ("dropped", "exported", "offered", "queued")
+    """One child's counters. Lines carry their counts object from offer to resolution, so a child of the
+    same name spawned later (after ``forget``) starts afresh while the old one's lines still resolve."""
 
-    def __init__(self) -> None:
+    __slots__ = ("child", "dropped", "exported", "offered", "queued")
+
+    def __init__(self, child: str) -> None:
+        self.child = child
         self.offered = self.exported = self.dropped = self.queued = 0
 
 
@@ -147,12 +151,13 @@ class LineExporter:
 
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
-        self._queue: collections.deque[tuple[Origin, Segment]] = collections.deque()
+        self._queue: collections.deque[tuple[Origin, Segment, _Counts]] = collections.deque()
         self._queue_lines = 0
         self._queue_bytes = 0
         self._first_waiting = 0.0  # monotonic time the oldest waiting segment arrived
         self._wake_at_lines = 1  # offer() notifies the worker once this many lines wait
         self._counts: dict[str, _Counts] = {}
+        self._retired: list[_Counts] = []  # forgotten children with lines still queued
         self._unreported: collections.Counter[str] = collections.Counter()  # drops since the last summary
         self._by_reason: collections.Counter[str] = collections.Counter()
         self._sent = self._failed = 0
@@ -161,7 +166,7 @@ class LineExporter:
         self._abandoned = False
 
         # The worker's own state: a segment partly encoded, and when the next drop summary is due.
-        self._pending: tuple[Origin, Segment, list[bytes], int] | None = None
+        self._pending: tuple[Origin, Segment, _Counts, list[bytes], int] | None = None
         self._next_summary = time.monotonic() + summary_interval
 
         self._thread = threading.Thread(target=self._run, name="otlp-line-exporter", daemon=True)
@@ -192,30 +197,42 @@ class LineExporter:
         with self._lock:
             counts = self._counts.get(origin.child)
             if counts is None:
-                counts = self._counts[origin.child] = _Counts()
+                counts = self._counts[origin.child] = _Counts(origin.child)
             counts.offered += n
             if self._closing_deadline is not None:
-                self._drop(origin.child, counts, n, "closed")
+                self._drop(counts, n, "closed")
                 return
             if self._queue_lines and (
                 self._queue_lines + n > self._max_lines or self._queue_bytes + size > self._max_bytes
             ):
-                self._drop(origin.child, counts, n, "queue_full")
+                self._drop(counts, n, "queue_full")
                 return
             if not self._queue_lines:
                 self._first_waiting = time.monotonic()
-            self._queue.append((origin, segment))
+            self._queue.append((origin, segment, counts))
             self._queue_lines += n
             self._queue_bytes += size
             counts.queued += n
             if self._queue_lines >= self._wake_at_lines:
                 self._wakeup.notify()
 
-    def _drop(self, child: str, counts: _Counts, n: int, reason: str) -> None:
-        """Count ``n`` lines of ``child`` as dropped (lock held)."""
+    def _drop(self, counts: _Counts, n: int, reason: str) -> None:
+        """Count ``n`` lines of ``counts.child`` as dropped (lock held)."""
         counts.dropped += n
-        self._unreported[child] += n
+        self._unreported[counts.child] += n
         self._by_reason[reason] += n
+
+    def forget(self, child: str) -> None:
+        """The child was removed: a child of that name spawned later is counted afresh.
+
+        Lines of the removed one still queued resolve into its old counters,
+        which stay only until they do (and are counted at close).
+        """
+        with self._lock:
+            counts = self._counts.pop(child, None)
+            self._retired = [c for c in self._retired if c.queued]
+            if counts is not None and counts.queued:
+                self._retired.append(counts)
 
     def statistics(self) -> ExporterStatistics:
         """A consistent snapshot: per child offered/exported/dropped/queued, and the queue."""
@@ -254,11 +271,12 @@ class LineExporter:
         self._thread.join(1.0)
         with self._lock:
             self._abandoned = True
-            left = {name: c.queued for name, c in self._counts.items() if c.queued}
-            for name, n in left.items():
-                counts = self._counts[name]
-                counts.queued = 0
-                self._drop(name, counts, n, "closed")
+            left: collections.Counter[str] = collections.Counter()
+            for counts in [*self._counts.values(), *self._retired]:
+                if counts.queued:
+                    left[counts.child] += counts.queued
+                    self._drop(counts, counts.queued, "closed")
+                    counts.queued = 0
             self._queue.clear()
             self._queue_lines = self._queue_bytes = 0
             dropped_while_closing = sum(self._by_reason.values()) - dropped_before
@@ -324,35 +342,35 @@ class LineExporter:
                     self._wake_at_lines = 1
                     self._wakeup.wait(next_summary - now)
 
-    def _build_batch(self) -> tuple[bytes, dict[str, int]] | None:
+    def _build_batch(self) -> tuple[bytes, dict[_Counts, int]] | None:
         """Encode up to one request from the partly encoded segment and the queue (lock taken per segment)."""
         enc = self._encoder
-        per_child: dict[str, int] = {}
+        per_child: dict[_Counts, int] = {}
         while enc.records < self._batch_records and enc.size < self._batch_bytes:
             if self._pending is None:
                 with self._lock:
                     if not self._queue:
                         break
-                    origin, segment = self._queue.popleft()
+                    origin, segment, counts = self._queue.popleft()
                     self._queue_lines -= segment.count
                     self._queue_bytes -= len(segment.data)
                 lines = segment.data.split(b"\n")
                 if segment.data.endswith(b"\n"):
                     lines.pop()
                 if len(lines) != segment.count:
-                    lines = self._malformed(origin, segment, lines)
-                self._pending = (origin, segment, lines, 0)
-            origin, segment, lines, start = self._pending
+                    lines = self._malformed(origin, segment, counts, lines)
+                self._pending = (origin, segment, counts, lines, 0)
+            origin, segment, counts, lines, start = self._pending
             limit = min(self._batch_records, enc.records + _SLICE)
             stop = enc.add(origin, segment, lines, start, max_records=limit, max_size=self._batch_bytes)
             time.sleep(0)  # yield the GIL to the event loop (see _SLICE)
-            per_child[origin.child] = per_child.get(origin.child, 0) + stop - start
-            self._pending = None if stop >= len(lines) else (origin, segment, lines, stop)
+            per_child[counts] = per_child.get(counts, 0) + stop - start
+            self._pending = None if stop >= len(lines) else (origin, segment, counts, lines, stop)
         if not enc.records:
             return None
         return enc.take(), per_child
 
-    def _malformed(self, origin: Origin, segment: Segment, lines: list[bytes]) -> list[bytes]:
+    def _malformed(self, origin: Origin, segment: Segment, counts: _Counts, lines: list[bytes]) -> list[bytes]:
         """A segment whose count is not its number of lines (a drain bug): keep the accounting exact.
 
         The count is what was offered: extra lines are not sent, missing ones are dropped (reason "malformed").
@@ -363,12 +381,11 @@ class LineExporter:
             with self._lock:
                 if self._abandoned:
                     return []  # close() has counted them already
-                counts = self._counts[origin.child]
                 counts.queued -= missing
-                self._drop(origin.child, counts, missing, "malformed")
+                self._drop(counts, missing, "malformed")
         return lines[: segment.count]
 
-    def _send(self, body: bytes, per_child: dict[str, int]) -> None:
+    def _send(self, body: bytes, per_child: dict[_Counts, int]) -> None:
         """Send one request, retrying by the policy; resolve its lines as exported or dropped."""
         started = time.monotonic()
         attempt = 0
@@ -414,7 +431,7 @@ class LineExporter:
                     return
                 self._wakeup.wait(remaining)
 
-    def _resolve(self, per_child: dict[str, int], result: ExportResult, failed: str = "") -> None:
+    def _resolve(self, per_child: dict[_Counts, int], result: ExportResult, failed: str = "") -> None:
         """Move a batch's lines from queued to exported or dropped (all if ``failed``, else the rejected)."""
         rejected = sum(per_child.values()) if failed else result.rejected
         if result.rejected:
@@ -425,14 +442,13 @@ class LineExporter:
             if not failed:
                 self._sent += 1
             self._state = "idle"
-            for child, n in per_child.items():
-                counts = self._counts[child]
+            for counts, n in per_child.items():
                 bad = min(n, rejected)
                 rejected -= bad
                 counts.queued -= n
                 counts.exported += n - bad
                 if bad:
-                    self._drop(child, counts, bad, failed or "rejected")
+                    self._drop(counts, bad, failed or "rejected")
 
     def _summarize(self, *, final: bool = False) -> None:
         """Log ``otlp.export.dropped`` with counts per child, if anything was dropped since the last one."""

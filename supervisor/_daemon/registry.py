@@ -56,6 +56,7 @@ class Registry:
                     raise AlreadyExists(f"a child named {spec.name!r} exists; pass replace to swap it")
                 await old.remove()
                 self._children.pop(spec.name, None)
+                self._forget(spec.name)
             if self.closing:
                 raise Unavailable("supd is shutting down")
             child = Child(spec, self._sinks)
@@ -70,7 +71,12 @@ class Registry:
             ended = await child.remove()
             if self._children.get(name) is child:
                 del self._children[name]
+            self._forget(name)
             return child, ended
+
+    def _forget(self, name: str) -> None:
+        for sink in self._sinks:
+            sink.forget(name)
 
     async def shutdown(self, deadline: float) -> None:
         """Stop every child in parallel within ``deadline`` seconds; end their streams."""

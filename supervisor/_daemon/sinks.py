@@ -68,3 +68,6 @@ class LineSink(Protocol):
 
     def offer(self, origin: Origin, segment: Segment) -> None:
         """Take a line segment (never an event segment) or drop and count it."""
+
+    def forget(self, child: str) -> None:
+        """The child was removed: a later child of the same name starts with fresh statistics."""
