@@ -425,3 +425,19 @@ def test_logs_follow_losing_supd_is_exit_3(sup: SupervisorProcess) -> None:
     last = err.decode().splitlines()[-1]
     assert last.startswith("supctl: logs web: lost the connection to supd at "), last
     assert b"Traceback" not in err
+
+
+def test_wait_connects_once_supd_comes_up_and_gives_up_with_exit_3(tmp_path: pathlib.Path) -> None:
+    address = f"unix://{tmp_path / 'run' / 'supd.sock'}"
+    waiting = subprocess.Popen(
+        supctl_argv(address, "--wait", "20", "ls"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV
+    )
+    with running_supervisor(tmp_path):
+        out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert out.decode().startswith("NAME")
+    late = subprocess.run(
+        supctl_argv(address, "--wait", "0.3", "ls"), capture_output=True, text=True, env=ENV, check=False
+    )
+    assert late.returncode == 3
+    assert late.stderr.strip() == f"supctl: no supd answered at {address} within 0.3s (--wait)"
