@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 
 import grpc
 
+from supervisor import __version__, paths
 from supervisor import _cli_format as fmt
-from supervisor import paths
 from supervisor._cli_errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"supctl {__version__}")
     parser.add_argument(
         "--addr",
         default=None,

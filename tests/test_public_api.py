@@ -30,3 +30,9 @@ def test_supctl_does_not_import_the_daemon():
     code = "import sys, supervisor.cli; print(any(m.startswith('supervisor._daemon') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_both_programs_say_their_version():
+    for module in ("supervisor._daemon.main", "supervisor.cli"):
+        out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=True)
+        assert out.stdout.strip().endswith(supervisor.__version__)

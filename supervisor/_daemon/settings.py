@@ -21,6 +21,7 @@ import os
 import tomllib
 from typing import Any
 
+from supervisor import __version__
 from supervisor.errors import InvalidArgument
 from supervisor.paths import default_socket_path, socket_path_of
 from supervisor.spec import ChildSpec, spec_from_mapping
@@ -91,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help=f"seconds to stop every child on SIGTERM before SIGKILL (default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"supd {__version__}")
     parser.add_argument(
         "--export-summary-seconds",
         type=float,
