@@ -55,7 +55,7 @@ def test_a_slow_reader_neither_slows_the_child_nor_a_fast_reader(stub, tmp_path:
     # The ring holds 32 of the 50 MB: enough for a reader that keeps up, not for one that dawdles.
     spawn(stub, "flood", zoo("wait-then-flood", str(go), str(TOTAL), "100"), ring_bytes=32 << 20)
     fast = Follower(stub, pb.StreamRequest(name="flood", from_seq=1, follow=True))
-    slow = SlowReader(stub, pb.StreamRequest(name="flood", from_seq=1, follow=True), pause=0.05)
+    slow = SlowReader(stub, pb.StreamRequest(name="flood", from_seq=1, follow=True), pause=0.2)
     wait_for(fast.events, what="the fast reader to be attached")
     go.touch()
     info = wait_state(stub, "flood", pb.CHILD_STATE_EXITED, timeout=60)
