@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 import structlog
@@ -36,21 +36,26 @@ Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 
 
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: Exception) -> NoReturn:
+    """The one place errors become statuses: ours carry their code; anything else is a logged INTERNAL."""
+    if isinstance(exc, SupervisorError):
+        log.info("rpc.rejected", rpc=rpc, code=exc.code.name, message=exc.message)
+        await context.abort(exc.code, exc.message)
+    else:
+        log.error("rpc.failed", rpc=rpc, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {rpc}: {exc!r}")
+    raise AssertionError("unreachable: abort raises") from exc
+
+
 def _boundary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Turn our errors into their status codes and anything unexpected into a logged INTERNAL."""
+    """Unary handlers: every error leaves through ``_abort``."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         try:
             return await method(self, request, context)
-        except SupervisorError as exc:
-            log.info("rpc.rejected", rpc=method.__name__, code=exc.code.name, message=exc.message)
-            await context.abort(exc.code, exc.message)
-            raise AssertionError("unreachable: abort raises") from exc
-        except Exception as exc:
-            log.exception("rpc.failed", rpc=method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method.__name__}: {exc!r}")
-            raise AssertionError("unreachable: abort raises") from exc
+        except Exception as exc:  # noqa: BLE001 - the error boundary: _abort logs it and answers a status
+            await _abort(context, method.__name__, exc)
 
     return wrapper
 
@@ -100,32 +105,41 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             child = await self._registry.spawn(spec, replace=request.replace)
             return pb.SpawnResponse(child=self._infos([child])[0])
 
+    def _stream_start(self, request: pb.StreamRequest) -> tuple[Child, int, frozenset[int]]:
+        """The child, the first sequence number and the streams a Stream request asks for."""
+        child = self._registry.get(_name(request.name))
+        ring = child.ring
+        streams = frozenset(request.streams) or frozenset({STDOUT, STDERR})
+        if not streams <= {STDOUT, STDERR}:
+            raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
+        which = request.WhichOneof("start")
+        if which == "from_seq":
+            start = max(request.from_seq, 1)
+            if start > ring.next_seq:
+                raise InvalidArgument(
+                    f"from_seq: {start} is beyond the newest record (next is {ring.next_seq});"
+                    " sequence numbers restart when supd restarts"
+                )
+            return child, start, streams
+        if which == "tail":
+            return child, ring.seq_of_tail(request.tail, streams) if request.tail else ring.next_seq, streams
+        return child, ring.oldest_seq, streams
+
     async def Stream(self, request: pb.StreamRequest, context: Any) -> AsyncIterator[pb.StreamMessage]:
         try:
-            child = self._registry.get(_name(request.name))
-            ring = child.ring
-            streams = frozenset(request.streams) or frozenset({STDOUT, STDERR})
-            if not streams <= {STDOUT, STDERR}:
-                raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
-            which = request.WhichOneof("start")
-            if which == "from_seq":
-                start = max(request.from_seq, 1)
-                if start > ring.next_seq:
-                    raise InvalidArgument(
-                        f"from_seq: {start} is beyond the newest record (next is {ring.next_seq});"
-                        " sequence numbers restart when supd restarts"
-                    )
-            elif which == "tail":
-                start = ring.seq_of_tail(request.tail, streams) if request.tail else ring.next_seq
-            else:
-                start = ring.oldest_seq
-        except SupervisorError as exc:
-            await context.abort(exc.code, exc.message)
-            return
+            child, start, streams = self._stream_start(request)
+        except Exception as exc:  # noqa: BLE001 - the error boundary: _abort logs it and answers a status
+            await _abort(context, "Stream", exc)
         log.debug("stream.opened", child=child.name, start=start, follow=request.follow)
         try:
-            async for message in read_stream(ring, start, request.follow, streams):
+            async for message in read_stream(child.ring, start, request.follow, streams):
                 yield message
+        except Exception as exc:  # noqa: BLE001 - the error boundary, as for unary calls
+            if context.done():
+                # The client went away while a write was blocked (ExecuteBatchError): not a failure of ours.
+                log.debug("stream.client_gone", child=child.name, error=repr(exc))
+                return
+            await _abort(context, "Stream", exc)
         finally:
             # Runs for every ending: done, client cancelled (GeneratorExit or
             # CancelledError at the yield), or a failed write.
