@@ -185,9 +185,9 @@ class Child:
         gen = self.generation
         fds: list[int] = []
         try:
-            out_r, out_w, _ = make_pipe()
+            out_r, out_w = make_pipe()
             fds += (out_r, out_w)
-            err_r, err_w, _ = make_pipe()
+            err_r, err_w = make_pipe()
             fds += (err_r, err_w)
             proc = Process.spawn(self.spec, out_w, err_w)
         except (SpawnError, OSError) as exc:

@@ -28,20 +28,20 @@ PIPE_SIZE = 1 << 20
 log = structlog.get_logger("supd.drain")
 
 
-def make_pipe() -> tuple[int, int, int]:
-    """A close-on-exec pipe enlarged where the kernel allows: (read_fd, write_fd, size).
+def make_pipe() -> tuple[int, int]:
+    """A close-on-exec pipe enlarged where the kernel allows: (read_fd, write_fd).
 
     An unprivileged user past its pipe quota keeps the default (as small as
     4 KiB); the drain stays correct then, it just wakes up more often.
     """
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        size = fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # the kernel may round up: never smaller
     except OSError as exc:
         size = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
         log.warning("drain.pipe.small", size=size, wanted=PIPE_SIZE, error=exc.strerror)
     os.set_blocking(r, False)
-    return r, w, size
+    return r, w
 
 
 def _has_long_line(data: bytes, max_line: int) -> bool:
