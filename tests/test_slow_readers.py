@@ -52,8 +52,9 @@ class SlowReader:
 
 def test_a_slow_reader_neither_slows_the_child_nor_a_fast_reader(stub, tmp_path: pathlib.Path):
     go = tmp_path / "go"
-    # The ring holds 32 of the 50 MB: enough for a reader that keeps up, not for one that dawdles.
-    spawn(stub, "flood", zoo("wait-then-flood", str(go), str(TOTAL), "100"), ring_bytes=32 << 20)
+    # 50 MB at about 25 MB/s into a ring of 24 MiB: room for a reader that keeps up, even on a loaded machine,
+    # and far too little for one that takes a message every 0.2 s.
+    spawn(stub, "flood", zoo("wait-then-flood", str(go), str(TOTAL), "100", "0.04"), ring_bytes=24 << 20)
     fast = Follower(stub, pb.StreamRequest(name="flood", from_seq=1, follow=True))
     slow = SlowReader(stub, pb.StreamRequest(name="flood", from_seq=1, follow=True), pause=0.2)
     wait_for(fast.events, what="the fast reader to be attached")

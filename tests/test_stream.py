@@ -135,9 +135,12 @@ def test_tail_zero_starts_after_everything_held(stub):
     assert len(list(stub.Stream(pb.StreamRequest(name="t0"), timeout=10))) >= 3  # started, lines, exited
 
 
-def test_output_of_a_process_that_left_the_group_is_still_drained_after_the_exit(stub):
+def test_output_of_a_process_that_left_the_group_is_still_drained_after_the_exit(stub, tmp_path):
     """A daemonising grandchild (setsid) keeps the pipe: its lines still arrive, after the leader's exit."""
-    script = "echo leader; setsid sh -c 'sleep 3; echo escaped' & exit 0"
+    left = tmp_path / "left"
+    # The leader exits only once the other process has left the group (it writes the file after setsid),
+    # so supd never finds it as a straggler of the group.
+    script = f"echo leader; setsid sh -c 'echo $$ > {left}; sleep 3; echo escaped' & while [ ! -s {left} ]; do :; done"
     spawn(stub, "escape", ["sh", "-c", script])
     follower = Follower(stub, pb.StreamRequest(name="escape", from_seq=1, follow=True))
     follower.wait_event(pb.Event.KIND_EXITED)

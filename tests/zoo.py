@@ -82,19 +82,24 @@ def ticker(interval: str = "0.01") -> None:
         time.sleep(float(interval))
 
 
-def wait_then_flood(path: str, count: str, width: str = "100") -> None:
-    """Wait until PATH exists, then write COUNT numbered lines of WIDTH bytes as fast as possible."""
+def wait_then_flood(path: str, count: str, width: str = "100", pause: str = "0") -> None:
+    """Wait until PATH exists, then write COUNT numbered lines of WIDTH bytes in 1 MB writes.
+
+    PAUSE seconds between writes sets a pace a reader in the test process can hold even on a loaded machine.
+    """
     deadline = time.monotonic() + 60
     while not os.path.exists(path):
         if time.monotonic() > deadline:
             os._exit(3)
         time.sleep(0.005)
-    n, w = int(count), int(width)
+    n, w, gap = int(count), int(width), float(pause)
     filler = b"f" * (w - 11)
     out = sys.stdout.buffer
     for start in range(0, n, 10000):
         out.write(b"".join(b"%010d " % i + filler[:-1] + b"\n" for i in range(start, min(n, start + 10000))))
-    out.flush()
+        out.flush()
+        if gap:
+            time.sleep(gap)
 
 
 def lines_then_wait(count: str) -> None:
