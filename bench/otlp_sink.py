@@ -317,8 +317,8 @@ def encoded_batches(records: int, batch: int = 4096, repo: pathlib.Path | None =
     repo = repo or pathlib.Path(__file__).resolve().parent.parent
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
-    from supervisor._daemon.otlp_encode import BatchEncoder
-    from supervisor._daemon.sinks import STDOUT, Origin, Segment
+    from supervisor._daemon.output.sinks import STDOUT, Origin, Segment
+    from supervisor._daemon.telemetry.otlp.encode import BatchEncoder
 
     enc = BatchEncoder({"service.name": "otlp-sink-self-test"}, CHILD_SCOPE, "0")
     origin = Origin("self-test", 1, os.getpid(), "/bench/bin/flood")

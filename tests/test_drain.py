@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from supervisor._daemon.drain import LineAssembler, PipeDrain, _has_long_line
+from supervisor._daemon.output.drain import LineAssembler, PipeDrain, _has_long_line
 
 
 def assemble(chunks: list[bytes], max_line: int) -> list[bytes]:

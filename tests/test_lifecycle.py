@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor._daemon import lifecycle as lc
+from supervisor._daemon.children import lifecycle as lc
 from supervisor.spec import Backoff, ChildSpec, FlapLimit, RestartPolicy
 
 

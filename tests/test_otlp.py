@@ -19,11 +19,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from structlog.testing import capture_logs
 
-from supervisor._daemon.otlp import SCOPE_NAME, ExporterStatistics, LineExporter
-from supervisor._daemon.otlp_encode import BatchEncoder, origin_attributes
-from supervisor._daemon.otlp_transport import ExportTarget, RetryPolicy
-from supervisor._daemon.severity import Severity
-from supervisor._daemon.sinks import STDERR, STDOUT, Origin, Segment
+from supervisor._daemon.output.sinks import STDERR, STDOUT, Origin, Segment
+from supervisor._daemon.telemetry.otlp.encode import BatchEncoder, origin_attributes
+from supervisor._daemon.telemetry.otlp.export import SCOPE_NAME, ExporterStatistics, LineExporter
+from supervisor._daemon.telemetry.otlp.transport import ExportTarget, RetryPolicy
+from supervisor._daemon.telemetry.severity import Severity
 from supervisor.testing import wait_until as poll
 
 from otlp_receiver import BlackHole, GrpcReceiver, HttpReceiver, attributes, value

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from supervisor._daemon.ring import SEGMENT_OVERHEAD, Ring
-from supervisor._daemon.sinks import STDOUT
-from supervisor.v1 import supervisor_pb2 as pb
+from supervisor._daemon.output.records import ChildEvent, EventKind
+from supervisor._daemon.output.ring import SEGMENT_OVERHEAD, Ring
+from supervisor._daemon.output.sinks import STDOUT
 
 
 def test_lines_are_numbered_by_counting_with_unterminated_tail():
@@ -15,8 +15,8 @@ def test_lines_are_numbered_by_counting_with_unterminated_tail():
     a = ring.append_lines(STDOUT, 1, b"a\nb\nc\n")
     b = ring.append_lines(STDOUT, 1, b"partial")
     assert (a.first_seq, a.count, b.first_seq, b.count) == (1, 3, 4, 1)
-    ev = ring.append_event(pb.Event(kind=pb.Event.KIND_EXITED))
-    assert ev.first_seq == 5 and ev.event is not None and ev.event.seq == 5 and ring.next_seq == 6
+    ev = ring.append_event(ChildEvent(EventKind.EXITED, time_ns=0, generation=1))
+    assert ev.first_seq == 5 and ev.event is not None and ev.event.kind is EventKind.EXITED and ring.next_seq == 6
 
 
 def test_eviction_keeps_within_bytes_and_counts_records():
@@ -33,7 +33,7 @@ def test_eviction_keeps_within_bytes_and_counts_records():
 def test_find_inside_a_segment_and_tail():
     ring = Ring(1 << 20)
     ring.append_lines(STDOUT, 1, b"1\n2\n3\n")
-    ring.append_event(pb.Event(kind=pb.Event.KIND_STARTED))
+    ring.append_event(ChildEvent(EventKind.STARTED, time_ns=0, generation=1))
     ring.append_lines(STDOUT, 1, b"4\n5\n")
     seg = ring.find(2)
     assert seg is not None and seg.first_seq == 1

@@ -1,4 +1,4 @@
-"""Severity of child output lines: each rule of supervisor/_daemon/severity.py, and what must not match."""
+"""Severity of child output lines: each rule of supervisor/_daemon/telemetry/severity.py, and what must not match."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from supervisor._daemon.severity import HEAD, Severity, level_of, severity_of, stream_default
-from supervisor._daemon.sinks import STDERR, STDOUT
+from supervisor._daemon.output.sinks import STDERR, STDOUT
+from supervisor._daemon.telemetry.severity import HEAD, Severity, level_of, severity_of, stream_default
 
 S = Severity
 

@@ -16,10 +16,10 @@ import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
-from supervisor._daemon import telemetry as telemetry_module
-from supervisor._daemon.otlp_transport import ExportTarget
-from supervisor._daemon.sinks import STDOUT, Origin, Segment
-from supervisor._daemon.telemetry import TelemetrySettings, configure_logging
+from supervisor._daemon.output.sinks import STDOUT, Origin, Segment
+from supervisor._daemon.telemetry import configure as telemetry_module
+from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging
+from supervisor._daemon.telemetry.otlp.transport import ExportTarget
 from supervisor.errors import InvalidArgument
 
 from otlp_receiver import BlackHole, GrpcReceiver, attributes, value

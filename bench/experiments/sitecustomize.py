@@ -2,7 +2,7 @@
 
 Nothing in ``supervisor/`` is changed: with this directory on PYTHONPATH and
 ``SUPD_BENCH_PATCH`` set, supd processes (and only they: the check is on the
-command line) patch themselves when ``supervisor._daemon.otlp`` is imported::
+command line) patch themselves when ``supervisor._daemon.telemetry.otlp.export`` is imported::
 
     SUPD_BENCH_PATCH=varint,regex PYTHONPATH=bench/experiments \\
         /work/venv/bin/python bench/drain.py --export on --scenarios burst
@@ -45,7 +45,7 @@ _PATCHES = set(filter(None, os.environ.get("SUPD_BENCH_PATCH", "").split(",")))
 
 
 def _varint() -> None:
-    import supervisor._daemon.otlp_encode as oe
+    import supervisor._daemon.telemetry.otlp.encode as oe
 
     orig, small = oe._varint, oe._SMALL
     first = tuple(bytes((i | 0x80,)) for i in range(128))
@@ -61,7 +61,7 @@ def _varint() -> None:
 def _regex() -> None:
     import re
 
-    import supervisor._daemon.severity as sv
+    import supervisor._daemon.telemetry.severity as sv
 
     sv._PREFIX_LEVEL = re.compile(
         rb"[\[(<]?(?:\d[\d\-:./,+TZ]*+[\])>]?[\s|]++){0,2}[\[(<]?([A-Za-z]{3,9}+)([\s:\])>|]|$)"
@@ -71,7 +71,7 @@ def _regex() -> None:
 def _nice() -> None:
     import threading
 
-    import supervisor._daemon.otlp as otlp
+    import supervisor._daemon.telemetry.otlp.export as otlp
 
     run = otlp.LineExporter._run
     niceness = int(os.environ.get("SUPD_BENCH_NICE", "10"))
@@ -86,7 +86,7 @@ def _nice() -> None:
 def _backoff() -> None:
     import time
 
-    import supervisor._daemon.otlp as otlp
+    import supervisor._daemon.telemetry.otlp.export as otlp
 
     build = otlp.LineExporter._build_batch
     pause = float(os.environ.get("SUPD_BENCH_BACKOFF_S", "0.002"))
@@ -108,7 +108,7 @@ def _duty() -> None:
     import time
     import types
 
-    import supervisor._daemon.otlp as otlp
+    import supervisor._daemon.telemetry.otlp.export as otlp
 
     exporters: list[Any] = []
     init = otlp.LineExporter.__init__
@@ -141,7 +141,7 @@ def _duty() -> None:
 def _sendtime() -> None:
     import time
 
-    import supervisor._daemon.otlp_transport as tr
+    import supervisor._daemon.telemetry.otlp.transport as tr
 
     for cls in (tr.GrpcTransport, tr.HttpTransport):
 
@@ -189,12 +189,12 @@ if _PATCHES and any("supervisor._daemon.main" in arg or arg.endswith("/supd") fo
     import importlib.util
 
     class _Hook(importlib.abc.MetaPathFinder):
-        """Patches right after ``supervisor._daemon.otlp`` (and so otlp_encode and severity) is loaded."""
+        """Patches right after ``supervisor._daemon.telemetry.otlp.export`` (and so encode and severity) is loaded."""
 
         done = False
 
         def find_spec(self, name: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
-            if name != "supervisor._daemon.otlp" or _Hook.done:
+            if name != "supervisor._daemon.telemetry.otlp.export" or _Hook.done:
                 return None
             _Hook.done = True
             spec = importlib.util.find_spec(name)

@@ -16,12 +16,12 @@ import sys
 import structlog
 
 from supervisor import __version__
+from supervisor._daemon.api.server import SocketError, SocketLock, build_server
+from supervisor._daemon.api.service import SupervisorService
+from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.memory import tune_malloc
-from supervisor._daemon.registry import Registry
-from supervisor._daemon.server import SocketError, SocketLock, build_server
-from supervisor._daemon.service import SupervisorService
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
-from supervisor._daemon.telemetry import Telemetry, TelemetrySettings, configure_logging
+from supervisor._daemon.telemetry.configure import Telemetry, TelemetrySettings, configure_logging
 from supervisor.errors import InvalidArgument
 
 __all__ = ["main"]

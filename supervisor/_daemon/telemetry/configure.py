@@ -43,9 +43,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from supervisor._daemon.otlp import LineExporter
-from supervisor._daemon.otlp_transport import GRPC, ExportTarget
-from supervisor._daemon.telemetry_settings import TelemetrySettings, supd_version
+from supervisor._daemon.telemetry.otlp.export import LineExporter
+from supervisor._daemon.telemetry.otlp.transport import GRPC, ExportTarget
+from supervisor._daemon.telemetry.settings import TelemetrySettings, supd_version
 
 __all__ = ["Telemetry", "TelemetrySettings", "configure_logging", "get_tracer", "shutdown"]
 

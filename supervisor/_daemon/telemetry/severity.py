@@ -48,7 +48,7 @@ from __future__ import annotations
 import enum
 import re
 
-from supervisor._daemon.sinks import STDOUT
+from supervisor._daemon.output.sinks import STDOUT
 
 __all__ = ["HEAD", "JSON_HEAD", "Severity", "level_of", "severity_of", "stream_default"]
 

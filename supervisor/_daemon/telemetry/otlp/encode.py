@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from supervisor._daemon.severity import Severity, level_of, stream_default
-from supervisor._daemon.sinks import STDERR, Origin, Segment
+from supervisor._daemon.output.sinks import STDERR, Origin, Segment
+from supervisor._daemon.telemetry.severity import Severity, level_of, stream_default
 
 __all__ = ["AttributeValue", "BatchEncoder", "any_value", "origin_attributes", "varint"]
 

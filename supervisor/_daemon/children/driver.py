@@ -14,16 +14,17 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from supervisor._daemon import lifecycle as lc
-from supervisor._daemon.drain import READ_SIZE, PipeDrain, make_pipe
-from supervisor._daemon.process import ExitInfo, Process, SpawnError, describe_exit, signal_name
-from supervisor._daemon.ring import Ring
-from supervisor._daemon.sinks import STDERR, STDOUT, LineSink, Origin
+from supervisor._daemon.api.convert import exit_to_proto
+from supervisor._daemon.children import lifecycle as lc
+from supervisor._daemon.children.process import ExitInfo, Process, SpawnError, describe_exit, signal_name
+from supervisor._daemon.output.child_output import ChildOutput, GenerationOutput, Pipes
+from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord, Origin
+from supervisor._daemon.output.sinks import LineSink
 from supervisor.errors import FailedPrecondition, InvalidArgument
 from supervisor.spec import ChildSpec, spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
@@ -47,17 +48,7 @@ _STATE_TO_PB = {
     lc.State.EXITED: pb.CHILD_STATE_EXITED,
     lc.State.FATAL: pb.CHILD_STATE_FATAL,
 }
-_ANNOUNCE_KIND: dict[str, pb.Event.Kind.ValueType] = {
-    "restarting": pb.Event.KIND_RESTARTING,
-    "fatal": pb.Event.KIND_FATAL,
-    "stopped": pb.Event.KIND_STOPPED,
-}
-
-
-def _timestamp(time_ns: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(time_ns)
-    return ts
+_ANNOUNCE_KIND = {"restarting": EventKind.RESTARTING, "fatal": EventKind.FATAL, "stopped": EventKind.STOPPED}
 
 
 class Child:
@@ -65,15 +56,12 @@ class Child:
 
     def __init__(self, spec: ChildSpec, sinks: Sequence[LineSink] = ()) -> None:
         self.spec = spec
-        self.ring = Ring(spec.ring_bytes)
+        self.output = ChildOutput(spec.name, spec.ring_bytes, spec.max_line_bytes, sinks)
+        self.ring = self.output.ring
         self.lifecycle = lc.Lifecycle()
         self.generation = 0
         self.process: Process | None = None
-        self.last_exit: pb.ExitStatus | None = None
-        self.lines: dict[int, int] = {STDOUT: 0, STDERR: 0}
-        self.bytes_drained = 0
-        self._sinks = tuple(sinks)
-        self._drains: list[PipeDrain] = []
+        self.last_exit: ExitRecord | None = None
         self._op_lock = asyncio.Lock()
         self._restart_timer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -120,14 +108,14 @@ class Child:
         """Stop, end every stream of this child with a REMOVED event, and close the ring."""
         async with self._op_lock:
             info = await self._stop(grace)
-            self._finish_streams(pb.Event.KIND_REMOVED, "child removed")
+            self.output.close(self._event(EventKind.REMOVED, "child removed"))
             return info
 
     async def shutdown(self, grace: float) -> ExitInfo | None:
         """supd is exiting: stop within ``grace`` and end streams with SHUTDOWN."""
         async with self._op_lock:
             info = await self._stop(min(grace, self.spec.stop_grace_seconds))
-            self._finish_streams(pb.Event.KIND_SHUTDOWN, "supd is shutting down")
+            self.output.close(self._event(EventKind.SHUTDOWN, "supd is shutting down"))
             return info
 
     def send_signal(self, sig: int, group: bool) -> None:
@@ -174,66 +162,35 @@ class Child:
                     self._restart_timer.cancel()
                     self._restart_timer = None
             case lc.Announce(kind, message, delay):
-                event = self._event(_ANNOUNCE_KIND[kind], message)
-                event.restart_in_seconds = delay
-                self.ring.append_event(event)
+                event = self._event(_ANNOUNCE_KIND[kind], message, restart_in_seconds=delay)
+                self.output.append_event(event)
                 level = "error" if kind == "fatal" else "info"
                 getattr(self._log, level)(f"child.{kind}", message=message, generation=self.generation)
 
     def _spawn(self) -> None:
         self.generation += 1
         gen = self.generation
-        fds: list[int] = []
         try:
-            out_r, out_w = make_pipe()
-            fds += (out_r, out_w)
-            err_r, err_w = make_pipe()
-            fds += (err_r, err_w)
-            proc = Process.spawn(self.spec, out_w, err_w)
+            pipes = Pipes()
+        except OSError as exc:
+            self._start_failed(gen, f"cannot create pipes: {exc.strerror or exc}")
+            return
+        try:
+            proc = Process.spawn(self.spec, pipes.stdout_write, pipes.stderr_write)
         except (SpawnError, OSError) as exc:
             # Out of file descriptors or memory counts as a failed start: backoff, flap limit, FATAL.
-            reason = str(exc) if isinstance(exc, SpawnError) else f"cannot create pipes: {exc.strerror or exc}"
-            for fd in fds:
-                os.close(fd)
-            self._log.error("child.spawn.failed", generation=gen, error=reason)
-            self.ring.append_event(self._event(pb.Event.KIND_START_FAILED, reason))
-            self._feed(lc.StartFailed(time.monotonic(), reason))
+            pipes.close_all()
+            self._start_failed(gen, str(exc) if isinstance(exc, SpawnError) else f"cannot start: {exc}")
             return
-        os.close(out_w)
-        os.close(err_w)
         self.process = proc
         self._requested = False
         self._terminator = None
         origin = Origin(self.name, gen, proc.pid, os.path.basename(self.spec.argv[0]))
-        # Reads well below the ring's size, so one read never evicts the whole ring.
-        read_size = min(READ_SIZE, max(4096, self.spec.ring_bytes // 8))
-        max_line = self.spec.max_line_bytes
-        drains = [
-            PipeDrain(out_r, max_line, self._emitter(STDOUT, origin), f"{self.name}/stdout", read_size),
-            PipeDrain(err_r, max_line, self._emitter(STDERR, origin), f"{self.name}/stderr", read_size),
-        ]
-        # Earlier generations' pipes may still be open (held by a process that left the group): they are
-        # drained until EOF too, and all of them are closed when the child is removed.
-        self._drains = [d for d in self._drains if not d.done.is_set()] + drains
+        drains = self.output.start(pipes, origin)
         self._log.info("child.spawned", pid=proc.pid, generation=gen, argv=list(self.spec.argv))
-        started = self._event(pb.Event.KIND_STARTED, f"started pid {proc.pid}")
-        started.pid = proc.pid
-        self.ring.append_event(started)
+        self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))
         self._feed(lc.Started(time.monotonic()))
         self._watcher = asyncio.create_task(self._watch(proc, drains))
-
-    def _emitter(self, stream: int, origin: Origin) -> Callable[[bytes], None]:
-        ring, sinks, gen = self.ring, self._sinks, origin.generation
-
-        def emit(data: bytes) -> None:
-            # Every drain is abandoned (its tail emitted) before the ring closes, so nothing comes after.
-            seg = ring.append_lines(stream, gen, data)
-            self.lines[stream] += seg.count
-            self.bytes_drained += len(data)
-            for sink in sinks:
-                sink.offer(origin, seg)
-
-        return emit
 
     async def _restart_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -264,7 +221,7 @@ class Child:
             await asyncio.sleep(STRAGGLER_POLL_SECONDS)
         return True
 
-    async def _watch(self, proc: Process, drains: list[PipeDrain]) -> None:
+    async def _watch(self, proc: Process, drains: GenerationOutput) -> None:
         """Wait for the exit, clear the group, let the pipes run dry, reap, report."""
         await proc.wait_exit_ready()
         if self._terminator is None and proc.stragglers():
@@ -272,51 +229,40 @@ class Child:
             self._log.warning("child.exit.stragglers", pid=proc.pid, stragglers=proc.stragglers())
             self._terminator = asyncio.create_task(self._terminate(proc, self.spec.stop_signal))
         killed = await self._terminator if self._terminator is not None else False
-        pending = [asyncio.create_task(d.done.wait()) for d in drains]
-        _, late = await asyncio.wait(pending, timeout=PIPE_LINGER_SECONDS)
-        for task in late:
-            task.cancel()
+        late = await drains.wait_eof(PIPE_LINGER_SECONDS)
         if late:
-            self._log.warning(
-                "child.exit.pipe_held_open", pid=proc.pid, pipes=[d.label for d in drains if not d.done.is_set()]
-            )
+            self._log.warning("child.exit.pipe_held_open", pid=proc.pid, pipes=late)
         info = proc.reap()
         status = self._exit_status(info, killed)
         self.last_exit = status
-        exited = self._event(pb.Event.KIND_EXITED, status.description)
-        exited.pid = proc.pid
-        exited.exit.CopyFrom(status)
-        self.ring.append_event(exited)
+        self.output.append_event(self._event(EventKind.EXITED, status.description, pid=proc.pid, exit=status))
         self._log.info(
             "child.exited", pid=proc.pid, generation=status.generation, description=status.description,
             requested=status.requested,
         )
         self._feed(lc.Exited(time.monotonic(), info.failed))
 
-    def _exit_status(self, info: ExitInfo, killed: bool) -> pb.ExitStatus:
-        return pb.ExitStatus(
+    def _start_failed(self, gen: int, reason: str) -> None:
+        self._log.error("child.spawn.failed", generation=gen, error=reason)
+        self.output.append_event(self._event(EventKind.START_FAILED, reason))
+        self._feed(lc.StartFailed(time.monotonic(), reason))
+
+    def _exit_status(self, info: ExitInfo, killed: bool) -> ExitRecord:
+        return ExitRecord(
+            pid=info.pid,
             exited=info.exited,
             code=info.code,
             signal=info.signal,
-            signal_name=signal_name(info.signal) if info.signal else "",
             core_dumped=info.core_dumped,
+            time_ns=info.time_ns,
+            generation=self.generation,
             killed_after_grace=killed,
             requested=self._requested,
-            time=_timestamp(info.time_ns),
-            pid=info.pid,
-            generation=self.generation,
             description=describe_exit(info, killed_after_grace=self._grace if killed else None),
         )
 
-    def _event(self, kind: pb.Event.Kind.ValueType, message: str) -> pb.Event:
-        return pb.Event(kind=kind, time=_timestamp(time.time_ns()), generation=self.generation, message=message)
-
-    def _finish_streams(self, kind: pb.Event.Kind.ValueType, message: str) -> None:
-        for drain in self._drains:
-            drain.abandon()
-        if not self.ring.closed:
-            self.ring.append_event(self._event(kind, message))
-            self.ring.close()
+    def _event(self, kind: EventKind, message: str, **fields: Any) -> ChildEvent:
+        return ChildEvent(kind=kind, time_ns=time.time_ns(), generation=self.generation, message=message, **fields)
 
     # Snapshots ----------------------------------------------------------------
 
@@ -325,6 +271,7 @@ class Child:
         now = time.monotonic()
         cur = self.lifecycle
         proc = self.process
+        out = self.output.statistics()
         running = proc is not None and proc.alive and cur.state in (lc.State.RUNNING, lc.State.STOPPING)
         msg = pb.ChildInfo(
             spec=spec_to_proto(self.spec),
@@ -335,14 +282,14 @@ class Child:
             uptime_seconds=now - proc.started_at if running and proc else 0.0,
             next_start_in_seconds=max(0.0, cur.next_start_at - now) if cur.next_start_at else 0.0,
             fatal_reason=cur.fatal_reason if cur.state is lc.State.FATAL else "",
-            next_seq=self.ring.next_seq,
-            oldest_seq=self.ring.oldest_seq,
-            ring_bytes_used=self.ring.bytes_used,
-            stdout_lines=self.lines[STDOUT],
-            stderr_lines=self.lines[STDERR],
-            bytes_drained=self.bytes_drained,
-            ring_evicted_records=self.ring.evicted_records,
+            next_seq=out.next_seq,
+            oldest_seq=out.oldest_seq,
+            ring_bytes_used=out.ring_bytes_used,
+            stdout_lines=out.stdout_lines,
+            stderr_lines=out.stderr_lines,
+            bytes_drained=out.bytes_drained,
+            ring_evicted_records=out.ring_evicted_records,
         )
         if self.last_exit is not None:
-            msg.last_exit.CopyFrom(self.last_exit)
+            msg.last_exit.CopyFrom(exit_to_proto(self.last_exit))
         return msg

@@ -3,7 +3,7 @@
 ``offer`` (event-loop thread) only appends the segment to a bounded queue,
 measured in lines and bytes, or drops it and counts the drop for its child.
 One daemon worker thread does everything slow: splits segments into lines,
-encodes requests by hand (otlp_encode.py), sends them (otlp_transport.py) and
+encodes requests by hand (encode.py), sends them (transport.py) and
 retries with backoff. While the endpoint is down the batch in hand is retried,
 the queue fills and new segments are dropped and counted; when it comes back,
 export resumes by itself.
@@ -33,9 +33,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor._daemon.otlp_encode import AttributeValue, BatchEncoder
-from supervisor._daemon.otlp_report import ContextLog, ErrorReporter
-from supervisor._daemon.otlp_transport import (
+from supervisor._daemon.output.sinks import Origin, Segment
+from supervisor._daemon.telemetry.otlp.encode import AttributeValue, BatchEncoder
+from supervisor._daemon.telemetry.otlp.report import ContextLog, ErrorReporter
+from supervisor._daemon.telemetry.otlp.transport import (
     ExportError,
     ExportResult,
     ExportTarget,
@@ -43,7 +44,6 @@ from supervisor._daemon.otlp_transport import (
     Transport,
     make_transport,
 )
-from supervisor._daemon.sinks import Origin, Segment
 
 __all__ = ["SCOPE_NAME", "ChildExportStats", "ExporterStatistics", "LineExporter"]
 

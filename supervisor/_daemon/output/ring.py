@@ -17,8 +17,7 @@ import asyncio
 import bisect
 import time
 
-from supervisor._daemon.sinks import Segment, line_count
-from supervisor.v1 import supervisor_pb2 as pb
+from supervisor._daemon.output.records import ChildEvent, Segment, line_count
 
 __all__ = ["SEGMENT_OVERHEAD", "Ring"]
 
@@ -84,15 +83,14 @@ class Ring:
         self._append(seg)
         return seg
 
-    def append_event(self, event: pb.Event) -> Segment:
-        """Store a lifecycle event; its ``seq`` field is set to the number it gets."""
-        event.seq = self._next_seq
+    def append_event(self, event: ChildEvent) -> Segment:
+        """Store a lifecycle event; the segment's ``first_seq`` is the number it gets."""
         seg = Segment(
             first_seq=self._next_seq,
             count=1,
             stream=0,
             generation=event.generation,
-            time_ns=event.time.ToNanoseconds(),
+            time_ns=event.time_ns,
             event=event,
         )
         self._append(seg)

@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from supervisor._daemon.ring import Ring
-from supervisor._daemon.sinks import Segment
+from supervisor._daemon.api.convert import event_to_proto
+from supervisor._daemon.output.records import Segment
+from supervisor._daemon.output.ring import Ring
 from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = ["BATCH_BYTES", "batch_lengths", "read_stream"]
@@ -93,7 +94,7 @@ async def read_stream(
                 break
             if seg.event is not None:
                 cur.advance(seg, 1, 0)
-                yield pb.StreamMessage(event=seg.event)
+                yield pb.StreamMessage(event=event_to_proto(seg.event, seg.first_seq))
                 continue
             if seg.stream not in streams:
                 cur = _Cursor(seg.end_seq)

@@ -24,8 +24,8 @@ import urllib.parse
 from collections.abc import Mapping
 
 from supervisor import __version__
-from supervisor._daemon.otlp_encode import AttributeValue
-from supervisor._daemon.otlp_transport import GRPC, HTTP_PROTOBUF, ExportTarget
+from supervisor._daemon.telemetry.otlp.encode import AttributeValue
+from supervisor._daemon.telemetry.otlp.transport import GRPC, HTTP_PROTOBUF, ExportTarget
 from supervisor.errors import InvalidArgument
 
 __all__ = ["DEFAULT_SERVICE_NAME", "TelemetrySettings", "supd_version"]

@@ -17,12 +17,13 @@ import structlog
 from opentelemetry import trace
 
 from supervisor import __version__
-from supervisor._daemon.child import Child
-from supervisor._daemon.otlp import LineExporter
-from supervisor._daemon.process import ExitInfo
-from supervisor._daemon.registry import Registry
-from supervisor._daemon.sinks import STDERR, STDOUT
-from supervisor._daemon.stream import read_stream
+from supervisor._daemon.api.convert import exit_to_proto
+from supervisor._daemon.children.driver import Child
+from supervisor._daemon.children.process import ExitInfo
+from supervisor._daemon.children.registry import Registry
+from supervisor._daemon.output.sinks import STDERR, STDOUT
+from supervisor._daemon.output.stream import read_stream
+from supervisor._daemon.telemetry.otlp.export import LineExporter
 from supervisor.errors import InvalidArgument, SupervisorError, Unimplemented
 from supervisor.spec import spec_from_proto
 from supervisor.v1 import supervisor_pb2 as pb
@@ -70,7 +71,7 @@ def _copy_exit(target: pb.ExitStatus, child: Child, ended: ExitInfo | None) -> N
     """Fill ``target`` with the exit of the process an operation just ended, if it ended one."""
     last = child.last_exit
     if ended is not None and last is not None and last.pid == ended.pid:
-        target.CopyFrom(last)
+        target.CopyFrom(exit_to_proto(last))
 
 
 class SupervisorService(pb_grpc.SupervisorServicer):
@@ -109,7 +110,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         """The child, the first sequence number and the streams a Stream request asks for."""
         child = self._registry.get(_name(request.name))
         ring = child.ring
-        streams = frozenset(request.streams) or frozenset({STDOUT, STDERR})
+        streams = frozenset(int(s) for s in request.streams) or frozenset({STDOUT, STDERR})
         if not streams <= {STDOUT, STDERR}:
             raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
         which = request.WhichOneof("start")

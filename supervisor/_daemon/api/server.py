@@ -17,7 +17,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from supervisor._daemon.service import SupervisorService
+from supervisor._daemon.api.service import SupervisorService
 from supervisor.paths import MAX_SOCKET_PATH_BYTES
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import structlog
 
-from supervisor._daemon.child import Child
-from supervisor._daemon.process import ExitInfo
-from supervisor._daemon.sinks import LineSink
+from supervisor._daemon.children.driver import Child
+from supervisor._daemon.children.process import ExitInfo
+from supervisor._daemon.output.sinks import LineSink
 from supervisor.errors import AlreadyExists, NotFound, Unavailable
 from supervisor.spec import ChildSpec
 

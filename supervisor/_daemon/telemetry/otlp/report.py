@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from supervisor._daemon.otlp_transport import ExportError
+from supervisor._daemon.telemetry.otlp.transport import ExportError
 
 __all__ = ["ContextLog", "ErrorReporter"]
 

@@ -1,0 +1,114 @@
+"""What a ring holds: segments of lines as the child wrote them, and lifecycle events.
+
+A ``Segment`` is one read from one pipe, kept as the bytes the child wrote:
+consecutive lines of one stream, each ending in ``b"\\n"`` except possibly the
+last (a piece of an over-long line, or the final unterminated line at EOF).
+Lines are numbered by counting, never split on the hot path. A segment can
+instead carry one ``ChildEvent``, which takes one sequence number.
+
+These are domain records: the gRPC surface (api/convert.py) turns them into
+protobuf messages in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+__all__ = ["STDERR", "STDOUT", "ChildEvent", "EventKind", "ExitRecord", "Origin", "Segment", "line_count"]
+
+# The values of supervisor.v1.OutputStream, kept here so the hot path needs no protobuf import.
+STDOUT = 1
+STDERR = 2
+
+
+def line_count(data: bytes) -> int:
+    """Lines in ``data``: one per newline, plus an unterminated tail."""
+    n = data.count(b"\n")
+    return n if data.endswith(b"\n") else n + 1
+
+
+class EventKind(enum.Enum):
+    """What happened to a child; the names of ``supervisor.v1.Event.Kind`` without the prefix."""
+
+    STARTED = "started"
+    EXITED = "exited"
+    RESTARTING = "restarting"
+    FATAL = "fatal"
+    STOPPED = "stopped"
+    START_FAILED = "start_failed"
+    REMOVED = "removed"
+    SHUTDOWN = "shutdown"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ExitRecord:
+    """How one process of a child ended: the one exit type, from waitid to the API.
+
+    ``exited`` with ``code`` for a normal exit, else ``signal`` (a number) ended it.
+    ``killed_after_grace`` is set when supd had to SIGKILL the group (the leader
+    or only leftovers); ``requested`` when a Stop, Restart, Remove or shutdown
+    asked for the exit. ``time_ns`` is wall-clock nanoseconds.
+    """
+
+    pid: int
+    exited: bool
+    code: int
+    signal: int
+    core_dumped: bool
+    time_ns: int
+    generation: int = 0
+    killed_after_grace: bool = False
+    requested: bool = False
+    description: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """Non-zero exit or death by signal: what the on-failure policy restarts."""
+        return not self.exited or self.code != 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChildEvent:
+    """One lifecycle event of a child, as streams and logs report it."""
+
+    kind: EventKind
+    time_ns: int
+    generation: int
+    message: str = ""
+    pid: int = 0
+    exit: ExitRecord | None = None
+    restart_in_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Origin:
+    """Which process produced a segment: fixed for one generation of one child."""
+
+    child: str
+    generation: int
+    pid: int
+    executable: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Segment:
+    """Consecutive records with sequence numbers ``first_seq .. first_seq + count - 1``.
+
+    For lines, ``stream`` is STDOUT or STDERR, ``data`` the raw bytes and
+    ``event`` None. For an event, ``stream`` is 0, ``data`` empty, ``count`` 1.
+    ``time_ns`` is the wall-clock time the bytes were read (or the event happened).
+    """
+
+    first_seq: int
+    count: int
+    stream: int
+    generation: int
+    time_ns: int
+    data: bytes = b""
+    event: ChildEvent | None = None
+
+    @property
+    def end_seq(self) -> int:
+        """One past the last sequence number."""
+        return self.first_seq + self.count
