@@ -1,82 +1,143 @@
-"""supd's entry point and nested lifetimes: telemetry > server > children.
+"""supd's entry point and nested lifetimes: telemetry > server > children, under one shutdown deadline.
 
 The server outlives the children so that open streams receive the children's
-last lines and exits; SIGTERM or SIGINT stops every child in parallel within
-one deadline, lets streams deliver what is queued, then exits 0. A second
-signal means now: every child group is SIGKILLed and supd exits 1.
+last lines and exits. SIGTERM, SIGINT or the Shutdown RPC start the ordered
+shutdown, and one deadline (``--shutdown-timeout``) runs from that moment to
+supd's exit:
+
+1. every child is stopped in parallel, each with its own grace cut to the time
+   left minus a reserve; whatever still runs at that point is SIGKILLed, with
+   every process of its session;
+2. open streams deliver what is queued, within the reserve;
+3. telemetry flushes with whatever time is left (never past the deadline).
+
+A second signal means now: every child's session is SIGKILLed and supd exits 1.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import sys
+import time
 
+import anyio
 import structlog
 
 from supervisor import __version__
 from supervisor._daemon.api.server import SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
+from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.memory import tune_malloc
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
 from supervisor._daemon.telemetry.configure import Telemetry, TelemetrySettings, configure_logging
-from supervisor.errors import InvalidArgument
+from supervisor.errors import InvalidArgument, SupervisorError
 
 __all__ = ["main"]
 
 log = structlog.get_logger("supd")
-# How long open streams get to deliver what is queued once children are down.
-STREAM_DRAIN_SECONDS = 5.0
 EXIT_CONFIG = 2
 EXIT_SOCKET = 3
-
-
-# How long the OTLP pipelines get to flush when supd exits.
+EXIT_PLATFORM = 4
+# What the shutdown deadline keeps back from the children for streams and telemetry, at most.
+RESERVE_SECONDS = 1.0
+# Telemetry's flush when supd exits for another reason than a shutdown (a socket error).
 TELEMETRY_FLUSH_SECONDS = 5.0
 
 
-async def serve(settings: Settings, telemetry: Telemetry) -> int:
-    """Run until a signal; the exit code."""
+class Shutdown:
+    """The one shutdown deadline: set by the first signal or Shutdown RPC, read by every later step."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadline: float | None = None
+        self.begun = anyio.Event()
+        self.now = anyio.Event()  # a second signal: stop waiting for anyone
+
+    def begin(self) -> float:
+        """Start the shutdown (once); the seconds left until supd exits."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.timeout
+            self.begun.set()
+        return self.left()
+
+    def left(self) -> float:
+        return max(0.0, (self.deadline if self.deadline is not None else time.monotonic()) - time.monotonic())
+
+    @property
+    def reserve(self) -> float:
+        return min(RESERVE_SECONDS, self.timeout / 4)
+
+
+async def _watch_signals(shutdown: Shutdown) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for sig in signals:
+            if shutdown.deadline is None:
+                log.info("supd.stopping", signal=signal.Signals(sig).name, deadline=shutdown.timeout)
+                shutdown.begin()
+            else:
+                log.warning("supd.stopping.now", signal=signal.Signals(sig).name)
+                shutdown.now.set()
+
+
+async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) -> int:
+    """Run until a signal or the Shutdown RPC; the exit code."""
     lock = SocketLock(settings.socket)
     lock.acquire()
-    loop = asyncio.get_running_loop()
-    signals: asyncio.Queue[int] = asyncio.Queue()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, signals.put_nowait, int(sig))
-    exporter = telemetry.line_exporter
-    registry = Registry([exporter] if exporter is not None else [])
-    service = SupervisorService(registry, telemetry.get_tracer(), exporter)
     try:
-        server, health = await build_server(service, settings.socket)
-    except Exception:
-        lock.release()
-        raise
-    log.info("supd.started", socket=settings.socket, pid=os.getpid(), version=__version__)
-    try:
-        for spec in settings.children:
-            await registry.spawn(spec)
-        first = await signals.get()
-        log.info("supd.stopping", signal=signal.Signals(first).name, deadline=settings.shutdown_timeout)
-        await health.enter_graceful_shutdown()
-        shutdown = asyncio.create_task(registry.shutdown(settings.shutdown_timeout))
-        second = asyncio.create_task(signals.get())
-        done, _ = await asyncio.wait({shutdown, second}, return_when=asyncio.FIRST_COMPLETED)
-        if second in done:
-            log.warning("supd.stopping.now", signal=signal.Signals(second.result()).name)
-            for child in registry.all():
-                if child.process is not None:
-                    child.process.signal_group(signal.SIGKILL)
-            return 1
-        second.cancel()
-        shutdown.result()
-        # Children are down and their rings closed: streams finish what is queued.
-        await server.stop(STREAM_DRAIN_SECONDS)
-        log.info("supd.stopped")
-        return 0
+        exporter = telemetry.line_exporter
+        async with Registry([exporter] if exporter is not None else []) as registry, anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, shutdown)
+            service = SupervisorService(registry, telemetry.get_tracer(), exporter, shutdown=shutdown.begin)
+            server, health = await build_server(service, settings.socket)
+            log.info("supd.started", socket=settings.socket, pid=os.getpid(), version=__version__)
+            for spec in settings.children:
+                if shutdown.deadline is not None:
+                    break
+                try:
+                    await registry.spawn(spec)
+                except SupervisorError as exc:
+                    log.error("child.spawn.refused", child=spec.name, error=exc.message)
+            await shutdown.begun.wait()
+            code = await _stop_everything(registry, shutdown)
+            await health.enter_graceful_shutdown()
+            with anyio.CancelScope(shield=True):
+                # Children are down and their rings closed: streams finish what is queued, within the deadline.
+                await server.stop(max(0.05, shutdown.left() - shutdown.reserve / 2))
+            tg.cancel_scope.cancel()
+        log.info("supd.stopped", code=code)
+        return code
     finally:
         lock.release()
+
+
+async def _stop_everything(registry: Registry, shutdown: Shutdown) -> int:
+    """Stop every child by the deadline less the reserve; 1 if a second signal cut it short."""
+    assert shutdown.deadline is not None
+    kill_at = shutdown.deadline - shutdown.reserve
+    forced = False
+    async with anyio.create_task_group() as tg:
+
+        async def children() -> None:
+            alive = await registry.shutdown(kill_at)
+            if alive:
+                log.error("supd.children.unstopped", children=alive)
+            tg.cancel_scope.cancel()
+
+        async def now() -> None:
+            nonlocal forced
+            await shutdown.now.wait()
+            forced = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(children)
+        tg.start_soon(now)
+    if forced:
+        with anyio.CancelScope(shield=True):
+            await registry.kill_all()
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidArgument as exc:
         print(f"supd: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        check_pidfd_support()
+    except PidfdUnavailable as exc:
+        print(f"supd: {exc}", file=sys.stderr)
+        return EXIT_PLATFORM
     telemetry = configure_logging(
         telemetry_settings,
         level=settings.log_level,
@@ -100,14 +166,16 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     tune_malloc()
+    shutdown = Shutdown(settings.shutdown_timeout)
     try:
-        return asyncio.run(serve(settings, telemetry))
+        return anyio.run(serve, settings, telemetry, shutdown, backend="asyncio")
     except SocketError as exc:
         print(f"supd: {exc}", file=sys.stderr)
         return EXIT_SOCKET
     finally:
         # Telemetry outlives everything else: the children's last lines and supd's last events.
-        if not telemetry.shutdown(TELEMETRY_FLUSH_SECONDS):
+        flush = shutdown.left() if shutdown.deadline is not None else TELEMETRY_FLUSH_SECONDS
+        if not telemetry.shutdown(flush):
             log.warning("supd.telemetry.incomplete", detail="some telemetry could not be flushed before exit")
 
 

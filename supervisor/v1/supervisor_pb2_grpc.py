@@ -80,6 +80,11 @@ class SupervisorStub:
                 request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ListRequest.SerializeToString,
                 response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.Shutdown = channel.unary_unary(
+                '/supervisor.v1.Supervisor/Shutdown',
+                request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.SerializeToString,
+                response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -119,9 +124,11 @@ class SupervisorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Stop(self, request, context):
-        """Stop stops a child: its stop signal to the whole process group, then
-        SIGKILL to the group after the grace period. The child stays declared
-        (state STOPPED) and is not restarted until Restart.
+        """Stop stops a child: its stop signal to every process of the child's
+        session (every process group in it), then SIGKILL to those left after the
+        grace period. The child stays declared (state STOPPED) and is not
+        restarted until Restart. FAILED_PRECONDITION once the child is removed,
+        UNAVAILABLE while supd shuts down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,8 +142,10 @@ class SupervisorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Restart(self, request, context):
-        """Restart stops the child if it runs, then starts it again. It is also the
-        way out of FATAL.
+        """Restart stops the child if it runs, then starts it again. The restart
+        and flap history is kept, so restarting cannot hide a crash loop; out of
+        FATAL (the way out of it) the child starts afresh. Answers once the new
+        start was attempted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +161,15 @@ class SupervisorServicer:
 
     def List(self, request, context):
         """List returns every declared child, in name order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Shutdown(self, request, context):
+        """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
+        child is stopped within the shutdown timeout, open streams receive what
+        is queued, then supd exits 0. It answers once the shutdown has begun.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,6 +222,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ListRequest.FromString,
                     response_serializer=supervisor_dot_v1_dot_supervisor__pb2.ListResponse.SerializeToString,
+            ),
+            'Shutdown': grpc.unary_unary_rpc_method_handler(
+                    servicer.Shutdown,
+                    request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.FromString,
+                    response_serializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +473,33 @@ class Supervisor:
             '/supervisor.v1.Supervisor/List',
             supervisor_dot_v1_dot_supervisor__pb2.ListRequest.SerializeToString,
             supervisor_dot_v1_dot_supervisor__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shutdown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.Supervisor/Shutdown',
+            supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.SerializeToString,
+            supervisor_dot_v1_dot_supervisor__pb2.ShutdownResponse.FromString,
             options,
             channel_credentials,
             insecure,

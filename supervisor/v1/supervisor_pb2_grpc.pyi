@@ -59,15 +59,19 @@ class SupervisorStub:
     Answers UNIMPLEMENTED while this supd has no state store.
     """
     Stop: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.StopRequest, _supervisor_pb2.StopResponse]
-    """Stop stops a child: its stop signal to the whole process group, then
-    SIGKILL to the group after the grace period. The child stays declared
-    (state STOPPED) and is not restarted until Restart.
+    """Stop stops a child: its stop signal to every process of the child's
+    session (every process group in it), then SIGKILL to those left after the
+    grace period. The child stays declared (state STOPPED) and is not
+    restarted until Restart. FAILED_PRECONDITION once the child is removed,
+    UNAVAILABLE while supd shuts down.
     """
     Signal: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.SignalRequest, _supervisor_pb2.SignalResponse]
     """Signal sends one signal to a running child's process (or its group)."""
     Restart: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.RestartRequest, _supervisor_pb2.RestartResponse]
-    """Restart stops the child if it runs, then starts it again. It is also the
-    way out of FATAL.
+    """Restart stops the child if it runs, then starts it again. The restart
+    and flap history is kept, so restarting cannot hide a crash loop; out of
+    FATAL (the way out of it) the child starts afresh. Answers once the new
+    start was attempted.
     """
     Remove: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.RemoveRequest, _supervisor_pb2.RemoveResponse]
     """Remove stops the child if it runs and forgets it. Open streams of the
@@ -75,6 +79,11 @@ class SupervisorStub:
     """
     List: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ListRequest, _supervisor_pb2.ListResponse]
     """List returns every declared child, in name order."""
+    Shutdown: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ShutdownRequest, _supervisor_pb2.ShutdownResponse]
+    """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
+    child is stopped within the shutdown timeout, open streams receive what
+    is queued, then supd exits 0. It answers once the shutdown has begun.
+    """
 
 @_typing.type_check_only
 class SupervisorAsyncStub(SupervisorStub):
@@ -97,15 +106,19 @@ class SupervisorAsyncStub(SupervisorStub):
     Answers UNIMPLEMENTED while this supd has no state store.
     """
     Stop: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.StopRequest, _supervisor_pb2.StopResponse]  # type: ignore[assignment]
-    """Stop stops a child: its stop signal to the whole process group, then
-    SIGKILL to the group after the grace period. The child stays declared
-    (state STOPPED) and is not restarted until Restart.
+    """Stop stops a child: its stop signal to every process of the child's
+    session (every process group in it), then SIGKILL to those left after the
+    grace period. The child stays declared (state STOPPED) and is not
+    restarted until Restart. FAILED_PRECONDITION once the child is removed,
+    UNAVAILABLE while supd shuts down.
     """
     Signal: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.SignalRequest, _supervisor_pb2.SignalResponse]  # type: ignore[assignment]
     """Signal sends one signal to a running child's process (or its group)."""
     Restart: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.RestartRequest, _supervisor_pb2.RestartResponse]  # type: ignore[assignment]
-    """Restart stops the child if it runs, then starts it again. It is also the
-    way out of FATAL.
+    """Restart stops the child if it runs, then starts it again. The restart
+    and flap history is kept, so restarting cannot hide a crash loop; out of
+    FATAL (the way out of it) the child starts afresh. Answers once the new
+    start was attempted.
     """
     Remove: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.RemoveRequest, _supervisor_pb2.RemoveResponse]  # type: ignore[assignment]
     """Remove stops the child if it runs and forgets it. Open streams of the
@@ -113,6 +126,11 @@ class SupervisorAsyncStub(SupervisorStub):
     """
     List: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ListRequest, _supervisor_pb2.ListResponse]  # type: ignore[assignment]
     """List returns every declared child, in name order."""
+    Shutdown: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ShutdownRequest, _supervisor_pb2.ShutdownResponse]  # type: ignore[assignment]
+    """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
+    child is stopped within the shutdown timeout, open streams receive what
+    is queued, then supd exits 0. It answers once the shutdown has begun.
+    """
 
 class SupervisorServicer(metaclass=_abc_1.ABCMeta):
     """Supervisor starts, watches, stops and streams child processes."""
@@ -162,9 +180,11 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         request: _supervisor_pb2.StopRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.StopResponse, _abc.Awaitable[_supervisor_pb2.StopResponse]]:
-        """Stop stops a child: its stop signal to the whole process group, then
-        SIGKILL to the group after the grace period. The child stays declared
-        (state STOPPED) and is not restarted until Restart.
+        """Stop stops a child: its stop signal to every process of the child's
+        session (every process group in it), then SIGKILL to those left after the
+        grace period. The child stays declared (state STOPPED) and is not
+        restarted until Restart. FAILED_PRECONDITION once the child is removed,
+        UNAVAILABLE while supd shuts down.
         """
 
     @_abc_1.abstractmethod
@@ -181,8 +201,10 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         request: _supervisor_pb2.RestartRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.RestartResponse, _abc.Awaitable[_supervisor_pb2.RestartResponse]]:
-        """Restart stops the child if it runs, then starts it again. It is also the
-        way out of FATAL.
+        """Restart stops the child if it runs, then starts it again. The restart
+        and flap history is kept, so restarting cannot hide a crash loop; out of
+        FATAL (the way out of it) the child starts afresh. Answers once the new
+        start was attempted.
         """
 
     @_abc_1.abstractmethod
@@ -202,5 +224,16 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.ListResponse, _abc.Awaitable[_supervisor_pb2.ListResponse]]:
         """List returns every declared child, in name order."""
+
+    @_abc_1.abstractmethod
+    def Shutdown(
+        self,
+        request: _supervisor_pb2.ShutdownRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.ShutdownResponse, _abc.Awaitable[_supervisor_pb2.ShutdownResponse]]:
+        """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
+        child is stopped within the shutdown timeout, open streams receive what
+        is queued, then supd exits 0. It answers once the shutdown has begun.
+        """
 
 def add_SupervisorServicer_to_server(servicer: SupervisorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

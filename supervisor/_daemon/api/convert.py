@@ -6,13 +6,21 @@ the unary replies build their messages here from frozen snapshots.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from supervisor._daemon.children.driver import ChildStatistics
+from supervisor._daemon.children.lifecycle import State
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord
 from supervisor.signals import signal_name
+from supervisor.spec import spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 
-__all__ = ["event_to_proto", "exit_to_proto", "timestamp"]
+if TYPE_CHECKING:
+    from supervisor._daemon.telemetry.otlp.export import ChildExportStats
+
+__all__ = ["child_to_proto", "event_to_proto", "exit_to_proto", "timestamp"]
 
 _KIND = {
     EventKind.STARTED: pb.Event.KIND_STARTED,
@@ -63,4 +71,47 @@ def event_to_proto(event: ChildEvent, seq: int) -> pb.Event:
     )
     if event.exit is not None:
         msg.exit.CopyFrom(exit_to_proto(event.exit))
+    return msg
+
+
+_STATE = {
+    State.STARTING: pb.CHILD_STATE_STARTING,
+    State.RUNNING: pb.CHILD_STATE_RUNNING,
+    State.BACKOFF: pb.CHILD_STATE_BACKOFF,
+    State.STOPPING: pb.CHILD_STATE_STOPPING,
+    State.STOPPED: pb.CHILD_STATE_STOPPED,
+    State.EXITED: pb.CHILD_STATE_EXITED,
+    State.FATAL: pb.CHILD_STATE_FATAL,
+    # A removed child is gone from List; a reply about one caught at the end shows it stopped.
+    State.REMOVED: pb.CHILD_STATE_STOPPED,
+}
+
+
+def child_to_proto(stats: ChildStatistics, export: ChildExportStats | None = None) -> pb.ChildInfo:
+    """The ChildInfo of one child snapshot, with its export counts when export is on."""
+    out = stats.output
+    msg = pb.ChildInfo(
+        spec=spec_to_proto(stats.spec),
+        state=_STATE[stats.state],
+        pid=stats.pid,
+        generation=stats.generation,
+        restart_count=stats.restart_count,
+        uptime_seconds=stats.uptime_seconds,
+        next_start_in_seconds=stats.next_start_in_seconds,
+        fatal_reason=stats.fatal_reason,
+        next_seq=out.next_seq,
+        oldest_seq=out.oldest_seq,
+        ring_bytes_used=out.ring_bytes_used,
+        stdout_lines=out.stdout_lines,
+        stderr_lines=out.stderr_lines,
+        bytes_drained=out.bytes_drained,
+        ring_evicted_records=out.ring_evicted_records,
+    )
+    if stats.last_exit is not None:
+        msg.last_exit.CopyFrom(exit_to_proto(stats.last_exit))
+    if export is not None:
+        msg.export_offered_lines = export.offered
+        msg.export_exported_lines = export.exported
+        msg.export_dropped_lines = export.dropped
+        msg.export_queued_lines = export.queued
     return msg

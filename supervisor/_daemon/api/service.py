@@ -8,6 +8,7 @@ with its traceback and answered INTERNAL. Nothing is swallowed.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -17,10 +18,10 @@ import structlog
 from opentelemetry import trace
 
 from supervisor import __version__
-from supervisor._daemon.api.convert import exit_to_proto
-from supervisor._daemon.children.driver import Child
-from supervisor._daemon.children.process import ExitInfo
+from supervisor._daemon.api.convert import child_to_proto, exit_to_proto
+from supervisor._daemon.children.driver import ChildDriver
 from supervisor._daemon.children.registry import Registry
+from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import read_stream
 from supervisor._daemon.telemetry.otlp.export import LineExporter
@@ -67,37 +68,40 @@ def _name(name: str) -> str:
     return name
 
 
-def _copy_exit(target: pb.ExitStatus, child: Child, ended: ExitInfo | None) -> None:
+def _grace(value: float) -> float | None:
+    """A request's grace_seconds: 0 means the child's own; negative is refused."""
+    if value < 0:
+        raise InvalidArgument(f"grace_seconds: must be >= 0, got {value:g}")
+    return value or None
+
+
+def _copy_exit(target: pb.ExitStatus, ended: ExitRecord | None) -> None:
     """Fill ``target`` with the exit of the process an operation just ended, if it ended one."""
-    last = child.last_exit
-    if ended is not None and last is not None and last.pid == ended.pid:
-        target.CopyFrom(exit_to_proto(last))
+    if ended is not None:
+        target.CopyFrom(exit_to_proto(ended))
 
 
 class SupervisorService(pb_grpc.SupervisorServicer):
     """Every RPC of supervisor.v1.Supervisor over the registry."""
 
     def __init__(
-        self, registry: Registry, tracer: trace.Tracer | None = None, exporter: LineExporter | None = None
+        self,
+        registry: Registry,
+        tracer: trace.Tracer | None = None,
+        exporter: LineExporter | None = None,
+        shutdown: Callable[[], float] | None = None,
     ) -> None:
+        """``shutdown`` starts supd's ordered shutdown and returns the seconds left until exit."""
         self._registry = registry
         self._tracer = tracer or trace.NoOpTracer()
         self._exporter = exporter
+        self._shutdown = shutdown
         self._started = time.monotonic()
 
-    def _infos(self, children: list[Child]) -> list[pb.ChildInfo]:
+    def _infos(self, children: list[ChildDriver]) -> list[pb.ChildInfo]:
         """Snapshots of ``children`` with their export counts from one consistent exporter snapshot."""
-        infos = [c.info() for c in children]
-        if self._exporter is not None:
-            stats = self._exporter.statistics().children
-            for info in infos:
-                counts = stats.get(info.spec.name)
-                if counts is not None:
-                    info.export_offered_lines = counts.offered
-                    info.export_exported_lines = counts.exported
-                    info.export_dropped_lines = counts.dropped
-                    info.export_queued_lines = counts.queued
-        return infos
+        export = self._exporter.statistics().children if self._exporter is not None else {}
+        return [child_to_proto(stats, export.get(stats.spec.name)) for stats in (c.statistics() for c in children)]
 
     @_boundary
     async def Spawn(self, request: pb.SpawnRequest, context: Any) -> pb.SpawnResponse:
@@ -106,7 +110,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             child = await self._registry.spawn(spec, replace=request.replace)
             return pb.SpawnResponse(child=self._infos([child])[0])
 
-    def _stream_start(self, request: pb.StreamRequest) -> tuple[Child, int, frozenset[int]]:
+    def _stream_start(self, request: pb.StreamRequest) -> tuple[ChildDriver, int, frozenset[int]]:
         """The child, the first sequence number and the streams a Stream request asks for."""
         child = self._registry.get(_name(request.name))
         ring = child.ring
@@ -163,36 +167,43 @@ class SupervisorService(pb_grpc.SupervisorServicer):
 
     @_boundary
     async def Stop(self, request: pb.StopRequest, context: Any) -> pb.StopResponse:
-        if request.grace_seconds < 0:
-            raise InvalidArgument(f"grace_seconds: must be >= 0, got {request.grace_seconds}")
+        grace = _grace(request.grace_seconds)
         with self._tracer.start_as_current_span("Stop", attributes={"supd.child.name": request.name}):
-            child = self._registry.get(_name(request.name))
-            info = await child.stop(request.grace_seconds or None)
+            child, ended = await self._registry.stop(_name(request.name), grace)
         response = pb.StopResponse(child=self._infos([child])[0])
-        _copy_exit(response.exit, child, info)
+        _copy_exit(response.exit, ended)
         return response
 
     @_boundary
     async def Signal(self, request: pb.SignalRequest, context: Any) -> pb.SignalResponse:
-        child = self._registry.get(_name(request.name))
-        child.send_signal(request.signal, request.group)
+        await self._registry.signal(_name(request.name), request.signal, request.group)
         return pb.SignalResponse()
 
     @_boundary
     async def Restart(self, request: pb.RestartRequest, context: Any) -> pb.RestartResponse:
-        child = self._registry.get(_name(request.name))
-        info = await child.restart()
+        grace = _grace(request.grace_seconds)
+        with self._tracer.start_as_current_span("Restart", attributes={"supd.child.name": request.name}):
+            child, ended = await self._registry.restart(_name(request.name), grace)
         response = pb.RestartResponse(child=self._infos([child])[0])
-        _copy_exit(response.exit, child, info)
+        _copy_exit(response.exit, ended)
         return response
 
     @_boundary
     async def Remove(self, request: pb.RemoveRequest, context: Any) -> pb.RemoveResponse:
-        child, info = await self._registry.remove(_name(request.name))
+        grace = _grace(request.grace_seconds)
+        _, ended = await self._registry.remove(_name(request.name), grace)
         response = pb.RemoveResponse()
-        _copy_exit(response.exit, child, info)
+        _copy_exit(response.exit, ended)
         return response
 
     @_boundary
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         return pb.ListResponse(children=self._infos(self._registry.all()))
+
+    @_boundary
+    async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:
+        if self._shutdown is None:
+            raise Unimplemented("Shutdown: this server was started without a shutdown handler")
+        left = self._shutdown()
+        log.info("supd.shutdown.requested", deadline=left)
+        return pb.ShutdownResponse(pid=os.getpid(), deadline_seconds=left)

@@ -1,79 +1,186 @@
-"""One child's driver: runs the lifecycle's actions and feeds it what happens.
+"""One child's driver: one task that feeds the lifecycle and carries out its actions, one at a time.
 
-The decisions live in lifecycle.step; this module does the I/O they ask for:
-spawning with always-drained pipes, watching the exit through the pidfd,
-terminating the process group with escalation, timing restarts, and writing
-lifecycle events into the ring in order (an exit strictly after the last line
-of its generation).
+Everything that happens to a child arrives in its inbox (an anyio memory
+stream): requests from the registry (start, stop, restart, remove, shutdown,
+signal), the end of a generation, a backoff timer. The driver runs
+``lifecycle.step`` and awaits each action in turn, so no two changes to a
+child ever interleave. Starting is ``Prepare`` (awaited under a deadline; port
+reaping and stored state plug in there), then spawn, then Started or
+StartFailed.
+
+Each generation (one spawned process) has a task group that owns its watchers:
+the exit watcher, the terminator and, later, probes. It ends with the
+generation, and anything that fails in it is logged with its traceback and
+reported to the driver as the generation's end, never left to asyncio.
+
+A Stop signals the child's whole session (every group in it), waits up to the
+grace for the session to empty, then SIGKILLs what is left. A process that
+left the session with ``setsid`` is not covered.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import dataclasses
+import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import anyio
 import structlog
+from anyio.abc import TaskGroup, TaskStatus
 
-from supervisor._daemon.api.convert import exit_to_proto
 from supervisor._daemon.children import lifecycle as lc
-from supervisor._daemon.children.process import ExitInfo, Process, SpawnError, describe_exit, signal_name
-from supervisor._daemon.output.child_output import ChildOutput, GenerationOutput, Pipes
+from supervisor._daemon.children.process import ExitInfo, Process, SpawnError, exit_record
+from supervisor._daemon.children.reply import Reply
+from supervisor._daemon.children.sessions import SessionScanner, signal_member
+from supervisor._daemon.output.child_output import ChildOutput, GenerationOutput, OutputStatistics, Pipes
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord, Origin
 from supervisor._daemon.output.sinks import LineSink
-from supervisor.errors import FailedPrecondition, InvalidArgument
-from supervisor.spec import ChildSpec, spec_to_proto
-from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, SupervisorError, Unavailable
+from supervisor.signals import signal_name
+from supervisor.spec import ChildSpec
 
-__all__ = ["Child"]
+__all__ = ["ChildDriver", "ChildStatistics", "PrepareHook"]
 
 log = structlog.get_logger("supd.child")
 # After the leader is gone, how long its pipes may stay open (held by a
-# process that left the group) before the exit event is published anyway.
+# process that left the session) before the exit event is published anyway.
 PIPE_LINGER_SECONDS = 2.0
-# How long SIGKILL may take to empty the group before we say so and move on.
+# How long SIGKILL may take to empty the session before we say so and move on.
 KILL_WAIT_SECONDS = 5.0
-STRAGGLER_POLL_SECONDS = 0.02
+# How long one Prepare step (port reaping, stored state) may take.
+PREPARE_TIMEOUT_SECONDS = 30.0
+# Session polls after an exit or a stop signal: start fast, back off, cap.
+POLL_FIRST_SECONDS = 0.01
+POLL_MAX_SECONDS = 0.25
 
-_STATE_TO_PB = {
-    lc.State.STARTING: pb.CHILD_STATE_STARTING,
-    lc.State.RUNNING: pb.CHILD_STATE_RUNNING,
-    lc.State.BACKOFF: pb.CHILD_STATE_BACKOFF,
-    lc.State.STOPPING: pb.CHILD_STATE_STOPPING,
-    lc.State.STOPPED: pb.CHILD_STATE_STOPPED,
-    lc.State.EXITED: pb.CHILD_STATE_EXITED,
-    lc.State.FATAL: pb.CHILD_STATE_FATAL,
-}
+PrepareHook = Callable[[ChildSpec], Awaitable[None]]
+"""Awaited before every spawn; raising SupervisorError makes it a failed start with that message."""
+
 _ANNOUNCE_KIND = {"restarting": EventKind.RESTARTING, "fatal": EventKind.FATAL, "stopped": EventKind.STOPPED}
+_CLOSE_KIND = {"remove": EventKind.REMOVED, "shutdown": EventKind.SHUTDOWN}
 
 
-class Child:
-    """A declared child: spec, lifecycle, current process and its ring."""
+@dataclasses.dataclass(frozen=True)
+class ChildStatistics:
+    """A snapshot of one child for List and Health; times in seconds."""
 
-    def __init__(self, spec: ChildSpec, sinks: Sequence[LineSink] = ()) -> None:
+    spec: ChildSpec
+    state: lc.State
+    pid: int
+    generation: int
+    restart_count: int
+    uptime_seconds: float
+    next_start_in_seconds: float
+    fatal_reason: str
+    ready: bool
+    last_exit: ExitRecord | None
+    output: OutputStatistics
+
+
+# Messages in the inbox ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Request:
+    """A request from the registry: the lifecycle event to feed and what the reply waits for."""
+
+    make: Callable[[float], lc.Request]
+    until: str  # "start", "exit" or "removed"
+    reply: Reply[ExitRecord | None]
+
+
+@dataclasses.dataclass
+class _Signal:
+    sig: int
+    group: bool
+    reply: Reply[ExitRecord | None]
+
+
+@dataclasses.dataclass
+class _TimerFired:
+    timer: int
+
+
+@dataclasses.dataclass
+class _GenerationEnded:
+    generation: _Generation
+    info: ExitInfo
+
+
+_Message = _Request | _Signal | _TimerFired | _GenerationEnded
+
+
+@dataclasses.dataclass
+class _Waiter:
+    until: str
+    reply: Reply[ExitRecord | None]
+    exit_before: ExitRecord | None
+    generation: int
+
+
+class _Generation:
+    """One spawned process and the watchers that live exactly as long as it."""
+
+    def __init__(self, number: int, process: Process) -> None:
+        self.number = number
+        self.process = process
+        self.output: GenerationOutput | None = None
+        self.task_group: TaskGroup | None = None
+        self.watch_done = False  # the watchers are finished: nothing more to terminate
+        self.terminating = False
+        self.terminated = anyio.Event()
+        self.deadline = math.inf  # monotonic time of the SIGKILL, once terminating
+        self.grace = 0.0
+        self.wait_scope: anyio.CancelScope | None = None
+        self.leader_killed = False
+        self.leftovers_killed = 0
+
+    def __repr__(self) -> str:
+        return f"<Generation {self.number} pid={self.process.pid}{' terminating' if self.terminating else ''}>"
+
+    def shorten(self, deadline: float) -> None:
+        """Bring the SIGKILL forward (never later)."""
+        if deadline < self.deadline:
+            self.deadline = deadline
+            if self.wait_scope is not None:
+                self.wait_scope.deadline = deadline
+
+
+class ChildDriver:
+    """A declared child: its spec, lifecycle, current process and output, changed only by its own task."""
+
+    def __init__(
+        self,
+        spec: ChildSpec,
+        sinks: Sequence[LineSink] = (),
+        *,
+        scanner: SessionScanner | None = None,
+        prepare: Sequence[PrepareHook] = (),
+    ) -> None:
         self.spec = spec
         self.output = ChildOutput(spec.name, spec.ring_bytes, spec.max_line_bytes, sinks)
-        self.ring = self.output.ring
         self.lifecycle = lc.Lifecycle()
         self.generation = 0
-        self.process: Process | None = None
         self.last_exit: ExitRecord | None = None
-        self._op_lock = asyncio.Lock()
-        self._restart_timer: asyncio.Task[None] | None = None
-        self._watcher: asyncio.Task[None] | None = None
-        self._terminator: asyncio.Task[bool] | None = None
-        self._grace = spec.stop_grace_seconds
-        self._requested = False
+        self._scanner = scanner or SessionScanner()
+        self._prepare = tuple(prepare)
+        self._gen: _Generation | None = None
+        self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
+        self._waiters: list[_Waiter] = []
+        self._timer = 0  # the id of the one restart timer that may fire
+        self._timer_scope: anyio.CancelScope | None = None
+        self._task_group: TaskGroup | None = None
+        self.finished = anyio.Event()
         self._log = log.bind(child=spec.name)
 
     def __repr__(self) -> str:
-        pid = self.process.pid if self.process else 0
+        pid = self._gen.process.pid if self._gen else 0
         return (
-            f"<Child {self.spec.name} pid={pid} {self.lifecycle.state.name}"
+            f"<ChildDriver {self.spec.name} pid={pid} {self.lifecycle.state.name}"
             f" gen={self.generation} restarts={self.lifecycle.restart_count}>"
         )
 
@@ -85,211 +192,392 @@ class Child:
     def state(self) -> lc.State:
         return self.lifecycle.state
 
-    # Operations (serialised per child) --------------------------------------
+    @property
+    def ring(self) -> Any:
+        return self.output.ring
+
+    # The task ----------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Drive the child until it is removed (or supd shuts down). Start with ``TaskGroup.start``."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                task_status.started()
+                async with self._inbox:
+                    async for message in self._inbox:
+                        await self._handle(message)
+                        if self.lifecycle.state is lc.State.REMOVED:
+                            break
+                    self._send.close()
+                    self._refuse_queued()
+                tg.cancel_scope.cancel()
+        finally:
+            self._send.close()
+            gone = NotFound(f"child {self.name!r} was removed")
+            for waiter in self._waiters:
+                waiter.reply.fail(gone)
+            self._waiters.clear()
+            self.finished.set()
+
+    def _refuse_queued(self) -> None:
+        """Answer what was sent before the inbox closed: the child is gone."""
+        while True:
+            try:
+                message = self._inbox.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return
+            if isinstance(message, _Request | _Signal):
+                message.reply.fail(NotFound(f"child {self.name!r} was removed"))
+
+    async def _handle(self, message: _Message) -> None:
+        try:
+            match message:
+                case _Request():
+                    await self._on_request(message)
+                case _Signal(sig, group, reply):
+                    self._signal(sig, group)
+                    reply.set(None)
+                case _TimerFired(timer) if timer == self._timer:
+                    self._timer_scope = None
+                    await self._feed(lc.BackoffElapsed(time.monotonic()))
+                case _GenerationEnded(gen, info):
+                    await self._on_generation_ended(gen, info)
+        except SupervisorError as exc:
+            if isinstance(message, _Request | _Signal):
+                message.reply.fail(exc)
+            else:
+                self._log.error("child.driver.refused", error=exc.message)
+        except Exception as exc:  # noqa: BLE001 - one message's failure must not end the child's driver
+            self._log.exception("child.driver.failed", message=type(message).__name__)
+            if isinstance(message, _Request | _Signal):
+                message.reply.fail(exc)
+        self._settle()
+
+    # Requests (called by the registry) --------------------------------------------------
+
+    async def request(self, make: Callable[[float], lc.Request], until: str) -> ExitRecord | None:
+        """Feed a request event and wait for its outcome: the exit of the process it ended, if any."""
+        reply: Reply[ExitRecord | None] = Reply()
+        await self._put(_Request(make, until, reply))
+        return await reply.wait()
 
     async def start(self) -> None:
-        """Start afresh (Spawn, or Restart from a stopped/exited/fatal state)."""
-        async with self._op_lock:
-            self._feed(lc.StartRequested(time.monotonic()))
+        await self.request(lc.StartRequested, "start")
 
-    async def stop(self, grace: float | None = None) -> ExitInfo | None:
-        """Stop with escalation; the exit of the process stopped, None when none ran."""
-        async with self._op_lock:
-            return await self._stop(grace)
+    async def stop(self, grace: float | None = None) -> ExitRecord | None:
+        g = grace or self.spec.stop_grace_seconds
+        return await self.request(lambda now: lc.StopRequested(now, g), "exit")
 
-    async def restart(self) -> ExitInfo | None:
-        """Stop if running, then start afresh with the restart history cleared."""
-        async with self._op_lock:
-            info = await self._stop(None)
-            self._feed(lc.StartRequested(time.monotonic()))
-            return info
+    async def restart(self, grace: float | None = None) -> ExitRecord | None:
+        g = grace or self.spec.stop_grace_seconds
+        return await self.request(lambda now: lc.RestartRequested(now, g), "start")
 
-    async def remove(self, grace: float | None = None) -> ExitInfo | None:
-        """Stop, end every stream of this child with a REMOVED event, and close the ring."""
-        async with self._op_lock:
-            info = await self._stop(grace)
-            self.output.close(self._event(EventKind.REMOVED, "child removed"))
-            return info
+    async def remove(self, grace: float | None = None) -> ExitRecord | None:
+        g = grace or self.spec.stop_grace_seconds
+        return await self.request(lambda now: lc.RemoveRequested(now, g), "removed")
 
-    async def shutdown(self, grace: float) -> ExitInfo | None:
-        """supd is exiting: stop within ``grace`` and end streams with SHUTDOWN."""
-        async with self._op_lock:
-            info = await self._stop(min(grace, self.spec.stop_grace_seconds))
-            self.output.close(self._event(EventKind.SHUTDOWN, "supd is shutting down"))
-            return info
+    async def shutdown(self, grace: float) -> ExitRecord | None:
+        """supd is exiting: stop within ``grace`` s (shortening a stop under way) and end the streams."""
+        g = max(0.0, min(grace, self.spec.stop_grace_seconds))
+        return await self.request(lambda now: lc.ShutdownRequested(now, g), "removed")
 
-    def send_signal(self, sig: int, group: bool) -> None:
-        """Deliver one signal to the running process (through its pidfd) or its group."""
+    async def send_signal(self, sig: int, group: bool) -> None:
+        """Deliver one signal to the running process (through its pidfd) or its whole session."""
         if sig not in {int(s) for s in signal.valid_signals()} or sig <= 0:
             raise InvalidArgument(f"signal: must be a valid signal number, got {sig}")
-        proc = self.process
-        if proc is None or not proc.alive:
+        reply: Reply[ExitRecord | None] = Reply()
+        await self._put(_Signal(sig, group, reply))
+        await reply.wait()
+
+    async def _put(self, message: _Message) -> None:
+        try:
+            await self._send.send(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise NotFound(f"child {self.name!r} was removed") from None
+
+    def kill_now(self) -> list[int]:
+        """SIGKILL the leader and its group at once (supd must exit now); the session id to sweep, if any."""
+        gen = self._gen
+        if gen is None or not gen.process.alive:
+            return []
+        gen.process.signal(signal.SIGKILL)
+        gen.process.signal_group(signal.SIGKILL)
+        return [gen.process.pid]
+
+    # Feeding the lifecycle --------------------------------------------------------------
+
+    async def _on_request(self, request: _Request) -> None:
+        waiter = _Waiter(request.until, request.reply, self.last_exit, self.generation)
+        self._waiters.append(waiter)
+        await self._feed(request.make(time.monotonic()), waiter)
+
+    async def _feed(self, event: lc.Event, waiter: _Waiter | None = None) -> None:
+        self.lifecycle, actions = lc.step(self.lifecycle, self.spec, event)
+        for action in actions:
+            await self._do(action, waiter)
+
+    async def _do(self, action: lc.Action, waiter: _Waiter | None) -> None:
+        match action:
+            case lc.Prepare():
+                await self._do_prepare()
+            case lc.Spawn():
+                await self._do_spawn()
+            case lc.Terminate(grace, reason):
+                self._do_terminate(grace, reason)
+            case lc.ScheduleRestart(delay):
+                self._timer += 1
+                assert self._task_group is not None
+                self._task_group.start_soon(self._restart_timer, self._timer, delay)
+            case lc.CancelRestart():
+                self._timer += 1
+                if self._timer_scope is not None:
+                    self._timer_scope.cancel()
+                    self._timer_scope = None
+            case lc.Announce(kind, message, delay):
+                self.output.append_event(self._event(_ANNOUNCE_KIND[kind], message, restart_in_seconds=delay))
+                level = "error" if kind == "fatal" else "info"
+                getattr(self._log, level)(f"child.{kind}", message=message, generation=self.generation)
+            case lc.CloseOutput(kind, message):
+                self.output.close(self._event(_CLOSE_KIND[kind], message))
+                self._log.info("child.removed" if kind == "remove" else "child.shutdown", generation=self.generation)
+            case lc.Refuse(message, unavailable):
+                error: SupervisorError = Unavailable(message) if unavailable else FailedPrecondition(message)
+                if waiter is not None:
+                    waiter.reply.fail(error)
+                    self._waiters.remove(waiter)
+
+    async def _do_prepare(self) -> None:
+        try:
+            with anyio.fail_after(PREPARE_TIMEOUT_SECONDS):
+                for hook in self._prepare:
+                    await hook(self.spec)
+        except TimeoutError:
+            await self._start_failed(f"preparing the start took longer than {PREPARE_TIMEOUT_SECONDS:g}s")
+            return
+        except SupervisorError as exc:
+            await self._start_failed(exc.message)
+            return
+        await self._feed(lc.Prepared(time.monotonic()))
+
+    async def _do_spawn(self) -> None:
+        self.generation += 1
+        number = self.generation
+        try:
+            pipes = Pipes()
+        except OSError as exc:
+            await self._start_failed(f"cannot create pipes: {exc.strerror or exc}")
+            return
+        try:
+            proc = Process.spawn(self.spec, pipes.stdout_write, pipes.stderr_write)
+        except SpawnError as exc:
+            pipes.close_all()
+            await self._start_failed(str(exc))
+            return
+        origin = Origin(self.name, number, proc.pid, os.path.basename(self.spec.argv[0]))
+        gen = self._gen = _Generation(number, proc)
+        gen.output = self.output.start(pipes, origin)
+        self._log.info("child.spawned", pid=proc.pid, generation=number, argv=list(self.spec.argv))
+        self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))
+        assert self._task_group is not None
+        await self._task_group.start(self._run_generation, gen)
+        await self._feed(lc.Started(time.monotonic()))
+
+    async def _start_failed(self, reason: str) -> None:
+        self._log.error("child.spawn.failed", generation=self.generation, error=reason)
+        self.output.append_event(self._event(EventKind.START_FAILED, reason))
+        await self._feed(lc.StartFailed(time.monotonic(), reason))
+
+    def _do_terminate(self, grace: float, reason: str) -> None:
+        gen = self._gen
+        if gen is None or gen.watch_done:
+            return  # its end is already on the way to the inbox
+        deadline = time.monotonic() + grace
+        if gen.terminating:
+            gen.shorten(deadline)
+            return
+        self._begin_terminate(gen, grace, reason)
+
+    def _begin_terminate(self, gen: _Generation, grace: float, reason: str) -> None:
+        gen.terminating = True
+        gen.grace = grace
+        gen.deadline = time.monotonic() + grace
+        assert gen.task_group is not None
+        gen.task_group.start_soon(self._terminate, gen, reason)
+
+    async def _restart_timer(self, timer: int, delay: float) -> None:
+        with anyio.CancelScope() as scope:
+            self._timer_scope = scope
+            await anyio.sleep(delay)
+            await self._put(_TimerFired(timer))
+
+    async def _on_generation_ended(self, gen: _Generation, info: ExitInfo) -> None:
+        record = exit_record(
+            info,
+            gen.number,
+            requested=self.lifecycle.state is lc.State.STOPPING,
+            grace=gen.grace,
+            leader_killed=gen.leader_killed,
+            leftovers_killed=gen.leftovers_killed,
+        )
+        self.last_exit = record
+        if self._gen is gen:
+            self._gen = None
+        self.output.append_event(self._event(EventKind.EXITED, record.description, pid=info.pid, exit=record))
+        self._log.info(
+            "child.exited", pid=info.pid, generation=gen.number, description=record.description,
+            requested=record.requested,
+        )
+        await self._feed(lc.Exited(time.monotonic(), info.failed))
+
+    def _settle(self) -> None:
+        """Answer every waiter whose outcome is known now."""
+        state = self.lifecycle.state
+        removed = state is lc.State.REMOVED
+        for waiter in list(self._waiters):
+            ended = self.last_exit if self.last_exit is not waiter.exit_before else None
+            match waiter.until:
+                case "start" if removed:
+                    waiter.reply.fail(Unavailable(f"child {self.name!r} was removed or supd is shutting down"))
+                case "start" if state not in (lc.State.STARTING, lc.State.STOPPING):
+                    waiter.reply.set(ended)
+                case "exit" if removed or self._gen is None or self._gen.number > waiter.generation:
+                    waiter.reply.set(ended)
+                case "removed" if removed:
+                    waiter.reply.set(ended)
+                case _:
+                    continue
+            self._waiters.remove(waiter)
+
+    # Signals -----------------------------------------------------------------------
+
+    def _signal(self, sig: int, group: bool) -> None:
+        gen = self._gen
+        if gen is None or not gen.process.alive:
             raise FailedPrecondition(f"child {self.name!r} has no running process (state {self.state.value})")
+        proc = gen.process
         sent = proc.signal_group(sig) if group else proc.signal(sig)
         if not sent:
             raise FailedPrecondition(f"child {self.name!r} exited before {signal_name(sig)} could be sent")
         self._log.info("child.signal.sent", pid=proc.pid, signal=signal_name(sig), group=group)
 
-    async def _stop(self, grace: float | None) -> ExitInfo | None:
-        self._grace = grace if grace else self.spec.stop_grace_seconds
-        watcher = self._watcher
-        self._feed(lc.StopRequested(time.monotonic()))
-        if watcher is None or self.state is not lc.State.STOPPING:
-            return None
-        await asyncio.shield(watcher)
-        proc = self.process
-        return proc.exit if proc else None
+    # One generation's watchers ---------------------------------------------------------
 
-    # The state machine's actions ----------------------------------------------
-
-    def _feed(self, event: lc.Event) -> None:
-        self.lifecycle, actions = lc.step(self.lifecycle, self.spec, event)
-        for action in actions:
-            self._do(action)
-
-    def _do(self, action: lc.Action) -> None:
-        match action:
-            case lc.Spawn():
-                self._spawn()
-            case lc.Terminate():
-                assert self.process is not None
-                self._requested = True
-                self._terminator = asyncio.create_task(self._terminate(self.process, self.spec.stop_signal))
-            case lc.ScheduleRestart(delay):
-                self._restart_timer = asyncio.create_task(self._restart_after(delay))
-            case lc.CancelRestart():
-                if self._restart_timer is not None:
-                    self._restart_timer.cancel()
-                    self._restart_timer = None
-            case lc.Announce(kind, message, delay):
-                event = self._event(_ANNOUNCE_KIND[kind], message, restart_in_seconds=delay)
-                self.output.append_event(event)
-                level = "error" if kind == "fatal" else "info"
-                getattr(self._log, level)(f"child.{kind}", message=message, generation=self.generation)
-
-    def _spawn(self) -> None:
-        self.generation += 1
-        gen = self.generation
+    async def _run_generation(self, gen: _Generation, *, task_status: TaskStatus[None]) -> None:
+        """Own the generation's watchers; report its end to the driver exactly once."""
+        info: ExitInfo | None = None
         try:
-            pipes = Pipes()
-        except OSError as exc:
-            self._start_failed(gen, f"cannot create pipes: {exc.strerror or exc}")
-            return
-        try:
-            proc = Process.spawn(self.spec, pipes.stdout_write, pipes.stderr_write)
-        except (SpawnError, OSError) as exc:
-            # Out of file descriptors or memory counts as a failed start: backoff, flap limit, FATAL.
-            pipes.close_all()
-            self._start_failed(gen, str(exc) if isinstance(exc, SpawnError) else f"cannot start: {exc}")
-            return
-        self.process = proc
-        self._requested = False
-        self._terminator = None
-        origin = Origin(self.name, gen, proc.pid, os.path.basename(self.spec.argv[0]))
-        drains = self.output.start(pipes, origin)
-        self._log.info("child.spawned", pid=proc.pid, generation=gen, argv=list(self.spec.argv))
-        self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))
-        self._feed(lc.Started(time.monotonic()))
-        self._watcher = asyncio.create_task(self._watch(proc, drains))
+            async with anyio.create_task_group() as tg:
+                gen.task_group = tg
+                tg.start_soon(gen.process.watch)
+                task_status.started()
+                info = await self._watch(gen)
+                gen.watch_done = True
+                tg.cancel_scope.cancel()
+        except Exception:  # noqa: BLE001 - reported as the generation's end below, never to asyncio
+            self._log.exception("child.watcher.failed", pid=gen.process.pid, generation=gen.number)
+            gen.process.signal(signal.SIGKILL)
+            gen.process.signal_group(signal.SIGKILL)
+        gen.watch_done = True
+        if info is None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_WAIT_SECONDS):
+                delay = POLL_FIRST_SECONDS
+                while not gen.process.exit_ready():
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, POLL_MAX_SECONDS)
+            info = gen.process.reap() if gen.process.exit_ready() else _unknown_exit(gen.process.pid)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._put(_GenerationEnded(gen, info))
+            except NotFound:
+                self._log.error("child.exit.unreported", pid=gen.process.pid, generation=gen.number)
 
-    async def _restart_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._restart_timer = None
-        self._feed(lc.BackoffElapsed(time.monotonic()))
-
-    async def _terminate(self, proc: Process, sig: int) -> bool:
-        """Stop signal to the group, wait up to the grace, SIGKILL what is left; True if killed."""
-        grace = self._grace
-        deadline = time.monotonic() + grace
-        proc.signal_group(sig)
-        self._log.info("child.stop.signalled", pid=proc.pid, signal=signal_name(sig), grace=grace)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait_exit_ready(), grace)
-        # No event tells that a process group emptied: poll /proc under the deadline.
-        while proc.exit_ready and proc.stragglers() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(STRAGGLER_POLL_SECONDS)
-        if proc.exit_ready and not proc.stragglers():
-            return False
-        proc.signal_group(signal.SIGKILL)
-        self._log.warning("child.stop.killed_after_grace", pid=proc.pid, grace=grace)
-        kill_deadline = time.monotonic() + KILL_WAIT_SECONDS
-        try:
-            await asyncio.wait_for(proc.wait_exit_ready(), KILL_WAIT_SECONDS)
-        except TimeoutError:
-            self._log.error("child.stop.kill_ignored", pid=proc.pid, waited=KILL_WAIT_SECONDS)
-        while proc.stragglers() and time.monotonic() < kill_deadline:  # noqa: ASYNC110
-            await asyncio.sleep(STRAGGLER_POLL_SECONDS)
-        return True
-
-    async def _watch(self, proc: Process, drains: GenerationOutput) -> None:
-        """Wait for the exit, clear the group, let the pipes run dry, reap, report."""
+    async def _watch(self, gen: _Generation) -> ExitInfo:
+        """Wait for the exit, clear the session, let the pipes run dry, reap."""
+        proc = gen.process
         await proc.wait_exit_ready()
-        if self._terminator is None and proc.stragglers():
-            # The leader left processes behind in its group: stop them as a Stop would.
-            self._log.warning("child.exit.stragglers", pid=proc.pid, stragglers=proc.stragglers())
-            self._terminator = asyncio.create_task(self._terminate(proc, self.spec.stop_signal))
-        killed = await self._terminator if self._terminator is not None else False
-        late = await drains.wait_eof(PIPE_LINGER_SECONDS)
+        if not gen.terminating:
+            leftovers = await self._scanner.members(proc.pid)
+            if leftovers:
+                # The leader left processes behind in its session: stop them as a Stop would.
+                self._log.warning("child.exit.stragglers", pid=proc.pid, stragglers=[m.pid for m in leftovers])
+                self._begin_terminate(gen, self.spec.stop_grace_seconds, "leftovers")
+        if gen.terminating:
+            await gen.terminated.wait()
+        assert gen.output is not None
+        late = await gen.output.wait_eof(PIPE_LINGER_SECONDS)
         if late:
             self._log.warning("child.exit.pipe_held_open", pid=proc.pid, pipes=late)
-        info = proc.reap()
-        status = self._exit_status(info, killed)
-        self.last_exit = status
-        self.output.append_event(self._event(EventKind.EXITED, status.description, pid=proc.pid, exit=status))
-        self._log.info(
-            "child.exited", pid=proc.pid, generation=status.generation, description=status.description,
-            requested=status.requested,
-        )
-        self._feed(lc.Exited(time.monotonic(), info.failed))
+        return proc.reap()
 
-    def _start_failed(self, gen: int, reason: str) -> None:
-        self._log.error("child.spawn.failed", generation=gen, error=reason)
-        self.output.append_event(self._event(EventKind.START_FAILED, reason))
-        self._feed(lc.StartFailed(time.monotonic(), reason))
+    async def _terminate(self, gen: _Generation, reason: str) -> None:
+        """Stop signal to the session, wait until it is empty or the deadline, then SIGKILL what is left."""
+        proc, sig = gen.process, self.spec.stop_signal
+        try:
+            proc.signal(sig)
+            proc.signal_group(sig)
+            self._log.info(
+                "child.stop.signalled", pid=proc.pid, signal=signal_name(sig), grace=gen.grace, reason=reason
+            )
+            with anyio.CancelScope(deadline=gen.deadline) as scope:
+                gen.wait_scope = scope
+                await self._signal_session(proc.pid, sig)
+                await self._wait_session_empty(proc)
+            gen.wait_scope = None
+            if not scope.cancelled_caught:
+                return
+            gen.leader_killed = proc.alive and not proc.exit_ready()
+            proc.signal(signal.SIGKILL)
+            proc.signal_group(signal.SIGKILL)
+            gen.leftovers_killed = await self._signal_session(proc.pid, signal.SIGKILL)
+            self._log.warning(
+                "child.stop.killed_after_grace", pid=proc.pid, grace=gen.grace,
+                leader=gen.leader_killed, leftovers=gen.leftovers_killed,
+            )
+            with anyio.move_on_after(KILL_WAIT_SECONDS) as kill_scope:
+                await self._wait_session_empty(proc)
+            if kill_scope.cancelled_caught:
+                self._log.error("child.stop.kill_ignored", pid=proc.pid, waited=KILL_WAIT_SECONDS)
+        finally:
+            gen.terminated.set()
 
-    def _exit_status(self, info: ExitInfo, killed: bool) -> ExitRecord:
-        return ExitRecord(
-            pid=info.pid,
-            exited=info.exited,
-            code=info.code,
-            signal=info.signal,
-            core_dumped=info.core_dumped,
-            time_ns=info.time_ns,
-            generation=self.generation,
-            killed_after_grace=killed,
-            requested=self._requested,
-            description=describe_exit(info, killed_after_grace=self._grace if killed else None),
-        )
+    async def _signal_session(self, sid: int, sig: int) -> int:
+        """Signal every live process of session ``sid`` (other groups included); how many were signalled."""
+        members = await self._scanner.members(sid)
+        return sum(signal_member(m, sig) for m in members)
+
+    async def _wait_session_empty(self, proc: Process) -> None:
+        await proc.wait_exit_ready()
+        delay = POLL_FIRST_SECONDS
+        while await self._scanner.members(proc.pid):
+            await anyio.sleep(delay)
+            delay = min(delay * 2, POLL_MAX_SECONDS)
+
+    # Snapshots ----------------------------------------------------------------------
 
     def _event(self, kind: EventKind, message: str, **fields: Any) -> ChildEvent:
         return ChildEvent(kind=kind, time_ns=time.time_ns(), generation=self.generation, message=message, **fields)
 
-    # Snapshots ----------------------------------------------------------------
-
-    def info(self) -> pb.ChildInfo:
-        """A snapshot for List and Health."""
+    def statistics(self) -> ChildStatistics:
+        """A consistent snapshot for List and Health."""
         now = time.monotonic()
         cur = self.lifecycle
-        proc = self.process
-        out = self.output.statistics()
-        running = proc is not None and proc.alive and cur.state in (lc.State.RUNNING, lc.State.STOPPING)
-        msg = pb.ChildInfo(
-            spec=spec_to_proto(self.spec),
-            state=_STATE_TO_PB[cur.state],
-            pid=proc.pid if running and proc else 0,
+        gen = self._gen
+        running = gen is not None and gen.process.alive and cur.state in (lc.State.RUNNING, lc.State.STOPPING)
+        return ChildStatistics(
+            spec=self.spec,
+            state=cur.state,
+            pid=gen.process.pid if running and gen else 0,
             generation=self.generation,
             restart_count=cur.restart_count,
-            uptime_seconds=now - proc.started_at if running and proc else 0.0,
+            uptime_seconds=now - gen.process.started_at if running and gen else 0.0,
             next_start_in_seconds=max(0.0, cur.next_start_at - now) if cur.next_start_at else 0.0,
             fatal_reason=cur.fatal_reason if cur.state is lc.State.FATAL else "",
-            next_seq=out.next_seq,
-            oldest_seq=out.oldest_seq,
-            ring_bytes_used=out.ring_bytes_used,
-            stdout_lines=out.stdout_lines,
-            stderr_lines=out.stderr_lines,
-            bytes_drained=out.bytes_drained,
-            ring_evicted_records=out.ring_evicted_records,
+            ready=cur.ready,
+            last_exit=self.last_exit,
+            output=self.output.statistics(),
         )
-        if self.last_exit is not None:
-            msg.last_exit.CopyFrom(exit_to_proto(self.last_exit))
-        return msg
+
+
+def _unknown_exit(pid: int) -> ExitInfo:
+    return ExitInfo(pid, False, 0, 0, False, time.time_ns(), collected_elsewhere=True)

@@ -1,33 +1,47 @@
 """Spawning, signalling and reaping one child process, exactly that process.
 
-A child runs in a new session, so it leads its own process group. Its exit is
-seen through a pidfd on the event loop (no thread per child, no SIGCHLD), and
-signals meant for it go through that pidfd, so a reused PID is never hit. The
-group is signalled only while the leader is unreaped: its zombie pins the
-group id, so the group cannot be a stranger's.
+A child runs in a new session, so it leads its own session and process group.
+Its exit is seen through a pidfd (no thread per child, no SIGCHLD), and signals
+meant for it go through that pidfd, so a reused PID is never hit. The group is
+signalled only after the pidfd showed the leader unreaped: its zombie pins the
+group id, so the group cannot be a stranger's. An exit collected by another
+reaper (a PID 1 shim, a stray ``waitpid``) is "gone", never a reason to signal
+a group whose id may already be someone else's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
+import errno
 import os
+import select
 import signal
 import subprocess
 import time
 
+import anyio
+import structlog
+
+from supervisor._daemon.output.records import ExitRecord
+from supervisor.signals import signal_name
 from supervisor.spec import ChildSpec
 
-__all__ = ["ExitInfo", "Process", "SpawnError", "describe_exit", "group_members"]
+__all__ = ["ExitInfo", "PidfdUnavailable", "Process", "SpawnError", "check_pidfd_support", "describe_exit"]
+
+log = structlog.get_logger("supd.process")
 
 
 class SpawnError(Exception):
-    """The program could not be started (not found, not executable, bad cwd...)."""
+    """The program could not be started; the message names what is missing (program, interpreter, directory)."""
+
+
+class PidfdUnavailable(Exception):
+    """The kernel or a seccomp profile does not allow pidfd_open (Linux 5.3+) and pidfd_send_signal (5.1+)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ExitInfo:
-    """How a process ended, as waitid reported it."""
+    """How a process ended, as waitid reported it. ``collected_elsewhere``: another reaper took the status."""
 
     pid: int
     exited: bool
@@ -35,51 +49,107 @@ class ExitInfo:
     signal: int
     core_dumped: bool
     time_ns: int
+    collected_elsewhere: bool = False
 
     @property
     def failed(self) -> bool:
-        """Non-zero exit or death by signal: what the on-failure policy restarts."""
-        return not self.exited or self.code != 0
+        """Non-zero exit, death by signal, or an unknown status: what the on-failure policy restarts."""
+        return self.collected_elsewhere or not self.exited or self.code != 0
 
 
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+def describe_exit(info: ExitInfo, *, killed_after_grace: float | None = None, leftovers_killed: int = 0) -> str:
+    """A person's summary: "exited with code 3", "killed by SIGKILL after 10s grace".
 
-
-def describe_exit(info: ExitInfo, *, killed_after_grace: float | None = None) -> str:
-    """A person's summary: "exited with code 3", "killed by SIGKILL after 10s grace"."""
-    if info.exited:
-        return f"exited with code {info.code}"
-    text = f"killed by {signal_name(info.signal)}"
-    if killed_after_grace is not None:
-        text += f" after {killed_after_grace:g}s grace"
-    if info.core_dumped:
-        text += " (core dumped)"
+    ``killed_after_grace`` is the grace after which the leader itself was
+    SIGKILLed; ``leftovers_killed`` counts other processes of its session that
+    needed SIGKILL, which is said apart, so the leader's own end is not misreported.
+    """
+    if info.collected_elsewhere:
+        text = "ended; its exit status was collected by another process"
+    elif info.exited:
+        text = f"exited with code {info.code}"
+    else:
+        text = f"killed by {signal_name(info.signal)}"
+        if killed_after_grace is not None and info.signal == signal.SIGKILL:
+            text += f" after {killed_after_grace:g}s grace"
+        if info.core_dumped:
+            text += " (core dumped)"
+    if leftovers_killed:
+        plural = "es" if leftovers_killed > 1 else ""
+        text += f"; {leftovers_killed} leftover process{plural} of its session killed by SIGKILL"
+        if killed_after_grace is not None:
+            text += f" after {killed_after_grace:g}s grace"
     return text
 
 
-def group_members(pgid: int, exclude: int) -> list[int]:
-    """PIDs in process group ``pgid`` other than ``exclude``, read from /proc.
+def exit_record(
+    info: ExitInfo, generation: int, *, requested: bool, grace: float, leader_killed: bool, leftovers_killed: int
+) -> ExitRecord:
+    """The one exit type reported everywhere, from what waitid said and what the stop had to do."""
+    killed = leader_killed or leftovers_killed > 0
+    return ExitRecord(
+        pid=info.pid,
+        exited=info.exited,
+        code=info.code,
+        signal=info.signal,
+        core_dumped=info.core_dumped,
+        time_ns=info.time_ns,
+        generation=generation,
+        killed_after_grace=killed,
+        requested=requested,
+        description=describe_exit(
+            info, killed_after_grace=grace if killed else None, leftovers_killed=leftovers_killed
+        ),
+    )
 
-    Field 5 of /proc/PID/stat is the group; the command name before it may hold
-    spaces or parentheses, so split after the last ')'.
-    """
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == exclude:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # the process ended while we looked: not a member any more
-        rest = stat[stat.rfind(b")") + 2 :].split()
-        if len(rest) > 2 and int(rest[2]) == pgid and rest[0] != b"Z":
-            members.append(int(entry))
-    return members
+
+def check_pidfd_support() -> None:
+    """Raise PidfdUnavailable, naming the kernel feature, when pidfds cannot be used here."""
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as exc:
+        raise PidfdUnavailable(
+            f"pidfd_open failed ({errno.errorcode.get(exc.errno or 0, exc.errno)}: {exc.strerror}): supd needs "
+            "pidfds (Linux 5.3 or later, and a seccomp profile that allows pidfd_open and pidfd_send_signal)"
+        ) from exc
+    except AttributeError as exc:
+        raise PidfdUnavailable("this Python has no os.pidfd_open: supd needs Linux 5.3+ and Python 3.9+") from exc
+    os.close(fd)
+
+
+def _interpreter_of(path: str) -> str | None:
+    """The program named on a ``#!`` line of ``path``, if it has one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    return os.fsdecode(words[0]) if words else None
+
+
+def explain_spawn_error(spec: ChildSpec, exc: OSError) -> str:
+    """Name what is really missing: the working directory, the program, or its ``#!`` interpreter."""
+    program = spec.argv[0]
+    if spec.cwd and not os.path.isdir(spec.cwd):
+        return f"working directory {spec.cwd!r} does not exist (or is not a directory)"
+    if isinstance(exc, FileNotFoundError):
+        resolved = program if "/" in program else None
+        if resolved is None:
+            import shutil
+
+            resolved = shutil.which(program, path=spec.child_env().get("PATH", os.defpath))
+        if resolved is not None:
+            full = os.path.join(spec.cwd or os.getcwd(), resolved)
+            if os.path.exists(full):
+                interpreter = _interpreter_of(full)
+                if interpreter is not None and not os.path.exists(interpreter):
+                    return f"interpreter {interpreter!r} named on the #! line of {program!r} does not exist"
+                return f"cannot start {program!r}: {exc.strerror}"
+        return f"program {program!r} not found" + ("" if "/" in program else " in PATH")
+    return f"cannot start {program!r}: {exc.strerror or exc}"
 
 
 class Process:
@@ -91,16 +161,19 @@ class Process:
         self.exit: ExitInfo | None = None
         self._popen = popen
         self._pidfd = pidfd
-        self._exited = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(pidfd, self._on_exit_ready)
+        self._exited = anyio.Event()
 
     def __repr__(self) -> str:
         return f"<Process pid={self.pid} {'reaped' if self.exit else 'live'}>"
 
     @classmethod
     def spawn(cls, spec: ChildSpec, stdout_fd: int, stderr_fd: int) -> Process:
-        """Start the child in a new session with the given pipe ends; raise SpawnError."""
+        """Start the child in a new session with the given pipe ends; raise SpawnError.
+
+        The child inherits only fds 0-2. Once forked, any failure (no pidfd:
+        EMFILE, a seccomp profile) kills and reaps the process before raising,
+        so nothing runs untracked.
+        """
         try:
             popen = subprocess.Popen(
                 list(spec.argv),
@@ -113,28 +186,52 @@ class Process:
                 close_fds=True,
             )
         except OSError as exc:
-            raise SpawnError(f"cannot start {spec.argv[0]!r}: {exc.strerror or exc}") from exc
+            raise SpawnError(explain_spawn_error(spec, exc)) from exc
         # The pidfd is taken before any await: nothing but us reaps this child,
         # so the PID cannot have been reused yet.
-        return cls(popen, os.pidfd_open(popen.pid))
+        try:
+            pidfd = os.pidfd_open(popen.pid)
+        except OSError as exc:
+            popen.kill()  # still our unreaped child: the pid is pinned, this hits exactly it
+            popen.wait()
+            raise SpawnError(
+                f"started pid {popen.pid} but could not watch it (pidfd_open: {exc.strerror}); killed it"
+            ) from exc
+        return cls(popen, pidfd)
 
     @property
     def alive(self) -> bool:
         """Not yet reaped (it may already be a zombie)."""
         return self.exit is None
 
-    @property
     def exit_ready(self) -> bool:
         """The process has ended (the pidfd is readable), reaped or not."""
-        return self._exited.is_set()
+        if self.exit is not None:
+            return True
+        readable, _, _ = select.select([self._pidfd], [], [], 0)
+        return bool(readable)
 
-    def _on_exit_ready(self) -> None:
-        self._loop.remove_reader(self._pidfd)
+    async def watch(self) -> None:
+        """Wait on the pidfd until the process ends (without reaping it). Run once, in the generation's tasks."""
+        if self.exit is None:
+            await anyio.wait_readable(self._pidfd)
         self._exited.set()
 
     async def wait_exit_ready(self) -> None:
-        """Wait until the process has ended, without reaping it."""
+        """Wait until ``watch`` saw the process end; any number of tasks may wait."""
         await self._exited.wait()
+
+    def _leader_pins_group(self) -> bool:
+        """True while our unreaped leader (running or zombie) holds the group and session ids."""
+        if self.exit is not None:
+            return False
+        if not self.exit_ready():
+            return True
+        try:
+            os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False  # reaped by someone else: the ids are free for reuse
+        return True
 
     def signal(self, sig: int) -> bool:
         """Signal exactly this process through its pidfd; False once it is reaped."""
@@ -147,8 +244,8 @@ class Process:
         return True
 
     def signal_group(self, sig: int) -> bool:
-        """Signal the whole group, only while the unreaped leader pins the group id."""
-        if self.exit is not None:
+        """Signal the leader's group, only while the unreaped leader pins the group id."""
+        if not self._leader_pins_group():
             return False
         try:
             os.killpg(self.pid, sig)
@@ -156,19 +253,20 @@ class Process:
             return False
         return True
 
-    def stragglers(self) -> list[int]:
-        """Other processes still in the child's group."""
-        return group_members(self.pid, exclude=self.pid) if self.exit is None else []
-
     def reap(self) -> ExitInfo:
-        """Collect the exit status; call only once ``exit_ready``."""
+        """Collect the exit status; call only once ``exit_ready``. An exit collected elsewhere is "gone"."""
         if self.exit is not None:
             return self.exit
-        result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
-        if result is None:
-            raise RuntimeError(f"waitid on pid {self.pid} returned nothing although its pidfd was readable")
-        self._loop.remove_reader(self._pidfd)
+        try:
+            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
+        except ChildProcessError:
+            result = None
         os.close(self._pidfd)
+        if result is None:
+            log.warning("child.exit.collected_elsewhere", pid=self.pid)
+            self.exit = ExitInfo(self.pid, False, 0, 0, False, time.time_ns(), collected_elsewhere=True)
+            self._popen.returncode = -1
+            return self.exit
         exited = result.si_code == os.CLD_EXITED
         self.exit = ExitInfo(
             pid=self.pid,

@@ -1,88 +1,209 @@
-"""The set of declared children, by name.
+"""The set of declared children by name: the only way to change a child.
 
-Operations on one name are serialised by that name's lock, never by a global
-one: removing a child that takes its whole stop grace to die must not hold up
-Spawn or Remove of any other child.
+Spawn, Stop, Signal, Restart, Remove and shutdown all go through here. Each
+child's driver runs as a task of the registry's task group, and serialises what
+happens to that child through its inbox. Declaring and removing a name is
+serialised by that name's lock, never by a global one: removing a child that
+takes its whole stop grace must not hold up any other child. Locks exist only
+while someone holds or waits for them, so they do not grow with every name
+ever asked about. Once shutdown begins, every request is refused UNAVAILABLE.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-from collections.abc import Sequence
+import contextlib
+import signal
+import time
+from collections.abc import AsyncIterator, Sequence
 
+import anyio
 import structlog
+from anyio.abc import TaskGroup
 
-from supervisor._daemon.children.driver import Child
-from supervisor._daemon.children.process import ExitInfo
+from supervisor._daemon.children import lifecycle as lc
+from supervisor._daemon.children.driver import ChildDriver, PrepareHook
+from supervisor._daemon.children.sessions import SessionScanner, scan_sessions, signal_member
+from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import LineSink
-from supervisor.errors import AlreadyExists, NotFound, Unavailable
+from supervisor.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from supervisor.spec import ChildSpec
 
-__all__ = ["Registry"]
+__all__ = ["MAX_STOP_GRACE_SECONDS", "Registry"]
 
 log = structlog.get_logger("supd.registry")
+# The longest grace a Stop, Restart or Remove may ask for (the same bound as a spec's stop_grace_seconds).
+MAX_STOP_GRACE_SECONDS = 3600.0
+
+
+class _NameLocks:
+    """A lock per name that exists only while held or awaited."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name, (None, 0))
+        if lock is None:
+            lock = anyio.Lock()
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            _, users = self._locks[name]
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+
+def _grace(grace: float | None) -> float | None:
+    if grace is None or grace == 0:
+        return None
+    if not 0 < grace <= MAX_STOP_GRACE_SECONDS:
+        raise InvalidArgument(f"grace_seconds: must be between 0 and {MAX_STOP_GRACE_SECONDS:g}, got {grace:g}")
+    return grace
 
 
 class Registry:
-    """Name → Child. Spawn, Remove and shutdown go through here so names stay unique."""
+    """Name → ChildDriver. Use as ``async with Registry(...) as registry:``; leaving it ends every driver."""
 
-    def __init__(self, sinks: Sequence[LineSink] = ()) -> None:
-        self._children: dict[str, Child] = {}
+    def __init__(self, sinks: Sequence[LineSink] = (), *, prepare: Sequence[PrepareHook] = ()) -> None:
+        self._children: dict[str, ChildDriver] = {}
         self._sinks = tuple(sinks)
-        self._name_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._prepare = tuple(prepare)
+        self._locks = _NameLocks()
+        self._scanner = SessionScanner()
+        self._task_group: TaskGroup | None = None
         self.closing = False
 
     def __repr__(self) -> str:
         return f"<Registry children={len(self._children)}{' closing' if self.closing else ''}>"
 
-    def get(self, name: str) -> Child:
+    async def __aenter__(self) -> Registry:
+        self._tg_cm = anyio.create_task_group()
+        self._task_group = await self._tg_cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> bool | None:
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+        return await self._tg_cm.__aexit__(*exc)  # type: ignore[arg-type]
+
+    @property
+    def lock_count(self) -> int:
+        """Name locks alive now (held or awaited)."""
+        return len(self._locks)
+
+    def get(self, name: str) -> ChildDriver:
+        """The child named ``name``; NotFound when there is none."""
+        if not name:
+            raise InvalidArgument("name: must name a child, got ''")
         try:
             return self._children[name]
         except KeyError:
             raise NotFound(f"no child named {name!r}") from None
 
-    def all(self) -> list[Child]:
+    def all(self) -> list[ChildDriver]:
         return [self._children[n] for n in sorted(self._children)]
 
-    async def spawn(self, spec: ChildSpec, replace: bool = False) -> Child:
+    def _refuse_if_closing(self) -> None:
+        if self.closing:
+            raise Unavailable("supd is shutting down")
+
+    async def spawn(self, spec: ChildSpec, replace: bool = False) -> ChildDriver:
         """Declare and start a child; with ``replace`` an existing one of that name is removed first."""
-        async with self._name_locks[spec.name]:
-            if self.closing:
-                raise Unavailable("supd is shutting down")
+        self._refuse_if_closing()
+        async with self._locks.hold(spec.name):
             old = self._children.get(spec.name)
             if old is not None:
                 if not replace:
-                    raise AlreadyExists(f"a child named {spec.name!r} exists; pass replace to swap it")
-                await old.remove()
-                self._children.pop(spec.name, None)
-                self._forget(spec.name)
-            if self.closing:
-                raise Unavailable("supd is shutting down")
-            child = Child(spec, self._sinks)
-            self._children[spec.name] = child
-            await child.start()
-            return child
+                    raise AlreadyExists(f"a child named {spec.name!r} exists; use --replace (replace=true) to swap it")
+                await self._remove_locked(old, None)
+            self._refuse_if_closing()
+            assert self._task_group is not None
+            driver = ChildDriver(spec, self._sinks, scanner=self._scanner, prepare=self._prepare)
+            # No await between the closing check and the insertion: shutdown sees every driver.
+            self._children[spec.name] = driver
+            await self._task_group.start(driver.run)
+            await driver.start()
+            return driver
 
-    async def remove(self, name: str) -> tuple[Child, ExitInfo | None]:
+    async def stop(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
+        """Stop with escalation: the child, and the exit of the process the stop ended (if any)."""
+        self._refuse_if_closing()
+        driver = self.get(name)
+        return driver, await driver.stop(_grace(grace))
+
+    async def restart(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
+        """Stop what runs (if anything), then start again; the flap history is kept."""
+        self._refuse_if_closing()
+        driver = self.get(name)
+        return driver, await driver.restart(_grace(grace))
+
+    async def signal(self, name: str, sig: int, group: bool) -> None:
+        self._refuse_if_closing()
+        await self.get(name).send_signal(sig, group)
+
+    async def remove(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
         """Stop and forget a child: the child, and the exit of the process the removal ended (if any)."""
-        async with self._name_locks[name]:
-            child = self.get(name)
-            ended = await child.remove()
-            if self._children.get(name) is child:
-                del self._children[name]
-            self._forget(name)
-            return child, ended
+        self._refuse_if_closing()
+        g = _grace(grace)
+        async with self._locks.hold(name):
+            driver = self.get(name)
+            return driver, await self._remove_locked(driver, g)
 
-    def _forget(self, name: str) -> None:
-        for sink in self._sinks:
-            sink.forget(name)
+    async def _remove_locked(self, driver: ChildDriver, grace: float | None) -> ExitRecord | None:
+        try:
+            ended = await driver.remove(grace)
+        finally:
+            if driver.state is lc.State.REMOVED and self._children.get(driver.name) is driver:
+                del self._children[driver.name]
+                for sink in self._sinks:
+                    sink.forget(driver.name)
+        return ended
 
-    async def shutdown(self, deadline: float) -> None:
-        """Stop every child in parallel within ``deadline`` seconds; end their streams."""
+    async def shutdown(self, deadline: float) -> list[str]:
+        """Stop every child in parallel by ``deadline`` (monotonic); the names still alive then.
+
+        Each child gets its own grace, cut to the time left; at the deadline
+        whatever still runs is SIGKILLed, session members included.
+        """
         self.closing = True
-        children = list(self._children.values())
-        results = await asyncio.gather(*(c.shutdown(deadline) for c in children), return_exceptions=True)
-        for child, result in zip(children, results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("child.shutdown.failed", child=child.name, error=repr(result))
+        drivers = list(self._children.values())
+        with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
+            async with anyio.create_task_group() as tg:
+                for driver in drivers:
+                    tg.start_soon(self._shutdown_one, driver, deadline)
+        alive = [d for d in drivers if not d.finished.is_set()]
+        if alive:
+            await self.kill_all(alive)
+        return [d.name for d in alive]
+
+    async def _shutdown_one(self, driver: ChildDriver, deadline: float) -> None:
+        try:
+            await driver.shutdown(max(0.0, deadline - time.monotonic()))
+        except (NotFound, Unavailable):
+            return  # removed meanwhile
+        except Exception:
+            log.exception("child.shutdown.failed", child=driver.name)
+
+    async def kill_all(self, drivers: Sequence[ChildDriver] | None = None) -> None:
+        """SIGKILL every child's leader, group and session members now (supd must exit)."""
+        sids: list[int] = []
+        for driver in self.all() if drivers is None else drivers:
+            sids += driver.kill_now()
+        if not sids:
+            return
+        found = await anyio.to_thread.run_sync(scan_sessions, frozenset(sids))
+        killed = sum(signal_member(m, signal.SIGKILL) for members in found.values() for m in members)
+        log.warning("supd.children.killed", sessions=len(sids), processes=killed)
+
+    @property
+    def scanner(self) -> SessionScanner:
+        return self._scanner
+
