@@ -49,8 +49,8 @@ def test_failures_back_off_exponentially_and_cap():
 
 def test_a_stable_run_resets_the_backoff():
     s = spec(limit=0)
-    state, _ = run(lc.Lifecycle(), s, lc.StartRequested(0), lc.Started(0), lc.Exited(1, True),
-                   lc.BackoffElapsed(2), lc.Prepared(2), lc.Started(2), lc.Exited(3, True), lc.BackoffElapsed(5), lc.Prepared(5), lc.Started(5))
+    state, _ = run(running(s), s, lc.Exited(1, True), lc.BackoffElapsed(2), lc.Prepared(2), lc.Started(2),
+                   lc.Exited(3, True), lc.BackoffElapsed(5), lc.Prepared(5), lc.Started(5))
     assert state.streak == 2
     state, actions = lc.step(state, s, lc.Exited(500, True))
     assert lc.ScheduleRestart(1) in actions and state.streak == 1
