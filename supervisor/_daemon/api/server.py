@@ -89,6 +89,7 @@ class SocketLock:
             return
         if os.path.lexists(self.path):
             os.unlink(self.path)
+        os.ftruncate(self._fd, 0)  # no dead pid left behind for a `kill $(cat ...)`
         os.close(self._fd)
         self._fd = None
 

@@ -38,6 +38,7 @@ from supervisor._daemon.children.reply import Reply
 from supervisor._daemon.children.sessions import SessionScanner, signal_member
 from supervisor._daemon.output.child_output import ChildOutput, GenerationOutput, OutputStatistics, Pipes
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord, Origin
+from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import LineSink
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, SupervisorError, Unavailable
 from supervisor.signals import signal_name
@@ -193,7 +194,7 @@ class ChildDriver:
         return self.lifecycle.state
 
     @property
-    def ring(self) -> Any:
+    def ring(self) -> Ring:
         return self.output.ring
 
     # The task ----------------------------------------------------------------------
