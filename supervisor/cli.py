@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
 
@@ -51,6 +52,8 @@ __all__ = [
 # (at most 3600 s by the contract) get that plus a margin; logs gets none.
 QUICK_TIMEOUT = 30.0
 STOPPING_TIMEOUT = 3660.0
+# How long past its announced deadline `shutdown` waits for supd to be gone.
+SHUTDOWN_SLACK_SECONDS = 5.0
 
 EPILOG = """\
 exit codes:
@@ -198,7 +201,9 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     """Restart a child and print its new pid."""
-    resp = client.stub.Restart(pb.RestartRequest(name=args.name), timeout=client.deadline(STOPPING_TIMEOUT))
+    resp = client.stub.Restart(
+        pb.RestartRequest(name=args.name, grace_seconds=args.grace or 0.0), timeout=client.deadline(STOPPING_TIMEOUT)
+    )
     _print_child(resp.child)
     return EXIT_OK
 
@@ -219,9 +224,30 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     """Stop a child if it runs and forget it."""
-    resp = client.stub.Remove(pb.RemoveRequest(name=args.name), timeout=client.deadline(STOPPING_TIMEOUT))
+    resp = client.stub.Remove(
+        pb.RemoveRequest(name=args.name, grace_seconds=args.grace or 0.0), timeout=client.deadline(STOPPING_TIMEOUT)
+    )
     how = f" ({fmt.describe_exit(resp.exit)})" if resp.HasField("exit") else ""
     print(f"{args.name}: removed{how}")
+    return EXIT_OK
+
+
+def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
+    """Start supd's ordered shutdown (as SIGTERM does); unless --no-wait, wait until supd has exited."""
+    resp = client.stub.Shutdown(pb.ShutdownRequest(), timeout=client.deadline(QUICK_TIMEOUT))
+    print(f"supd (pid {resp.pid}): shutting down, exit within {resp.deadline_seconds:.1f}s", flush=True)
+    if args.no_wait:
+        return EXIT_OK
+    socket = paths.socket_path_of(client.address)
+    if socket is None:
+        raise CliError("--no-wait is needed for a supd on TCP: its exit cannot be seen from here", EXIT_USAGE)
+    limit = time.monotonic() + resp.deadline_seconds + SHUTDOWN_SLACK_SECONDS
+    # supd removes its socket as the very last step before it exits.
+    while os.path.lexists(socket):
+        if time.monotonic() > limit:
+            raise CliError(f"supd (pid {resp.pid}) has not exited after {resp.deadline_seconds:g}s", EXIT_TIMEOUT)
+        time.sleep(0.05)
+    print(f"supd (pid {resp.pid}): exited", flush=True)
     return EXIT_OK
 
 
@@ -331,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("restart", help="stop a child if it runs, then start it")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_restart)
 
     p = sub.add_parser("kill", help="send a signal to a child")
@@ -341,7 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rm", help="stop a child if it runs and forget it")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("shutdown", help="stop every child and supd itself, as SIGTERM does (works for any user)")
+    p.add_argument("--no-wait", action="store_true", help="return once the shutdown has begun")
+    p.set_defaults(func=cmd_shutdown)
     return parser
 
 
