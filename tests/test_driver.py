@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -227,3 +228,19 @@ async def test_session_scans_are_shared_between_concurrent_callers():
                 group.start_soon(ask)
     assert len(results) == 50
     assert scanner.scans <= 3, scanner  # one running, one queued behind it: not fifty
+
+
+async def test_descriptors_numbered_past_1024_work(tg):
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        pytest.skip(f"RLIMIT_NOFILE is {soft}: cannot hold 1,100 descriptors")
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the next pidfd and pipes land above 1024
+    try:
+        driver = await started(tg, sh("high", "echo ready; exec sleep 1000", stop_grace_seconds=1))
+        await ready(driver)
+        with anyio.fail_after(10):
+            ended = await driver.stop()
+        assert ended is not None and ended.signal == signal.SIGTERM and driver.state is lc.State.STOPPED
+    finally:
+        for fd in held:
+            os.close(fd)

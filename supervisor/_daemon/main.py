@@ -33,6 +33,7 @@ from supervisor._daemon.memory import tune_malloc
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
 from supervisor._daemon.telemetry.configure import Telemetry, TelemetrySettings, configure_logging
 from supervisor.errors import InvalidArgument, SupervisorError
+from supervisor.spec import ChildSpec
 
 __all__ = ["main"]
 
@@ -44,6 +45,8 @@ EXIT_PLATFORM = 4
 RESERVE_SECONDS = 1.0
 # Telemetry's flush when supd exits for another reason than a shutdown (a socket error).
 TELEMETRY_FLUSH_SECONDS = 5.0
+# Config children started at once at boot: each spawn waits for its child's exec in a worker thread.
+BOOT_SPAWNS_AT_ONCE = 8
 
 
 class Shutdown:
@@ -92,13 +95,10 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             service = SupervisorService(registry, telemetry.get_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)
             log.info("supd.started", socket=settings.socket, pid=os.getpid(), version=__version__)
-            for spec in settings.children:
-                if shutdown.deadline is not None:
-                    break
-                try:
-                    await registry.spawn(spec)
-                except SupervisorError as exc:
-                    log.error("child.spawn.refused", child=spec.name, error=exc.message)
+            async with anyio.create_task_group() as boot:
+                limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
+                for spec in settings.children:
+                    boot.start_soon(_boot_child, registry, spec, limiter)
             await shutdown.begun.wait()
             code = await _stop_everything(registry, shutdown)
             await health.enter_graceful_shutdown()
@@ -110,6 +110,14 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         return code
     finally:
         lock.release()
+
+
+async def _boot_child(registry: Registry, spec: ChildSpec, limiter: anyio.CapacityLimiter) -> None:
+    async with limiter:
+        try:
+            await registry.spawn(spec)
+        except SupervisorError as exc:
+            log.error("child.spawn.refused", child=spec.name, error=exc.message)
 
 
 async def _stop_everything(registry: Registry, shutdown: Shutdown) -> int:

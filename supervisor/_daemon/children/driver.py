@@ -370,7 +370,8 @@ class ChildDriver:
             await self._start_failed(f"cannot create pipes: {exc.strerror or exc}")
             return
         try:
-            proc = Process.spawn(self.spec, pipes.stdout_write, pipes.stderr_write)
+            # In a worker thread: fork/exec waits until the child has exec'd, milliseconds on a loaded host.
+            proc = await anyio.to_thread.run_sync(Process.spawn, self.spec, pipes.stdout_write, pipes.stderr_write)
         except SpawnError as exc:
             pipes.close_all()
             await self._start_failed(str(exc))
@@ -410,7 +411,10 @@ class ChildDriver:
         with anyio.CancelScope() as scope:
             self._timer_scope = scope
             await anyio.sleep(delay)
-            await self._put(_TimerFired(timer))
+            try:
+                await self._put(_TimerFired(timer))
+            except NotFound:
+                return  # removed while the timer ran: nothing to restart
 
     async def _on_generation_ended(self, gen: _Generation, info: ExitInfo) -> None:
         record = exit_record(
@@ -477,8 +481,7 @@ class ChildDriver:
                 tg.cancel_scope.cancel()
         except Exception:  # noqa: BLE001 - reported as the generation's end below, never to asyncio
             self._log.exception("child.watcher.failed", pid=gen.process.pid, generation=gen.number)
-            gen.process.signal(signal.SIGKILL)
-            gen.process.signal_group(signal.SIGKILL)
+            self._kill_after_failure(gen)
         gen.watch_done = True
         if info is None:
             with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_WAIT_SECONDS):
@@ -492,6 +495,14 @@ class ChildDriver:
                 await self._put(_GenerationEnded(gen, info))
             except NotFound:
                 self._log.error("child.exit.unreported", pid=gen.process.pid, generation=gen.number)
+
+    def _kill_after_failure(self, gen: _Generation) -> None:
+        """The watchers failed: the process must not run on unwatched. Errors here are logged, not raised."""
+        try:
+            gen.process.signal(signal.SIGKILL)
+            gen.process.signal_group(signal.SIGKILL)
+        except (OSError, ValueError):
+            self._log.exception("child.watcher.kill_failed", pid=gen.process.pid, generation=gen.number)
 
     async def _watch(self, gen: _Generation) -> ExitInfo:
         """Wait for the exit, clear the session, let the pipes run dry, reap."""

@@ -208,8 +208,9 @@ class Process:
         """The process has ended (the pidfd is readable), reaped or not."""
         if self.exit is not None:
             return True
-        readable, _, _ = select.select([self._pidfd], [], [], 0)
-        return bool(readable)
+        poller = select.poll()  # not select(): a pidfd may be numbered past FD_SETSIZE (1024)
+        poller.register(self._pidfd, select.POLLIN)
+        return bool(poller.poll(0))
 
     async def watch(self) -> None:
         """Wait on the pidfd until the process ends (without reaping it). Run once, in the generation's tasks."""
