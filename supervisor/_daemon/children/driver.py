@@ -33,7 +33,8 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor._daemon.children import lifecycle as lc
-from supervisor._daemon.children.process import ExitInfo, Process, SpawnError, exit_record
+from supervisor._daemon.children.exits import finish_exit, unknown_exit
+from supervisor._daemon.children.process import Process, SpawnError
 from supervisor._daemon.children.reply import Reply
 from supervisor._daemon.children.sessions import SessionScanner, signal_member
 from supervisor._daemon.output.child_output import ChildOutput, GenerationOutput, OutputStatistics, Pipes
@@ -109,7 +110,7 @@ class _TimerFired:
 @dataclasses.dataclass
 class _GenerationEnded:
     generation: _Generation
-    info: ExitInfo
+    info: ExitRecord
 
 
 _Message = _Request | _Signal | _TimerFired | _GenerationEnded
@@ -416,8 +417,8 @@ class ChildDriver:
             except NotFound:
                 return  # removed while the timer ran: nothing to restart
 
-    async def _on_generation_ended(self, gen: _Generation, info: ExitInfo) -> None:
-        record = exit_record(
+    async def _on_generation_ended(self, gen: _Generation, info: ExitRecord) -> None:
+        record = finish_exit(
             info,
             gen.number,
             requested=self.lifecycle.state is lc.State.STOPPING,
@@ -470,7 +471,7 @@ class ChildDriver:
 
     async def _run_generation(self, gen: _Generation, *, task_status: TaskStatus[None]) -> None:
         """Own the generation's watchers; report its end to the driver exactly once."""
-        info: ExitInfo | None = None
+        info: ExitRecord | None = None
         try:
             async with anyio.create_task_group() as tg:
                 gen.task_group = tg
@@ -489,7 +490,7 @@ class ChildDriver:
                 while not gen.process.exit_ready():
                     await anyio.sleep(delay)
                     delay = min(delay * 2, POLL_MAX_SECONDS)
-            info = gen.process.reap() if gen.process.exit_ready() else _unknown_exit(gen.process.pid)
+            info = gen.process.reap() if gen.process.exit_ready() else unknown_exit(gen.process.pid)
         with anyio.CancelScope(shield=True):
             try:
                 await self._put(_GenerationEnded(gen, info))
@@ -504,7 +505,7 @@ class ChildDriver:
         except (OSError, ValueError):
             self._log.exception("child.watcher.kill_failed", pid=gen.process.pid, generation=gen.number)
 
-    async def _watch(self, gen: _Generation) -> ExitInfo:
+    async def _watch(self, gen: _Generation) -> ExitRecord:
         """Wait for the exit, clear the session, let the pipes run dry, reap."""
         proc = gen.process
         await proc.wait_exit_ready()
@@ -590,6 +591,3 @@ class ChildDriver:
             output=self.output.statistics(),
         )
 
-
-def _unknown_exit(pid: int) -> ExitInfo:
-    return ExitInfo(pid, False, 0, 0, False, time.time_ns(), collected_elsewhere=True)

@@ -11,7 +11,6 @@ a group whose id may already be someone else's.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import select
@@ -22,11 +21,11 @@ import time
 import anyio
 import structlog
 
+from supervisor._daemon.children.exits import unknown_exit
 from supervisor._daemon.output.records import ExitRecord
-from supervisor.signals import signal_name
 from supervisor.spec import ChildSpec
 
-__all__ = ["ExitInfo", "PidfdUnavailable", "Process", "SpawnError", "check_pidfd_support", "describe_exit"]
+__all__ = ["PidfdUnavailable", "Process", "SpawnError", "check_pidfd_support", "explain_spawn_error"]
 
 log = structlog.get_logger("supd.process")
 
@@ -37,70 +36,6 @@ class SpawnError(Exception):
 
 class PidfdUnavailable(Exception):
     """The kernel or a seccomp profile does not allow pidfd_open (Linux 5.3+) and pidfd_send_signal (5.1+)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExitInfo:
-    """How a process ended, as waitid reported it. ``collected_elsewhere``: another reaper took the status."""
-
-    pid: int
-    exited: bool
-    code: int
-    signal: int
-    core_dumped: bool
-    time_ns: int
-    collected_elsewhere: bool = False
-
-    @property
-    def failed(self) -> bool:
-        """Non-zero exit, death by signal, or an unknown status: what the on-failure policy restarts."""
-        return self.collected_elsewhere or not self.exited or self.code != 0
-
-
-def describe_exit(info: ExitInfo, *, killed_after_grace: float | None = None, leftovers_killed: int = 0) -> str:
-    """A person's summary: "exited with code 3", "killed by SIGKILL after 10s grace".
-
-    ``killed_after_grace`` is the grace after which the leader itself was
-    SIGKILLed; ``leftovers_killed`` counts other processes of its session that
-    needed SIGKILL, which is said apart, so the leader's own end is not misreported.
-    """
-    if info.collected_elsewhere:
-        text = "ended; its exit status was collected by another process"
-    elif info.exited:
-        text = f"exited with code {info.code}"
-    else:
-        text = f"killed by {signal_name(info.signal)}"
-        if killed_after_grace is not None and info.signal == signal.SIGKILL:
-            text += f" after {killed_after_grace:g}s grace"
-        if info.core_dumped:
-            text += " (core dumped)"
-    if leftovers_killed:
-        plural = "es" if leftovers_killed > 1 else ""
-        text += f"; {leftovers_killed} leftover process{plural} of its session killed by SIGKILL"
-        if killed_after_grace is not None:
-            text += f" after {killed_after_grace:g}s grace"
-    return text
-
-
-def exit_record(
-    info: ExitInfo, generation: int, *, requested: bool, grace: float, leader_killed: bool, leftovers_killed: int
-) -> ExitRecord:
-    """The one exit type reported everywhere, from what waitid said and what the stop had to do."""
-    killed = leader_killed or leftovers_killed > 0
-    return ExitRecord(
-        pid=info.pid,
-        exited=info.exited,
-        code=info.code,
-        signal=info.signal,
-        core_dumped=info.core_dumped,
-        time_ns=info.time_ns,
-        generation=generation,
-        killed_after_grace=killed,
-        requested=requested,
-        description=describe_exit(
-            info, killed_after_grace=grace if killed else None, leftovers_killed=leftovers_killed
-        ),
-    )
 
 
 def check_pidfd_support() -> None:
@@ -158,7 +93,7 @@ class Process:
     def __init__(self, popen: subprocess.Popen[bytes], pidfd: int) -> None:
         self.pid = popen.pid
         self.started_at = time.monotonic()
-        self.exit: ExitInfo | None = None
+        self.exit: ExitRecord | None = None
         self._popen = popen
         self._pidfd = pidfd
         self._exited = anyio.Event()
@@ -254,7 +189,7 @@ class Process:
             return False
         return True
 
-    def reap(self) -> ExitInfo:
+    def reap(self) -> ExitRecord:
         """Collect the exit status; call only once ``exit_ready``. An exit collected elsewhere is "gone"."""
         if self.exit is not None:
             return self.exit
@@ -265,11 +200,11 @@ class Process:
         os.close(self._pidfd)
         if result is None:
             log.warning("child.exit.collected_elsewhere", pid=self.pid)
-            self.exit = ExitInfo(self.pid, False, 0, 0, False, time.time_ns(), collected_elsewhere=True)
+            self.exit = unknown_exit(self.pid)
             self._popen.returncode = -1
             return self.exit
         exited = result.si_code == os.CLD_EXITED
-        self.exit = ExitInfo(
+        self.exit = ExitRecord(
             pid=self.pid,
             exited=exited,
             code=result.si_status if exited else 0,

@@ -61,11 +61,12 @@ class ExitRecord:
     killed_after_grace: bool = False
     requested: bool = False
     description: str = ""
+    collected_elsewhere: bool = False  # another reaper took the status: how it ended is unknown
 
     @property
     def failed(self) -> bool:
-        """Non-zero exit or death by signal: what the on-failure policy restarts."""
-        return not self.exited or self.code != 0
+        """Non-zero exit, death by signal or an unknown status: what the on-failure policy restarts."""
+        return self.collected_elsewhere or not self.exited or self.code != 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
