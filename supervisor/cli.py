@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO
@@ -34,6 +33,7 @@ from supervisor._cli_errors import (
     rpc_failure,
     what,
 )
+from supervisor.signals import parse_signal, signal_name
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -89,13 +89,10 @@ class Client:
 
 def _signal_arg(text: str) -> int:
     """A signal by number (``15``) or name (``TERM``, ``SIGTERM``, ``sigterm``)."""
-    if text.isdigit():
-        return int(text)
-    name = text.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    if name in signal.Signals.__members__:
-        return int(signal.Signals[name])
-    raise argparse.ArgumentTypeError(f"unknown signal {text!r}")
+    try:
+        return parse_signal(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
 
 
 def _env_arg(text: str) -> tuple[str, str]:
@@ -209,10 +206,7 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
         pb.SignalRequest(name=args.name, signal=args.signal, group=args.group),
         timeout=client.deadline(QUICK_TIMEOUT),
     )
-    try:
-        name = signal.Signals(args.signal).name
-    except ValueError:
-        name = f"signal {args.signal}"
+    name = signal_name(args.signal)
     print(f"{args.name}: sent {name}{' to its process group' if args.group else ''}")
     return EXIT_OK
 
