@@ -139,8 +139,8 @@ class ChildSpec:
         except ValueError:
             _bad("stop_signal", "must be a valid signal number", self.stop_signal)
         _range("stop_grace_seconds", self.stop_grace_seconds, 0.0, 3600.0, low_open=True)
-        _range("ring_bytes", self.ring_bytes, MIN_RING_BYTES, MAX_RING_BYTES)
-        _range("max_line_bytes", self.max_line_bytes, MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES)
+        _range("ring_bytes", self.ring_bytes, MIN_RING_BYTES, MAX_RING_BYTES, size=True)
+        _range("max_line_bytes", self.max_line_bytes, MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES, size=True)
         return self
 
     def check_runnable(self) -> ChildSpec:
@@ -177,13 +177,27 @@ def _bad(field: str, rule: str, got: object) -> None:
     raise FieldError(field, f"spec.{field}: {rule}, got {got!r}")
 
 
-def _range(field: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+def _number(value: float, *, size: bool = False) -> str:
+    """A bound as a person reads it: whole numbers in full (never ``1.07374e+09``); sizes with binary units too."""
+    if isinstance(value, int) or float(value).is_integer():
+        text = str(int(value))
+        if size and value >= KiB:
+            for unit, scale in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", KiB)):
+                if value >= scale and value % scale == 0:
+                    return f"{text} ({int(value) // scale} {unit})"
+        return text
+    return repr(float(value))
+
+
+def _range(
+    field: str, value: float, low: float, high: float, *, low_open: bool = False, size: bool = False
+) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         _bad(field, "must be a finite number", value)
     if low_open and value <= low:
-        _bad(field, f"must be > {low:g}", value)
+        _bad(field, f"must be > {_number(low, size=size)}", value)
     if value < low or value > high:
-        _bad(field, f"must be between {low:g} and {high:g}", value)
+        _bad(field, f"must be between {_number(low, size=size)} and {_number(high, size=size)}", value)
 
 
 _POLICY_FROM_PB = {

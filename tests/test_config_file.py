@@ -6,6 +6,7 @@ and item 14 (one child whose program is missing stopped supd from starting at al
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import subprocess
 import sys
@@ -146,3 +147,24 @@ def test_spawn_still_refuses_a_missing_program_naming_argv0() -> None:
         spec_from_proto(pb.ChildSpec(name="g", argv=["/nonexistent/program"]))
     with pytest.raises(InvalidArgument, match=r"^spec.cwd: must be an existing directory"):
         spec_from_proto(pb.ChildSpec(name="g", argv=[sys.executable], cwd="/nonexistent/dir"))
+
+
+def test_every_option_of_supd_and_supctl_has_help() -> None:
+    # Issue 15 item 18: --log-level had no help.
+    from supervisor._daemon.settings import build_parser as supd_parser
+    from supervisor.cli import build_parser
+
+    parsers = [supd_parser(), build_parser()]
+    parsers += [
+        sub
+        for action in parsers[1]._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for sub in action.choices.values()
+    ]
+    missing = [
+        f"{parser.prog} {action.option_strings}"
+        for parser in parsers
+        for action in parser._actions
+        if action.option_strings and not action.help
+    ]
+    assert missing == []

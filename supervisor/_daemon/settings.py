@@ -16,7 +16,7 @@ from supervisor._daemon.config_file import Config, ConfigError, load_config
 from supervisor.paths import default_socket_path, socket_path_of
 from supervisor.spec import ChildSpec
 
-__all__ = ["ConfigError", "Settings", "parse_args"]
+__all__ = ["ConfigError", "Settings", "build_parser", "parse_args"]
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
@@ -31,8 +31,8 @@ class Settings:
     export_queue_lines: int = 131_072
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
-    """Settings from the command line (and the config file it names); ConfigError when unusable."""
+def build_parser() -> argparse.ArgumentParser:
+    """supd's command line; ``--help`` is its reference."""
     parser = argparse.ArgumentParser(
         prog="supd",
         description="A gRPC-controlled process supervisor: starts, drains, streams and stops children.",
@@ -70,7 +70,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="child lines the OTLP export may hold while the endpoint is slow or down; beyond, lines are "
         "dropped and counted, never waited for (default 131072)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    """Settings from the command line (and the config file it names); ConfigError when unusable."""
+    args = build_parser().parse_args(argv)
     config = load_config(args.config) if args.config else Config()
     specs, sup = config.children, config.supervisor
     timeout = args.shutdown_timeout
