@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from opentelemetry import context as otel_context
@@ -43,6 +43,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from supervisor._daemon.telemetry import log_writer
 from supervisor._daemon.telemetry.otlp.export import LineExporter
 from supervisor._daemon.telemetry.otlp.transport import GRPC, ExportTarget
 from supervisor._daemon.telemetry.settings import TelemetrySettings, supd_version
@@ -230,12 +231,21 @@ def configure_logging(
     stream: TextIO | None = None,
     exporter_options: Mapping[str, Any] | None = None,
 ) -> Telemetry:
-    """Configure structlog (JSON lines on ``stream``, default stderr; and OTLP when on) and build the telemetry.
+    """Configure structlog (JSON lines on ``stream``; and OTLP when on) and build the telemetry.
 
-    Logs ``otlp.export.enabled`` or ``otlp.export.disabled`` (with the reason) once.
+    Without ``stream``, lines go to stderr through the process's ``LogWriter``
+    (log_writer.py): a bounded queue and a writer thread, so a log line never
+    blocks the caller, whoever reads stderr and however slowly. structlog and
+    stdlib logging (grpc, the OTel SDK) share it. Logs ``otlp.export.enabled``
+    or ``otlp.export.disabled`` (with the reason) once.
     """
     global _active, _handler  # noqa: PLW0603 - structlog's configuration is process-wide: so is ours
-    out = sys.stderr if stream is None else stream
+    if stream is None:
+        sys.stderr.flush()
+        # LogWriter has the part of TextIO that structlog and logging use: write() and flush().
+        out = cast(TextIO, log_writer.install(sys.stderr.fileno()))
+    else:
+        out = stream
     telemetry = Telemetry(settings, exporter_options)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
