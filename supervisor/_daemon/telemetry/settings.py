@@ -24,8 +24,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from supervisor import __version__
-from supervisor._daemon.telemetry.otlp.encode import AttributeValue
-from supervisor._daemon.telemetry.otlp.transport import GRPC, HTTP_PROTOBUF, ExportTarget
+from supervisor._daemon.telemetry.otlp.target import GRPC, HTTP_PROTOBUF, AttributeValue, ExportTarget
 from supervisor.errors import InvalidArgument
 
 __all__ = ["DEFAULT_SERVICE_NAME", "TelemetrySettings", "supd_version"]
@@ -93,17 +92,30 @@ def _timeout(environ: Mapping[str, str], signal: str) -> float:
 
 
 def _check_url(name: str, url: str, protocol: str) -> None:
-    parsed = urllib.parse.urlsplit(url if "://" in url else "//" + url)
-    if "://" in url and parsed.scheme not in ("http", "https"):
-        raise InvalidArgument(f"{name}: scheme must be http or https, got {url!r}")
-    if protocol == HTTP_PROTOBUF and "://" not in url:
+    """Refuse what no exporter can dial, naming the variable: supd must not start exporting nowhere.
+
+    Accepted: ``http(s)://host[:port][/path]`` for both protocols, and for gRPC
+    also ``host:port`` (no scheme, no path), as the OpenTelemetry exporters read it.
+    """
+    example = "http://localhost:4318" if protocol == HTTP_PROTOBUF else "http://localhost:4317 or localhost:4317"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidArgument(f"{name}: must not contain spaces or control characters, got {url!r}")
+    has_scheme = "://" in url
+    if protocol == HTTP_PROTOBUF and not has_scheme:
         raise InvalidArgument(f"{name}: must be an http:// or https:// URL for http/protobuf, got {url!r}")
+    parsed = urllib.parse.urlsplit(url if has_scheme else "//" + url)
+    if has_scheme and parsed.scheme not in ("http", "https"):
+        raise InvalidArgument(f"{name}: scheme must be http or https, got {url!r}")
     try:
         port = parsed.port
     except ValueError:
         port = -1
-    if not parsed.hostname or port == -1:
-        raise InvalidArgument(f"{name}: expected a URL such as http://localhost:4317, got {url!r}")
+    if not parsed.hostname or port in (-1, 0) or parsed.username is not None:
+        raise InvalidArgument(f"{name}: expected a URL such as {example}, got {url!r}")
+    if not has_scheme and (port is None or parsed.path or parsed.query or parsed.fragment):
+        raise InvalidArgument(
+            f"{name}: without a scheme the endpoint must be host:port (such as {example}), got {url!r}"
+        )
 
 
 def _target(environ: Mapping[str, str], signal: str, path: str) -> ExportTarget | None:
