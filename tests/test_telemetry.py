@@ -12,6 +12,7 @@ import logging
 import os
 import pathlib
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -283,3 +284,17 @@ def test_supd_refuses_a_malformed_endpoint_at_start(tmp_path: pathlib.Path, endp
     assert result.returncode == 2
     assert result.stderr.startswith("supd: OTEL_EXPORTER_OTLP_ENDPOINT: ") and result.stderr.count("\n") == 1
     assert repr(endpoint) in result.stderr
+
+
+def test_export_off_never_imports_the_sdk() -> None:
+    """Issue 16 target 5: the SDK and its exporters loaded even with export off (a third of the idle RSS over 35 MB)."""
+    code = (
+        "import io, sys\n"
+        "from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging\n"
+        "t = configure_logging(TelemetrySettings.from_env({}), stream=io.StringIO())\n"
+        "with t.span_tracer().start_as_current_span('Spawn', attributes={'supd.child.name': 'web'}):\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'importlib.metadata'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout

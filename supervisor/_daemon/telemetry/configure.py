@@ -37,13 +37,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
-from opentelemetry import trace
 from structlog.typing import Processor
 
 from supervisor._daemon.telemetry import log_writer
 from supervisor._daemon.telemetry.settings import TelemetrySettings, supd_version
+from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
 
 if TYPE_CHECKING:
+    from opentelemetry import trace
+
     from supervisor._daemon.telemetry.otlp.export import LineExporter
     from supervisor._daemon.telemetry.sdk_pipeline import SdkPipelines
 
@@ -105,8 +107,16 @@ class Telemetry:
         return self._sdk.otel_processor() if self._sdk is not None else None
 
     def get_tracer(self) -> trace.Tracer:
-        """supd's tracer: exporting spans, or a no-op tracer when trace export is off."""
-        return self._sdk.tracer if self._sdk is not None else trace.NoOpTracer()
+        """supd's tracer: exporting spans, or the OpenTelemetry API's no-op tracer when trace export is off."""
+        if self._sdk is not None:
+            return self._sdk.tracer
+        from opentelemetry import trace
+
+        return trace.NoOpTracer()
+
+    def span_tracer(self) -> SpanTracer:
+        """supd's tracer for the service: exporting spans, or ``NO_SPANS`` (which loads nothing) when export is off."""
+        return self._sdk.tracer if self._sdk is not None else NO_SPANS
 
     def force_flush(self, timeout: float = 10.0) -> bool:
         """Export supd's pending events and spans now (each pipeline within ``timeout`` s); True when none is left."""
@@ -205,7 +215,11 @@ def configure_logging(
 
 def get_tracer() -> trace.Tracer:
     """The tracer of the telemetry configured last; a no-op tracer if none was."""
-    return _active.get_tracer() if _active is not None else trace.NoOpTracer()
+    if _active is not None:
+        return _active.get_tracer()
+    from opentelemetry import trace
+
+    return trace.NoOpTracer()
 
 
 def shutdown(timeout: float) -> bool:

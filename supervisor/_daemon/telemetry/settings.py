@@ -17,7 +17,6 @@ start instead of exporting nowhere. With no endpoint, export is off and
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
 import socket
 import urllib.parse
@@ -149,7 +148,11 @@ def _target(environ: Mapping[str, str], signal: str, path: str) -> ExportTarget 
     )
 
 
-def _resource(environ: Mapping[str, str]) -> dict[str, AttributeValue]:
+def _resource(environ: Mapping[str, str], *, exporting: bool) -> dict[str, AttributeValue]:
+    """The resource attributes; the SDK's version is looked up only when something is exported.
+
+    (``importlib.metadata`` costs an idle supd about 2 MB, and the resource is only read to export.)
+    """
     attrs: dict[str, AttributeValue] = {
         "service.name": DEFAULT_SERVICE_NAME,
         "service.version": supd_version(),
@@ -157,8 +160,11 @@ def _resource(environ: Mapping[str, str]) -> dict[str, AttributeValue]:
         "process.pid": os.getpid(),
         "telemetry.sdk.name": "opentelemetry",
         "telemetry.sdk.language": "python",
-        "telemetry.sdk.version": importlib.metadata.version("opentelemetry-sdk"),
     }
+    if exporting:
+        import importlib.metadata
+
+        attrs["telemetry.sdk.version"] = importlib.metadata.version("opentelemetry-sdk")
     resource_attributes = _get(environ, "OTEL_RESOURCE_ATTRIBUTES")
     if resource_attributes is not None:
         attrs.update(_pairs("OTEL_RESOURCE_ATTRIBUTES", resource_attributes))
@@ -185,11 +191,12 @@ class TelemetrySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TelemetrySettings:
         """Read the OTEL_* variables (see the module docstring); InvalidArgument names a bad one."""
-        resource = _resource(environ)
         if _bool(environ, "OTEL_SDK_DISABLED"):
+            resource = _resource(environ, exporting=False)
             return cls(resource=resource, disabled_reason="OTEL_SDK_DISABLED is true")
         logs = _target(environ, "LOGS", "/v1/logs")
         traces = _target(environ, "TRACES", "/v1/traces")
+        resource = _resource(environ, exporting=logs is not None or traces is not None)
         reason = None
         if logs is None:
             reason = "no endpoint: neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is set"
