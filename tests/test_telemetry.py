@@ -145,6 +145,7 @@ def restore_logging() -> Iterator[None]:
     for handler in list(sdk_logger.handlers):
         sdk_logger.removeHandler(handler)
     sdk_logger.propagate = True
+    logging.captureWarnings(False)
 
 
 def test_disabled_export_says_so_once(restore_logging: None) -> None:
@@ -298,3 +299,20 @@ def test_export_off_never_imports_the_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_python_warnings_are_log_events_not_direct_stderr_writes() -> None:
+    code = (
+        "import io, sys, warnings, json\n"
+        "from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging\n"
+        "out = io.StringIO()\n"
+        "configure_logging(TelemetrySettings.from_env({}), stream=out)\n"
+        "warnings.warn('something is deprecated', DeprecationWarning, stacklevel=1)\n"
+        "sys.stdout.write(out.getvalue())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stderr == ""
+    (event,) = [json.loads(line) for line in out.stdout.splitlines() if "deprecated" in line]
+    assert event["logger"] == "py.warnings" and event["level"] == "warning"

@@ -152,8 +152,8 @@ def configure_logging(
 
     Without ``stream``, lines go to stderr through the process's ``LogWriter``
     (log_writer.py): a bounded queue and a writer thread, so a log line never
-    blocks the caller, whoever reads stderr and however slowly. structlog and
-    stdlib logging (grpc, the OTel SDK) share it. Logs ``otlp.export.enabled``
+    blocks the caller, whoever reads stderr and however slowly. structlog,
+    stdlib logging (grpc, the OTel SDK) and Python warnings share it. Logs ``otlp.export.enabled``
     or ``otlp.export.disabled`` (with the reason) once.
     """
     global _active, _handler  # noqa: PLW0603 - structlog's configuration is process-wide: so is ours
@@ -199,6 +199,8 @@ def configure_logging(
     if _handler is not None:
         root.removeHandler(_handler)
     root.addHandler(handler)
+    # Python warnings would be printed to sys.stderr directly, blocking like any synchronous write: log them.
+    logging.captureWarnings(True)
     _handler = handler
     _active = telemetry
     if settings.logs is None:
