@@ -168,3 +168,12 @@ def test_every_option_of_supd_and_supctl_has_help() -> None:
         if action.option_strings and not action.help
     ]
     assert missing == []
+
+
+def test_the_documented_example_loads(tmp_path: pathlib.Path) -> None:
+    doc = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "supd.toml"
+    config.write_text(example)
+    (web,) = load_config(str(config)).children
+    assert web.ring_bytes == 8388608 and web.backoff.reset_after_seconds == 60 and web.flap_limit.max_restarts == 5
