@@ -42,8 +42,8 @@ __all__ = [
 DEFAULT_MAX_QUEUE_LINES = 2048
 DEFAULT_MAX_QUEUE_BYTES = 1024 * 1024
 DEFAULT_SUMMARY_INTERVAL = 10.0
-# How long the exit handler waits for queued lines to reach a slow reader.
-EXIT_FLUSH_SECONDS = 2.0
+# How long the exit handler waits for queued lines to reach a slow reader: a stuck stderr delays exit this long.
+EXIT_FLUSH_SECONDS = 1.0
 # How long one write waits for a non-blocking descriptor to become writable before trying again.
 _WRITABLE_WAIT = 1.0
 
