@@ -25,7 +25,9 @@ from supervisor._daemon.telemetry import configure as telemetry_module
 from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging
 from supervisor._daemon.telemetry.otlp.transport import ExportTarget
 from supervisor.errors import InvalidArgument
-from supervisor.testing import supd_command
+from supervisor.testing import running_supervisor, supd_command, wait_until
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 from otlp_receiver import BlackHole, GrpcReceiver, attributes, value
 
@@ -316,3 +318,33 @@ def test_python_warnings_are_log_events_not_direct_stderr_writes() -> None:
     assert out.stderr == ""
     (event,) = [json.loads(line) for line in out.stdout.splitlines() if "deprecated" in line]
     assert event["logger"] == "py.warnings" and event["level"] == "warning"
+
+
+def test_supd_tells_a_traceless_collector_once_in_its_own_words(tmp_path: pathlib.Path) -> None:
+    """A real supd against a collector that takes logs but not traces: one supd event, the SDK's text as detail."""
+    receiver = GrpcReceiver()
+    receiver.serve_traces = False
+    with receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        with running_supervisor(tmp_path, env=env) as sup, sup.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            for n in range(3):
+                spec = pb.ChildSpec(name=f"c{n}", argv=["true"], restart=pb.RESTART_POLICY_NEVER)
+                stub.Spawn(pb.SpawnRequest(spec=spec), timeout=10)
+                # Each Spawn's event arrives at the collector; its span, exported on the same schedule, is refused.
+                wait_until(
+                    lambda n=n: any(  # type: ignore[misc]  # mypy cannot type a default-bound lambda
+                        value(r.body) == "child.spawned" and attributes(r.attributes).get("child") == f"c{n}"
+                        for r in list(receiver.received.records)
+                    ),
+                    20,
+                    what=f"the event of c{n} at the collector",
+                )
+            wait_until(lambda: "otlp.spans.export.failed" in sup.stderr_text(), 20, what="the failure event")
+    assert sup.proc.returncode == 0
+    events = [json.loads(line) for line in sup.stderr_text().splitlines() if line.startswith("{")]
+    leaked = [e for e in events if "Failed to export" in e["event"] or "opentelemetry" in str(e.get("logger", ""))]
+    assert leaked == []
+    failed = [e for e in events if e["event"] == "otlp.spans.export.failed"]
+    assert len(failed) == 1 and "UNIMPLEMENTED" in failed[0]["detail"], failed
+    assert failed[0]["endpoint"] == receiver.endpoint
