@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
+    "EXIT_START_FAILED",
     "EXIT_TIMEOUT",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
@@ -33,6 +34,7 @@ EXIT_USAGE = 2  # argparse's own code for bad usage
 EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_TIMEOUT = 5
+EXIT_START_FAILED = 6  # spawn: supd declared the child but its first start failed (BACKOFF or FATAL)
 EXIT_INTERRUPTED = 130  # Ctrl-C during a command other than logs
 
 

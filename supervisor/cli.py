@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +27,7 @@ from supervisor._cli_errors import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_START_FAILED,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -35,6 +35,7 @@ from supervisor._cli_errors import (
     rpc_failure,
     what,
 )
+from supervisor.signals import parse_signal, signal_name
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -42,6 +43,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
+    "EXIT_START_FAILED",
     "EXIT_TIMEOUT",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
@@ -63,6 +65,7 @@ exit codes:
     3  supd unreachable (no socket, connection refused, or supd shutting down)
     4  no child of that name
     5  timed out (see --timeout)
+    6  spawn: the child was declared but its first start failed (BACKOFF or FATAL; the reason is printed)
   130  interrupted (Ctrl-C), except logs, which exits 0 (also on a closed pipe)
 
 The address defaults to $SUPD_ADDR, else the per-user default socket.
@@ -92,13 +95,10 @@ class Client:
 
 def _signal_arg(text: str) -> int:
     """A signal by number (``15``) or name (``TERM``, ``SIGTERM``, ``sigterm``)."""
-    if text.isdigit():
-        return int(text)
-    name = text.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    if name in signal.Signals.__members__:
-        return int(signal.Signals[name])
-    raise argparse.ArgumentTypeError(f"unknown signal {text!r}")
+    try:
+        return parse_signal(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
 
 
 def _env_arg(text: str) -> tuple[str, str]:
@@ -132,7 +132,11 @@ def _count_arg(text: str) -> int:
 
 
 def cmd_spawn(client: Client, args: argparse.Namespace) -> int:
-    """Declare and start a child; print its name, pid and state."""
+    """Declare and start a child; print its name, pid and state.
+
+    A first start that failed (the reply shows BACKOFF or FATAL) is an error:
+    the reason on stderr and ``EXIT_START_FAILED``; the child stays declared.
+    """
     spec = pb.ChildSpec(name=args.name, argv=args.command, inherit_env=args.inherit_env)
     spec.env.update(dict(args.env or ()))
     if args.cwd:
@@ -159,8 +163,26 @@ def cmd_spawn(client: Client, args: argparse.Namespace) -> int:
     resp = client.stub.Spawn(
         pb.SpawnRequest(spec=spec, replace=args.replace), timeout=client.deadline(STOPPING_TIMEOUT)
     )
+    if resp.child.state in (pb.CHILD_STATE_FATAL, pb.CHILD_STATE_BACKOFF):
+        raise CliError(f"spawn {args.name}: {_start_failure(client, resp.child)}", EXIT_START_FAILED)
     _print_child(resp.child)
     return EXIT_OK
+
+
+def _start_failure(client: Client, child: pb.ChildInfo) -> str:
+    """Why the first start failed, in one line: supd's fatal reason, else the last failure event it recorded."""
+    state = fmt.state_name(child.state)
+    if child.state == pb.CHILD_STATE_BACKOFF:
+        state += f", next start in {child.next_start_in_seconds:.1f}s"
+    reason = child.fatal_reason
+    if not reason:
+        request = pb.StreamRequest(name=child.spec.name, follow=False)
+        failures = (pb.Event.KIND_START_FAILED, pb.Event.KIND_FATAL, pb.Event.KIND_EXITED)
+        for msg in client.stub.Stream(request, timeout=client.deadline(QUICK_TIMEOUT)):
+            if msg.HasField("event") and msg.event.kind in failures and msg.event.generation == child.generation:
+                event = msg.event
+                reason = fmt.describe_exit(event.exit) if event.HasField("exit") else event.message
+    return f"failed to start: {' '.join((reason or 'no reason recorded').split())} ({state})"
 
 
 def _print_child(child: pb.ChildInfo) -> None:
@@ -214,11 +236,7 @@ def cmd_kill(client: Client, args: argparse.Namespace) -> int:
         pb.SignalRequest(name=args.name, signal=args.signal, group=args.group),
         timeout=client.deadline(QUICK_TIMEOUT),
     )
-    try:
-        name = signal.Signals(args.signal).name
-    except ValueError:
-        name = f"signal {args.signal}"
-    print(f"{args.name}: sent {name}{' to its process group' if args.group else ''}")
+    print(f"{args.name}: sent {signal_name(args.signal)}{' to its process group' if args.group else ''}")
     return EXIT_OK
 
 
@@ -415,8 +433,8 @@ def _add_logs(sub: Any) -> None:
     start.add_argument("--tail", type=_count_arg, metavar="N", help="start with the last N lines held")
     start.add_argument("--from-seq", type=_count_arg, metavar="N", help="start at this sequence number")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--stdout-only", action="store_true")
-    which.add_argument("--stderr-only", action="store_true")
+    which.add_argument("--stdout-only", action="store_true", help="only the child's stdout")
+    which.add_argument("--stderr-only", action="store_true", help="only the child's stderr")
     p.add_argument("--json", action="store_true", help="one JSON object per line, event and gap")
     p.set_defaults(func=cmd_logs)
 

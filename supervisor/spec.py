@@ -1,9 +1,12 @@
 """A child's declaration, validated once, with the same messages everywhere.
 
 A ``ChildSpec`` comes from a Spawn request or from a TOML file; both paths go
-through ``validate`` so a bad field reads the same in INVALID_ARGUMENT details,
-in supd's config error and in supctl's one-line error:
-``spec.stop_grace_seconds: must be > 0, got -1``.
+through ``validate`` (structure: types, ranges, names) so a bad field reads the
+same in INVALID_ARGUMENT details, in supd's config error and in supctl's one-line
+error: ``spec.stop_grace_seconds: must be > 0, got -1``. Whether the program
+and the working directory exist right now is ``check_runnable``: a Spawn
+request is refused when they do not, a config file is not (that child's start
+fails, with backoff and its reason, and the others run).
 """
 
 from __future__ import annotations
@@ -19,18 +22,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from supervisor.errors import InvalidArgument
+from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_RING_BYTES",
+    "SPEC_KEYS",
     "Backoff",
     "ChildSpec",
+    "FieldError",
     "FlapLimit",
     "RestartPolicy",
     "spec_from_mapping",
     "spec_from_proto",
     "spec_to_proto",
+    "unknown_key",
 ]
 
 KiB = 1024
@@ -102,7 +109,12 @@ class ChildSpec:
         return dict(self.env)
 
     def validate(self) -> ChildSpec:
-        """Raise InvalidArgument naming the first bad field; return self when all are good."""
+        """Structural checks: types, ranges and names; return self when all are good.
+
+        Raises InvalidArgument naming the first bad field. Nothing here looks at
+        the file system: whether the program and the working directory exist is
+        ``check_runnable``'s question, which can change while supd runs.
+        """
         if not _NAME.match(self.name):
             _bad("name", "must be 1-64 characters of [A-Za-z0-9._-] not starting with '.' or '-'", self.name)
         if not self.argv:
@@ -113,6 +125,33 @@ class ChildSpec:
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
                 _bad(f"env[{key!r}]", "names must be non-empty without '=' or NUL; values without NUL", value)
+        if "\0" in self.cwd:
+            _bad("cwd", "must not contain NUL bytes", self.cwd)
+        b = self.backoff
+        _range("backoff.initial_seconds", b.initial_seconds, 0.0, 3600.0, low_open=True)
+        _range("backoff.max_seconds", b.max_seconds, b.initial_seconds, 86400.0)
+        _range("backoff.multiplier", b.multiplier, 1.0, 100.0)
+        _range("backoff.reset_after_seconds", b.reset_after_seconds, 0.0, 10 * 86400.0, low_open=True)
+        _range("flap_limit.max_restarts", self.flap_limit.max_restarts, 0, 1_000_000)
+        _range("flap_limit.window_seconds", self.flap_limit.window_seconds, 0.0, 10 * 86400.0, low_open=True)
+        try:
+            parse_signal(self.stop_signal)
+        except ValueError:
+            _bad("stop_signal", "must be a valid signal number", self.stop_signal)
+        _range("stop_grace_seconds", self.stop_grace_seconds, 0.0, 3600.0, low_open=True)
+        _range("ring_bytes", self.ring_bytes, MIN_RING_BYTES, MAX_RING_BYTES, size=True)
+        _range("max_line_bytes", self.max_line_bytes, MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES, size=True)
+        return self
+
+    def check_runnable(self) -> ChildSpec:
+        """Whether the child can start right now: its cwd exists and argv[0] is an executable; return self.
+
+        argv[0] without a ``/`` is looked up in the child's PATH (supd's when the
+        child's environment has none); with a ``/`` it is taken relative to
+        ``cwd``. Raises InvalidArgument naming ``cwd`` or ``argv[0]``. A config
+        file does not call this: a program missing at boot is a failed start of
+        that child (with backoff and its reason), not a reason to refuse the file.
+        """
         if self.cwd and not os.path.isdir(self.cwd):
             _bad("cwd", "must be an existing directory", self.cwd)
         if "/" not in self.argv[0]:
@@ -123,33 +162,42 @@ class ChildSpec:
             program = os.path.join(self.cwd or os.getcwd(), self.argv[0])
             if not (os.path.isfile(program) and os.access(program, os.X_OK)):
                 _bad("argv[0]", "must be an executable file", self.argv[0])
-        b = self.backoff
-        _range("backoff.initial_seconds", b.initial_seconds, 0.0, 3600.0, low_open=True)
-        _range("backoff.max_seconds", b.max_seconds, b.initial_seconds, 86400.0)
-        _range("backoff.multiplier", b.multiplier, 1.0, 100.0)
-        _range("backoff.reset_after_seconds", b.reset_after_seconds, 0.0, 10 * 86400.0, low_open=True)
-        _range("flap_limit.max_restarts", self.flap_limit.max_restarts, 0, 1_000_000)
-        _range("flap_limit.window_seconds", self.flap_limit.window_seconds, 0.0, 10 * 86400.0, low_open=True)
-        valid_signals = {int(s) for s in signal.valid_signals()}
-        if self.stop_signal not in valid_signals or self.stop_signal == 0:
-            _bad("stop_signal", "must be a valid signal number", self.stop_signal)
-        _range("stop_grace_seconds", self.stop_grace_seconds, 0.0, 3600.0, low_open=True)
-        _range("ring_bytes", self.ring_bytes, MIN_RING_BYTES, MAX_RING_BYTES)
-        _range("max_line_bytes", self.max_line_bytes, MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES)
         return self
 
 
+class FieldError(InvalidArgument):
+    """InvalidArgument about one field; ``field`` is its dotted name below ``spec`` (``backoff.max_seconds``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def _bad(field: str, rule: str, got: object) -> None:
-    raise InvalidArgument(f"spec.{field}: {rule}, got {got!r}")
+    raise FieldError(field, f"spec.{field}: {rule}, got {got!r}")
 
 
-def _range(field: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+def _number(value: float, *, size: bool = False) -> str:
+    """A bound as a person reads it: whole numbers in full (never ``1.07374e+09``); sizes with binary units too."""
+    if isinstance(value, int) or float(value).is_integer():
+        text = str(int(value))
+        if size and value >= KiB:
+            for unit, scale in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", KiB)):
+                if value >= scale and value % scale == 0:
+                    return f"{text} ({int(value) // scale} {unit})"
+        return text
+    return repr(float(value))
+
+
+def _range(
+    field: str, value: float, low: float, high: float, *, low_open: bool = False, size: bool = False
+) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         _bad(field, "must be a finite number", value)
     if low_open and value <= low:
-        _bad(field, f"must be > {low:g}", value)
+        _bad(field, f"must be > {_number(low, size=size)}", value)
     if value < low or value > high:
-        _bad(field, f"must be between {low:g} and {high:g}", value)
+        _bad(field, f"must be between {_number(low, size=size)} and {_number(high, size=size)}", value)
 
 
 _POLICY_FROM_PB = {
@@ -171,7 +219,11 @@ def _or(value: float, default: float) -> float:
 
 
 def spec_from_proto(msg: pb.ChildSpec) -> ChildSpec:
-    """Build and validate a spec from a Spawn request, filling unset fields with defaults."""
+    """Build and validate a spec from a Spawn request, filling unset fields with defaults.
+
+    Runs both ``validate`` and ``check_runnable``: a Spawn of a program that
+    does not exist is refused with INVALID_ARGUMENT. Raises InvalidArgument.
+    """
     if msg.restart not in _POLICY_FROM_PB:
         _bad("restart", "must be one of ALWAYS, ON_FAILURE, NEVER", msg.restart)
     d_back, d_flap = Backoff(), FlapLimit()
@@ -201,7 +253,7 @@ def spec_from_proto(msg: pb.ChildSpec) -> ChildSpec:
         ring_bytes=msg.ring_bytes or DEFAULT_RING_BYTES,
         max_line_bytes=msg.max_line_bytes or DEFAULT_MAX_LINE_BYTES,
     )
-    return spec.validate()
+    return spec.validate().check_runnable()
 
 
 def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
@@ -223,15 +275,11 @@ def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
 
 
 def _signal_number(field: str, value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        name = value.upper()
-        name = name if name.startswith("SIG") else "SIG" + name
-        if name in signal.Signals.__members__:
-            return int(signal.Signals[name])
-    _bad(field, "must be a signal name like SIGTERM or a number", value)
-    raise AssertionError  # unreachable: _bad raises
+    try:
+        return parse_signal(value)
+    except ValueError:
+        _bad(field, "must be a signal name like SIGTERM or a number", value)
+        raise AssertionError from None  # unreachable: _bad raises
 
 
 def _take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], field: str, default: Any) -> Any:
@@ -245,23 +293,54 @@ def _take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], fie
     return value
 
 
-_SPEC_KEYS = {
-    "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
-    "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes",
+# The keys a ``[children.NAME]`` table may hold, and those of its nested tables.
+SPEC_KEYS: Mapping[str, frozenset[str]] = {
+    "": frozenset(
+        {
+            "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
+            "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes",
+        }
+    ),
+    "backoff": frozenset(f.name for f in dataclasses.fields(Backoff)),
+    "flap_limit": frozenset(f.name for f in dataclasses.fields(FlapLimit)),
 }
 
 
+def unknown_key(table: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The path of the first key of a ``[children.NAME]`` table, nested tables included, that no field has.
+
+    ``("backoff", "initail_seconds")`` for ``[children.x.backoff] initail_seconds = 5``; None when all are known.
+    """
+    for key in sorted(set(table) - SPEC_KEYS[""]):
+        return (key,)
+    for nested in ("backoff", "flap_limit"):
+        sub = table.get(nested)
+        if isinstance(sub, Mapping):
+            for key in sorted(set(sub) - SPEC_KEYS[nested]):
+                return (nested, key)
+    return None
+
+
 def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
-    """Build and validate a spec from one ``[children.NAME]`` table of a TOML config."""
-    unknown = sorted(set(table) - _SPEC_KEYS)
-    if unknown:
-        _bad(unknown[0], f"unknown key (known: {', '.join(sorted(_SPEC_KEYS))})", table[unknown[0]])
+    """Build a structurally valid spec from one ``[children.NAME]`` table of a TOML config.
+
+    Every key at every level must be known and of the right type (InvalidArgument,
+    a ``FieldError`` naming the field, otherwise). Only ``validate`` runs, not
+    ``check_runnable``: a program missing right now is that child's failed start.
+    """
+    path = unknown_key(table)
+    if path is not None:
+        known = SPEC_KEYS[path[0] if len(path) > 1 else ""]
+        value = table[path[0]] if len(path) == 1 else table[path[0]][path[1]]
+        _bad(".".join(path), f"unknown key (known: {', '.join(sorted(known))})", value)
     argv = _take(table, "argv", list, "argv", [])
-    if not all(isinstance(a, str) for a in argv):
-        _bad("argv", "must be a list of strings", argv)
+    for i, arg in enumerate(argv):
+        if not isinstance(arg, str):
+            _bad(f"argv[{i}]", "must be a string", arg)
     env = _take(table, "env", dict, "env", {})
-    if not all(isinstance(v, str) for v in env.values()):
-        _bad("env", "values must be strings", env)
+    for key, value in env.items():
+        if not isinstance(value, str):
+            _bad(f"env.{key}", "must be a string", value)
     policy = _take(table, "restart", str, "restart", "on-failure")
     try:
         restart = RestartPolicy(policy)

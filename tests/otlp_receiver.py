@@ -127,6 +127,7 @@ class GrpcReceiver(_Restartable):
         self.received = Received()
         self.fail_with: grpc.StatusCode | None = None
         self.fail_details = "refused by the test receiver"
+        self.serve_traces = True  # False: a collector that takes logs but answers UNIMPLEMENTED for traces
         self._server: grpc.Server | None = None
 
     @property
@@ -155,7 +156,8 @@ class GrpcReceiver(_Restartable):
 
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
+        if self.serve_traces:
+            trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
         port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         if not port:
             raise RuntimeError(f"cannot listen on 127.0.0.1:{self.port}")

@@ -441,3 +441,27 @@ def test_wait_connects_once_supd_comes_up_and_gives_up_with_exit_3(tmp_path: pat
     )
     assert late.returncode == 3
     assert late.stderr.strip() == f"supctl: no supd answered at {address} within 0.3s (--wait)"
+
+
+def test_spawn_whose_start_failed_says_why_and_exits_6(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    # Issue 15 item 13: supctl spawn exited 0 and printed no reason when the start failed.
+    script = tmp_path / "bad-interpreter"
+    script.write_text("#!/nonexistent/interpreter\necho hi\n")
+    script.chmod(0o755)
+    err = assert_one_line_error(supctl(sup, "spawn", "fatal", "--restart", "never", "--", str(script)), 6)
+    assert err.startswith("supctl: spawn fatal: failed to start: ") and err.endswith(" (FATAL)\n"), err
+    assert "/nonexistent/interpreter" in err or "No such file" in err, err
+    err = assert_one_line_error(
+        supctl(sup, "spawn", "looping", "--restart", "always", "--backoff-initial", "30", "--", str(script)), 6
+    )
+    assert err.startswith("supctl: spawn looping: failed to start: ") and "(BACKOFF, next start in" in err, err
+    assert "No such file" in err or "/nonexistent/interpreter" in err, err
+    assert child_info(sup, "looping").state == pb.CHILD_STATE_BACKOFF  # still declared, retrying
+
+
+def test_size_bounds_are_printed_as_whole_bytes(sup: SupervisorProcess) -> None:
+    # Issue 15 item 18: the ring's upper bound read "1.07374e+09".
+    err = assert_one_line_error(supctl(sup, "spawn", "big", "--ring-bytes", "10", "--", "sleep", "1"), 1)
+    assert err == (
+        "supctl: spawn big: spec.ring_bytes: must be between 65536 (64 KiB) and 1073741824 (1 GiB), got 10\n"
+    )

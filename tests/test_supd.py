@@ -55,7 +55,7 @@ def test_bad_config_names_file_and_field(tmp_path: pathlib.Path):
     result = run_supd("--socket", str(tmp_path / "s.sock"), "--config", str(config))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"supd: {config}: children.web: spec.stop_grace_seconds: must be > 0, got -1.0"
+        f"supd: {config}:3: children.web: spec.stop_grace_seconds: must be > 0, got -1.0"
     )
 
 

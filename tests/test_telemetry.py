@@ -9,6 +9,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -21,6 +25,9 @@ from supervisor._daemon.telemetry import configure as telemetry_module
 from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging
 from supervisor._daemon.telemetry.otlp.transport import ExportTarget
 from supervisor.errors import InvalidArgument
+from supervisor.testing import running_supervisor, supd_command, wait_until
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 from otlp_receiver import BlackHole, GrpcReceiver, attributes, value
 
@@ -102,6 +109,15 @@ def test_settings_headers_timeout_resource() -> None:
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://c:21"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:port"),
         ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://"),
+        # Issue 15 item 16: a bare word was accepted and supd exported nowhere.
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "notaurl"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317/v1/logs"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:0"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:99999"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://col lector:4317"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://:4317"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "localhost"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "unix:///tmp/otel.sock"),
     ],
 )
 def test_settings_bad_values_name_the_variable(name: str, bad: str) -> None:
@@ -127,6 +143,11 @@ def restore_logging() -> Iterator[None]:
         logging.getLogger().removeHandler(telemetry_module._handler)
         telemetry_module._handler = None
     telemetry_module._active = None
+    sdk_logger = logging.getLogger("opentelemetry")
+    for handler in list(sdk_logger.handlers):
+        sdk_logger.removeHandler(handler)
+    sdk_logger.propagate = True
+    logging.captureWarnings(False)
 
 
 def test_disabled_export_says_so_once(restore_logging: None) -> None:
@@ -199,3 +220,131 @@ def test_shutdown_is_bounded_when_the_endpoint_is_a_black_hole(restore_logging: 
         assert time.monotonic() - start < 4.0
     stats = telemetry.line_exporter.statistics()
     assert (stats.offered, stats.exported, stats.dropped) == (1, 0, 1)
+
+
+# -- the SDK's own words (issue 15 item 16) -------------------------------------------
+
+
+def test_a_collector_without_traces_gives_one_supd_event_per_cause(restore_logging: None) -> None:
+    """A collector that takes logs but not traces: each span batch made the SDK log its own sentence as an event."""
+    receiver = GrpcReceiver()
+    receiver.serve_traces = False
+    with receiver:
+        out = io.StringIO()
+        telemetry = configure_logging(
+            TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}), stream=out
+        )
+        for _ in range(4):
+            with telemetry.get_tracer().start_as_current_span("Spawn"):
+                structlog.get_logger().info("child.spawned", child="web")
+            telemetry.force_flush()
+        assert telemetry.shutdown(10.0) is True
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    names = [e["event"] for e in events]
+    assert all(not n.startswith(("Failed", "Transient", "Exception")) for n in names), names
+    assert not [e for e in events if str(e.get("logger", "")).startswith("opentelemetry")]
+    (failed,) = [e for e in events if e["event"] == "otlp.spans.export.failed"]
+    assert failed["level"] == "error" and failed["endpoint"] == receiver.endpoint
+    assert "UNIMPLEMENTED" in failed["detail"]
+    (repeated,) = [e for e in events if e["event"] == "otlp.spans.export.failed.repeated"]
+    assert repeated["times"] == 3 and repeated["detail"] == failed["detail"]
+    # supd's own events still reach the collector that accepts them.
+    assert len([r for r in receiver.received.records if value(r.body) == "child.spawned"]) == 4
+
+
+def test_other_sdk_words_become_a_field_of_a_supd_event_once(restore_logging: None) -> None:
+    with GrpcReceiver() as receiver:
+        out = io.StringIO()
+        telemetry = configure_logging(
+            TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}), stream=out
+        )
+        for _ in range(3):
+            logging.getLogger("opentelemetry.sdk.trace").warning("Queue full, dropping %s.", "span")
+        assert telemetry.shutdown(10.0) is True
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    sdk = [e for e in events if e["event"].startswith("otel.sdk")]
+    assert sdk == [
+        {
+            "detail": "Queue full, dropping span.",
+            "logger": "opentelemetry.sdk.trace",
+            "event": "otel.sdk.warning",
+            "level": "warning",
+            "timestamp": sdk[0]["timestamp"],
+        }
+    ]
+
+
+@pytest.mark.parametrize("endpoint", ["notaurl", "localhost", "http://collector:0"])
+def test_supd_refuses_a_malformed_endpoint_at_start(tmp_path: pathlib.Path, endpoint: str) -> None:
+    result = subprocess.run(
+        [*supd_command(), "--socket", str(tmp_path / "s.sock")],
+        env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("supd: OTEL_EXPORTER_OTLP_ENDPOINT: ") and result.stderr.count("\n") == 1
+    assert repr(endpoint) in result.stderr
+
+
+def test_export_off_never_imports_the_sdk() -> None:
+    """Issue 16 target 5: the SDK and its exporters loaded even with export off (a third of the idle RSS over 35 MB)."""
+    code = (
+        "import io, sys\n"
+        "from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging\n"
+        "t = configure_logging(TelemetrySettings.from_env({}), stream=io.StringIO())\n"
+        "with t.span_tracer().start_as_current_span('Spawn', attributes={'supd.child.name': 'web'}):\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'importlib.metadata'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_python_warnings_are_log_events_not_direct_stderr_writes() -> None:
+    code = (
+        "import io, sys, warnings, json\n"
+        "from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging\n"
+        "out = io.StringIO()\n"
+        "configure_logging(TelemetrySettings.from_env({}), stream=out)\n"
+        "warnings.warn('something is deprecated', DeprecationWarning, stacklevel=1)\n"
+        "sys.stdout.write(out.getvalue())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stderr == ""
+    (event,) = [json.loads(line) for line in out.stdout.splitlines() if "deprecated" in line]
+    assert event["logger"] == "py.warnings" and event["level"] == "warning"
+
+
+def test_supd_tells_a_traceless_collector_once_in_its_own_words(tmp_path: pathlib.Path) -> None:
+    """A real supd against a collector that takes logs but not traces: one supd event, the SDK's text as detail."""
+    receiver = GrpcReceiver()
+    receiver.serve_traces = False
+    with receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        with running_supervisor(tmp_path, env=env) as sup, sup.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            for n in range(3):
+                spec = pb.ChildSpec(name=f"c{n}", argv=["true"], restart=pb.RESTART_POLICY_NEVER)
+                stub.Spawn(pb.SpawnRequest(spec=spec), timeout=10)
+                # Each Spawn's event arrives at the collector; its span, exported on the same schedule, is refused.
+                wait_until(
+                    lambda n=n: any(  # type: ignore[misc]  # mypy cannot type a default-bound lambda
+                        value(r.body) == "child.spawned" and attributes(r.attributes).get("child") == f"c{n}"
+                        for r in list(receiver.received.records)
+                    ),
+                    20,
+                    what=f"the event of c{n} at the collector",
+                )
+            wait_until(lambda: "otlp.spans.export.failed" in sup.stderr_text(), 20, what="the failure event")
+    assert sup.proc.returncode == 0
+    events = [json.loads(line) for line in sup.stderr_text().splitlines() if line.startswith("{")]
+    leaked = [e for e in events if "Failed to export" in e["event"] or "opentelemetry" in str(e.get("logger", ""))]
+    assert leaked == []
+    failed = [e for e in events if e["event"] == "otlp.spans.export.failed"]
+    assert len(failed) == 1 and "UNIMPLEMENTED" in failed[0]["detail"], failed
+    assert failed[0]["endpoint"] == receiver.endpoint

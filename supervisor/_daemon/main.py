@@ -29,6 +29,7 @@ from supervisor._daemon.api.server import SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
 from supervisor._daemon.children.registry import Registry
+from supervisor._daemon.limits import raise_nofile_limit
 from supervisor._daemon.memory import tune_malloc
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
 from supervisor._daemon.telemetry.configure import Telemetry, TelemetrySettings, configure_logging
@@ -92,7 +93,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         exporter = telemetry.line_exporter
         async with Registry([exporter] if exporter is not None else []) as registry, anyio.create_task_group() as tg:
             tg.start_soon(_watch_signals, shutdown)
-            service = SupervisorService(registry, telemetry.get_tracer(), exporter, shutdown=shutdown.begin)
+            service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)
             log.info("supd.started", socket=settings.socket, pid=os.getpid(), version=__version__)
             async with anyio.create_task_group() as boot:
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     tune_malloc()
+    raise_nofile_limit()
     shutdown = Shutdown(settings.shutdown_timeout)
     try:
         return anyio.run(serve, settings, telemetry, shutdown, backend="asyncio")

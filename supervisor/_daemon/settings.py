@@ -1,16 +1,8 @@
 """supd's settings: command-line flags and the optional TOML file of children to start at boot.
 
-A config file looks like::
-
-    [supervisor]
-    shutdown_timeout_seconds = 30     # overall deadline for stopping every child
-
-    [children.web]
-    argv = ["caddy", "run"]
-    restart = "always"
-    stop_grace_seconds = 5
-
-Every error names the file and the field, as a Spawn request would.
+The file is read and checked by ``config_file.load_config``; every error names
+the file and the field (and the child, key and line where it can), as a Spawn
+request would.
 """
 
 from __future__ import annotations
@@ -18,21 +10,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import tomllib
-from typing import Any
 
 from supervisor import __version__
-from supervisor.errors import InvalidArgument
+from supervisor._daemon.config_file import Config, ConfigError, load_config
 from supervisor.paths import default_socket_path, socket_path_of
-from supervisor.spec import ChildSpec, spec_from_mapping
+from supervisor.spec import ChildSpec
 
-__all__ = ["ConfigError", "Settings", "parse_args"]
+__all__ = ["ConfigError", "Settings", "build_parser", "parse_args"]
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-
-
-class ConfigError(Exception):
-    """The command line or the config file is unusable; the message says where and why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,36 +31,8 @@ class Settings:
     export_queue_lines: int = 131_072
 
 
-def _load_config(path: str) -> tuple[tuple[ChildSpec, ...], dict[str, Any]]:
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(doc) - {"supervisor", "children"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown table [{unknown[0]}] (known: [supervisor], [children.NAME])")
-    children = doc.get("children", {})
-    if not isinstance(children, dict):
-        raise ConfigError(f"{path}: children: must be a table of [children.NAME] tables")
-    specs = []
-    for name, table in children.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: children.{name}: must be a table")
-        try:
-            specs.append(spec_from_mapping(name, table))
-        except InvalidArgument as exc:
-            raise ConfigError(f"{path}: children.{name}: {exc.message}") from exc
-    sup = doc.get("supervisor", {})
-    if not isinstance(sup, dict):
-        raise ConfigError(f"{path}: supervisor: must be a table")
-    return tuple(specs), sup
-
-
-def parse_args(argv: list[str] | None = None) -> Settings:
-    """Settings from the command line (and the config file it names); ConfigError when unusable."""
+def build_parser() -> argparse.ArgumentParser:
+    """supd's command line; ``--help`` is its reference."""
     parser = argparse.ArgumentParser(
         prog="supd",
         description="A gRPC-controlled process supervisor: starts, drains, streams and stops children.",
@@ -91,7 +49,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=None,
         help=f"seconds to stop every child on SIGTERM before SIGKILL (default {DEFAULT_SHUTDOWN_TIMEOUT:g})",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="least severe of supd's own events written to stderr (and exported): debug, info, warning or "
+        "error (default info)",
+    )
     parser.add_argument("--version", action="version", version=f"supd {__version__}")
     parser.add_argument(
         "--export-summary-seconds",
@@ -106,11 +70,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="child lines the OTLP export may hold while the endpoint is slow or down; beyond, lines are "
         "dropped and counted, never waited for (default 131072)",
     )
-    args = parser.parse_args(argv)
-    specs: tuple[ChildSpec, ...] = ()
-    sup: dict[str, Any] = {}
-    if args.config:
-        specs, sup = _load_config(args.config)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    """Settings from the command line (and the config file it names); ConfigError when unusable."""
+    args = build_parser().parse_args(argv)
+    config = load_config(args.config) if args.config else Config()
+    specs, sup = config.children, config.supervisor
     timeout = args.shutdown_timeout
     if timeout is None:
         timeout = sup.get("shutdown_timeout_seconds", DEFAULT_SHUTDOWN_TIMEOUT)

@@ -824,10 +824,16 @@ class HealthResponse(_message.Message):
     CHILDREN_FIELD_NUMBER: _builtins.int
     SUPERVISOR_UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    LOG_DROPPED_EVENTS_FIELD_NUMBER: _builtins.int
     supervisor_uptime_seconds: _builtins.float
     """Seconds supd has run."""
     version: _builtins.str
     """supd's version."""
+    log_dropped_events: _builtins.int
+    """supd's own log events (its JSON lines on stderr) dropped since it started because stderr could not take
+    them fast enough (a pipe nobody reads, a slow collector): supd never waits for its log. When writing works
+    again, supd writes a `supd.log.dropped` line with the count.
+    """
     @_builtins.property
     def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildInfo]:
         """The children asked for, in name order."""
@@ -838,10 +844,11 @@ class HealthResponse(_message.Message):
         children: _abc.Iterable[Global___ChildInfo] | None = ...,
         supervisor_uptime_seconds: _builtins.float = ...,
         version: _builtins.str = ...,
+        log_dropped_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "supervisor_uptime_seconds", b"supervisor_uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "log_dropped_events", b"log_dropped_events", "supervisor_uptime_seconds", b"supervisor_uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,7 +22,7 @@ from supervisor.paths import MAX_SOCKET_PATH_BYTES
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
-__all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server"]
+__all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_private_directory"]
 
 log = structlog.get_logger("supd.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
@@ -48,20 +48,17 @@ class SocketLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Create the 0700 directory, take the lock, clear a stale socket; SocketError if held."""
+        """Create the 0700 directory, take the lock, clear a stale socket.
+
+        Raises SocketError when the directory cannot be created, is not private
+        to supd (see ``check_private_directory``), or another supd holds the lock.
+        """
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise SocketError(f"cannot create socket directory {directory}: {exc.strerror}") from exc
-        mode = stat.S_IMODE(os.stat(directory).st_mode)
-        if mode & 0o077:
-            log.warning(
-                "server.socket_dir.open",
-                directory=directory,
-                mode=oct(mode),
-                hint="other users may reach the socket; supd creates its own directory with mode 0700",
-            )
+        check_private_directory(directory)
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -92,6 +89,36 @@ class SocketLock:
         os.ftruncate(self._fd, 0)  # no dead pid left behind for a `kill $(cat ...)`
         os.close(self._fd)
         self._fd = None
+
+
+def check_private_directory(directory: str) -> None:
+    """Refuse a socket directory that another user owns or that others may enter: SocketError saying what to do.
+
+    Whoever owns the directory (or may write in it) can replace the socket and
+    receive every request meant for supd, so it must belong to supd's effective
+    uid and have mode 0700 (``/tmp/supd-UID`` created beforehand by another
+    user is the case this guards).
+    """
+    try:
+        st = os.stat(directory)
+    except OSError as exc:
+        raise SocketError(f"cannot inspect socket directory {directory}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise SocketError(f"socket directory {directory} is not a directory; choose another --socket")
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise SocketError(
+            f"socket directory {directory} belongs to uid {st.st_uid}, not to supd's uid {euid}: another user could"
+            f" intercept supctl's requests; remove it (supd creates it with mode 0700) or choose another --socket"
+            f" in a directory of your own"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise SocketError(
+            f"socket directory {directory} has mode {mode:04o}, supd needs 0700 so that only its own user can"
+            f" reach or replace the socket: run chmod 700 {directory}, or choose another --socket in a directory"
+            f" of your own"
+        )
 
 
 async def build_server(

@@ -11,11 +11,10 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 import structlog
-from opentelemetry import trace
 
 from supervisor import __version__
 from supervisor._daemon.api.convert import child_to_proto, exit_to_proto
@@ -24,11 +23,15 @@ from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import read_stream
-from supervisor._daemon.telemetry.otlp.export import LineExporter
+from supervisor._daemon.telemetry.log_writer import log_dropped_events
+from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
 from supervisor.errors import InvalidArgument, SupervisorError, Unimplemented
 from supervisor.spec import spec_from_proto
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from supervisor._daemon.telemetry.otlp.export import LineExporter
 
 __all__ = ["SupervisorService"]
 
@@ -87,13 +90,13 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     def __init__(
         self,
         registry: Registry,
-        tracer: trace.Tracer | None = None,
+        tracer: SpanTracer | None = None,
         exporter: LineExporter | None = None,
         shutdown: Callable[[], float] | None = None,
     ) -> None:
         """``shutdown`` starts supd's ordered shutdown and returns the seconds left until exit."""
         self._registry = registry
-        self._tracer = tracer or trace.NoOpTracer()
+        self._tracer = tracer or NO_SPANS
         self._exporter = exporter
         self._shutdown = shutdown
         self._started = time.monotonic()
@@ -157,6 +160,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             children=self._infos(children),
             supervisor_uptime_seconds=time.monotonic() - self._started,
             version=__version__,
+            log_dropped_events=log_dropped_events(),
         )
 
     @_boundary

@@ -2,18 +2,22 @@
 
 Three paths, by volume:
 
-* supd's own events (low volume) go through structlog: JSON lines on stderr,
-  and, when export is on, also into the OpenTelemetry SDK (``LoggerProvider`` +
-  ``BatchLogRecordProcessor`` + the SDK's OTLP exporter), with the current
+* supd's own events (low volume) go through structlog: JSON lines on stderr
+  through a never-blocking ``LogWriter`` (log_writer.py), and, when export is
+  on, also into the OpenTelemetry SDK (sdk_pipeline.py), with the current
   span's context so an event caused by an RPC correlates with its span.
-* supd's spans: a ``TracerProvider`` with the SDK's OTLP span exporter, or a
-  no-op tracer when export is off (``get_tracer()``).
+* supd's spans: the SDK's ``TracerProvider`` when export is on, else a no-op
+  tracer (``get_tracer()``).
 * child output (high volume) bypasses the SDK: ``Telemetry.line_exporter`` is
-  a ``LineSink`` (otlp.py) for the drain, with its own bounded queue.
+  a ``LineSink`` (otlp/export.py) for the drain, with its own bounded queue.
 
-stdlib ``logging`` (grpc, the OTel SDK's own warnings) is rendered as JSON on
-stderr as well, with identical messages rate-limited, but never fed back into
-OTLP: an exporter reporting its own failure through itself would loop.
+The SDK and its exporters are imported only when an endpoint is set. stdlib
+``logging`` (grpc and other libraries) is rendered as JSON on stderr as well,
+with identical messages rate-limited, but never fed back into OTLP: an
+exporter reporting its own failure through itself would loop. The SDK's own
+log records never appear as they are: sdk_report.py turns them into supd's
+events (``otlp.spans.export.failed``, ``otel.sdk.warning``) with the SDK's
+words as a field.
 
 Startup: ``telemetry = configure_logging(TelemetrySettings.from_env(os.environ))``
 before anything logs; attach ``telemetry.line_exporter`` (if not None) to the
@@ -30,107 +34,24 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry._logs import Logger, SeverityNumber
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import Processor
 
-from supervisor._daemon.telemetry.otlp.export import LineExporter
-from supervisor._daemon.telemetry.otlp.transport import GRPC, ExportTarget
+from supervisor._daemon.telemetry import log_writer
 from supervisor._daemon.telemetry.settings import TelemetrySettings, supd_version
+from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
+
+if TYPE_CHECKING:
+    from opentelemetry import trace
+
+    from supervisor._daemon.telemetry.otlp.export import LineExporter
+    from supervisor._daemon.telemetry.sdk_pipeline import SdkPipelines
 
 __all__ = ["Telemetry", "TelemetrySettings", "configure_logging", "get_tracer", "shutdown"]
 
-TRACER_NAME = "supd"
-_SEVERITY = {
-    "debug": SeverityNumber.DEBUG,
-    "info": SeverityNumber.INFO,
-    "warning": SeverityNumber.WARN,
-    "warn": SeverityNumber.WARN,
-    "error": SeverityNumber.ERROR,
-    "exception": SeverityNumber.ERROR,
-    "critical": SeverityNumber.FATAL,
-}
-_NOT_ATTRIBUTES = frozenset({"event", "level", "timestamp"})
 log = structlog.get_logger()
-
-
-def _metadata(target: ExportTarget) -> tuple[tuple[str, str], ...]:
-    """Headers as gRPC metadata, whose keys must be lower case."""
-    return tuple((k.lower(), v) for k, v in target.headers)
-
-
-def _log_exporter(target: ExportTarget) -> LogRecordExporter:
-    if target.protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
-
-        return GrpcLogs(target.endpoint, insecure=target.insecure, headers=_metadata(target), timeout=target.timeout)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
-
-    return HttpLogs(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
-
-
-def _span_exporter(target: ExportTarget) -> SpanExporter:
-    if target.protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-
-        return GrpcSpans(target.endpoint, insecure=target.insecure, headers=_metadata(target), timeout=target.timeout)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
-
-    return HttpSpans(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
-
-
-def _attribute(value: Any) -> Any:
-    """An OTel attribute value: scalars as they are, lists of strings kept, anything else as str."""
-    if isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-        return list(value)
-    return str(value)
-
-
-def _attributes(event_dict: EventDict) -> dict[str, Any]:
-    """The event's context as attributes; a dict value (``dropped={"web": 3}``) becomes ``dropped.web``."""
-    out: dict[str, Any] = {}
-    for name, value in event_dict.items():
-        if name in _NOT_ATTRIBUTES:
-            continue
-        key = "exception.stacktrace" if name == "exception" else name
-        if isinstance(value, dict) and value:
-            out.update((f"{key}.{k}", _attribute(v)) for k, v in value.items())
-        else:
-            out[key] = _attribute(value)
-    return out
-
-
-class _EmitToOtel:
-    """structlog processor: emit the event into the OTel SDK log pipeline, then pass it on unchanged."""
-
-    def __init__(self, logger: Logger) -> None:
-        self._logger = logger
-
-    def __call__(self, _: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        level = str(event_dict.get("level", method_name))
-        attributes = _attributes(event_dict)
-        now = time.time_ns()
-        self._logger.emit(
-            timestamp=now,
-            observed_timestamp=now,
-            context=otel_context.get_current(),
-            severity_number=_SEVERITY.get(level, SeverityNumber.INFO),
-            severity_text=level.upper(),
-            body=str(event_dict.get("event", "")),
-            attributes=attributes,
-        )
-        return event_dict
 
 
 class _RepeatFilter(logging.Filter):
@@ -159,25 +80,23 @@ class _RepeatFilter(logging.Filter):
 
 
 class Telemetry:
-    """What ``configure_logging`` built: providers, the line exporter, and how to shut them down."""
+    """What ``configure_logging`` built: the line exporter, the SDK pipelines when on, and how to shut them down."""
 
     def __init__(self, settings: TelemetrySettings, exporter_options: Mapping[str, Any] | None = None) -> None:
         self.settings = settings
-        resource = Resource(dict(settings.resource))
         self.line_exporter: LineExporter | None = None
-        self._logger_provider: LoggerProvider | None = None
-        self._tracer_provider: TracerProvider | None = None
-        self._tracer: trace.Tracer = trace.NoOpTracer()
+        self._sdk: SdkPipelines | None = None
+        if settings.enabled:
+            # The SDK and its exporters load only now: with export off supd never imports them.
+            from supervisor._daemon.telemetry.sdk_pipeline import SdkPipelines
+
+            self._sdk = SdkPipelines(settings)
         if settings.logs is not None:
-            self._logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
-            self._logger_provider.add_log_record_processor(BatchLogRecordProcessor(_log_exporter(settings.logs)))
+            from supervisor._daemon.telemetry.otlp.export import LineExporter
+
             self.line_exporter = LineExporter.for_target(
                 settings.logs, resource=settings.resource, scope_version=supd_version(), **(exporter_options or {})
             )
-        if settings.traces is not None:
-            self._tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-            self._tracer_provider.add_span_processor(BatchSpanProcessor(_span_exporter(settings.traces)))
-            self._tracer = self._tracer_provider.get_tracer(TRACER_NAME, supd_version())
 
     def __repr__(self) -> str:
         logs = self.settings.logs.endpoint if self.settings.logs else f"off ({self.settings.disabled_reason})"
@@ -185,37 +104,36 @@ class Telemetry:
 
     def otel_processor(self) -> Processor | None:
         """The structlog processor feeding the SDK log pipeline, or None when log export is off."""
-        if self._logger_provider is None:
-            return None
-        return _EmitToOtel(self._logger_provider.get_logger(TRACER_NAME, supd_version()))
+        return self._sdk.otel_processor() if self._sdk is not None else None
 
     def get_tracer(self) -> trace.Tracer:
-        """supd's tracer: exporting spans, or a no-op tracer when trace export is off."""
-        return self._tracer
+        """supd's tracer: exporting spans, or the OpenTelemetry API's no-op tracer when trace export is off."""
+        if self._sdk is not None:
+            return self._sdk.tracer
+        from opentelemetry import trace
+
+        return trace.NoOpTracer()
+
+    def span_tracer(self) -> SpanTracer:
+        """supd's tracer for the service: exporting spans, or ``NO_SPANS`` (which loads nothing) when export is off."""
+        return self._sdk.tracer if self._sdk is not None else NO_SPANS
+
+    def force_flush(self, timeout: float = 10.0) -> bool:
+        """Export supd's pending events and spans now (each pipeline within ``timeout`` s); True when none is left."""
+        return self._sdk.force_flush(timeout) if self._sdk is not None else True
 
     def shutdown(self, timeout: float) -> bool:
         """Flush and stop everything within ``timeout`` s; False if something could not be flushed.
 
         Order: the line exporter first (its last events still reach the SDK
-        pipeline), then spans, then supd's own events.
+        pipeline), then spans and supd's own events together.
         """
         deadline = time.monotonic() + timeout
         ok = True
         if self.line_exporter is not None:
             ok = self.line_exporter.close(max(0.0, deadline - time.monotonic()) * 0.6)
-        # The SDK providers' shutdown waits up to 30 s on a dead endpoint: run both at once, under our deadline.
-        threads = [
-            threading.Thread(target=provider.shutdown, name=f"otel-shutdown-{name}", daemon=True)
-            for name, provider in (("traces", self._tracer_provider), ("logs", self._logger_provider))
-            if provider is not None
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                log.error("otel.shutdown.timeout", pipeline=thread.name, detail="unsent telemetry abandoned")
-                ok = False
+        if self._sdk is not None:
+            ok = self._sdk.shutdown(deadline) and ok
         return ok
 
 
@@ -230,12 +148,21 @@ def configure_logging(
     stream: TextIO | None = None,
     exporter_options: Mapping[str, Any] | None = None,
 ) -> Telemetry:
-    """Configure structlog (JSON lines on ``stream``, default stderr; and OTLP when on) and build the telemetry.
+    """Configure structlog (JSON lines on ``stream``; and OTLP when on) and build the telemetry.
 
-    Logs ``otlp.export.enabled`` or ``otlp.export.disabled`` (with the reason) once.
+    Without ``stream``, lines go to stderr through the process's ``LogWriter``
+    (log_writer.py): a bounded queue and a writer thread, so a log line never
+    blocks the caller, whoever reads stderr and however slowly. structlog,
+    stdlib logging (grpc, the OTel SDK) and Python warnings share it. Logs ``otlp.export.enabled``
+    or ``otlp.export.disabled`` (with the reason) once.
     """
     global _active, _handler  # noqa: PLW0603 - structlog's configuration is process-wide: so is ours
-    out = sys.stderr if stream is None else stream
+    if stream is None:
+        sys.stderr.flush()
+        # LogWriter has the part of TextIO that structlog and logging use: write() and flush().
+        out = cast(TextIO, log_writer.install(sys.stderr.fileno()))
+    else:
+        out = stream
     telemetry = Telemetry(settings, exporter_options)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -272,6 +199,8 @@ def configure_logging(
     if _handler is not None:
         root.removeHandler(_handler)
     root.addHandler(handler)
+    # Python warnings would be printed to sys.stderr directly, blocking like any synchronous write: log them.
+    logging.captureWarnings(True)
     _handler = handler
     _active = telemetry
     if settings.logs is None:
@@ -288,7 +217,11 @@ def configure_logging(
 
 def get_tracer() -> trace.Tracer:
     """The tracer of the telemetry configured last; a no-op tracer if none was."""
-    return _active.get_tracer() if _active is not None else trace.NoOpTracer()
+    if _active is not None:
+        return _active.get_tracer()
+    from opentelemetry import trace
+
+    return trace.NoOpTracer()
 
 
 def shutdown(timeout: float) -> bool:

@@ -17,15 +17,13 @@ start instead of exporting nowhere. With no endpoint, export is off and
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import os
 import socket
 import urllib.parse
 from collections.abc import Mapping
 
 from supervisor import __version__
-from supervisor._daemon.telemetry.otlp.encode import AttributeValue
-from supervisor._daemon.telemetry.otlp.transport import GRPC, HTTP_PROTOBUF, ExportTarget
+from supervisor._daemon.telemetry.otlp.target import GRPC, HTTP_PROTOBUF, AttributeValue, ExportTarget
 from supervisor.errors import InvalidArgument
 
 __all__ = ["DEFAULT_SERVICE_NAME", "TelemetrySettings", "supd_version"]
@@ -93,17 +91,30 @@ def _timeout(environ: Mapping[str, str], signal: str) -> float:
 
 
 def _check_url(name: str, url: str, protocol: str) -> None:
-    parsed = urllib.parse.urlsplit(url if "://" in url else "//" + url)
-    if "://" in url and parsed.scheme not in ("http", "https"):
-        raise InvalidArgument(f"{name}: scheme must be http or https, got {url!r}")
-    if protocol == HTTP_PROTOBUF and "://" not in url:
+    """Refuse what no exporter can dial, naming the variable: supd must not start exporting nowhere.
+
+    Accepted: ``http(s)://host[:port][/path]`` for both protocols, and for gRPC
+    also ``host:port`` (no scheme, no path), as the OpenTelemetry exporters read it.
+    """
+    example = "http://localhost:4318" if protocol == HTTP_PROTOBUF else "http://localhost:4317 or localhost:4317"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidArgument(f"{name}: must not contain spaces or control characters, got {url!r}")
+    has_scheme = "://" in url
+    if protocol == HTTP_PROTOBUF and not has_scheme:
         raise InvalidArgument(f"{name}: must be an http:// or https:// URL for http/protobuf, got {url!r}")
+    parsed = urllib.parse.urlsplit(url if has_scheme else "//" + url)
+    if has_scheme and parsed.scheme not in ("http", "https"):
+        raise InvalidArgument(f"{name}: scheme must be http or https, got {url!r}")
     try:
         port = parsed.port
     except ValueError:
         port = -1
-    if not parsed.hostname or port == -1:
-        raise InvalidArgument(f"{name}: expected a URL such as http://localhost:4317, got {url!r}")
+    if not parsed.hostname or port in (-1, 0) or parsed.username is not None:
+        raise InvalidArgument(f"{name}: expected a URL such as {example}, got {url!r}")
+    if not has_scheme and (port is None or parsed.path or parsed.query or parsed.fragment):
+        raise InvalidArgument(
+            f"{name}: without a scheme the endpoint must be host:port (such as {example}), got {url!r}"
+        )
 
 
 def _target(environ: Mapping[str, str], signal: str, path: str) -> ExportTarget | None:
@@ -137,7 +148,11 @@ def _target(environ: Mapping[str, str], signal: str, path: str) -> ExportTarget 
     )
 
 
-def _resource(environ: Mapping[str, str]) -> dict[str, AttributeValue]:
+def _resource(environ: Mapping[str, str], *, exporting: bool) -> dict[str, AttributeValue]:
+    """The resource attributes; the SDK's version is looked up only when something is exported.
+
+    (``importlib.metadata`` costs an idle supd about 2 MB, and the resource is only read to export.)
+    """
     attrs: dict[str, AttributeValue] = {
         "service.name": DEFAULT_SERVICE_NAME,
         "service.version": supd_version(),
@@ -145,8 +160,11 @@ def _resource(environ: Mapping[str, str]) -> dict[str, AttributeValue]:
         "process.pid": os.getpid(),
         "telemetry.sdk.name": "opentelemetry",
         "telemetry.sdk.language": "python",
-        "telemetry.sdk.version": importlib.metadata.version("opentelemetry-sdk"),
     }
+    if exporting:
+        import importlib.metadata
+
+        attrs["telemetry.sdk.version"] = importlib.metadata.version("opentelemetry-sdk")
     resource_attributes = _get(environ, "OTEL_RESOURCE_ATTRIBUTES")
     if resource_attributes is not None:
         attrs.update(_pairs("OTEL_RESOURCE_ATTRIBUTES", resource_attributes))
@@ -173,11 +191,12 @@ class TelemetrySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> TelemetrySettings:
         """Read the OTEL_* variables (see the module docstring); InvalidArgument names a bad one."""
-        resource = _resource(environ)
         if _bool(environ, "OTEL_SDK_DISABLED"):
+            resource = _resource(environ, exporting=False)
             return cls(resource=resource, disabled_reason="OTEL_SDK_DISABLED is true")
         logs = _target(environ, "LOGS", "/v1/logs")
         traces = _target(environ, "TRACES", "/v1/traces")
+        resource = _resource(environ, exporting=logs is not None or traces is not None)
         reason = None
         if logs is None:
             reason = "no endpoint: neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is set"

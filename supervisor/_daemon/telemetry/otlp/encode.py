@@ -31,11 +31,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from supervisor._daemon.output.sinks import STDERR, Origin, Segment
+from supervisor._daemon.telemetry.otlp.target import AttributeValue
 from supervisor._daemon.telemetry.severity import Severity, level_of, stream_default
 
 __all__ = ["AttributeValue", "BatchEncoder", "any_value", "origin_attributes", "varint"]
-
-AttributeValue = str | bool | int | float
 
 
 def _varint(n: int) -> bytes:

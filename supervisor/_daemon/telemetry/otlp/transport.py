@@ -30,8 +30,12 @@ import structlog
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
+from supervisor._daemon.telemetry.otlp.target import GRPC, HTTP_PROTOBUF, ExportTarget
+
 __all__ = [
     "EXPORT_METHOD",
+    "GRPC",
+    "HTTP_PROTOBUF",
     "ExportError",
     "ExportResult",
     "ExportTarget",
@@ -46,8 +50,6 @@ _log = structlog.get_logger("supd.otlp")
 
 # LogsServiceStub.Export's method path, called with an identity serializer: the request is bytes already.
 EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-GRPC = "grpc"
-HTTP_PROTOBUF = "http/protobuf"
 _RETRYABLE_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -57,17 +59,6 @@ _RETRYABLE_CODES = frozenset(
     }
 )
 _DETAIL_MAX = 1000
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ExportTarget:
-    """Where one signal goes: a full endpoint URL, its protocol, headers, timeout in seconds."""
-
-    endpoint: str
-    protocol: str = GRPC
-    headers: tuple[tuple[str, str], ...] = ()
-    timeout: float = 10.0
-    insecure: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
