@@ -101,8 +101,8 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
                 for spec in settings.children:
                     boot.start_soon(_boot_child, registry, spec, limiter)
             await shutdown.begun.wait()
+            await health.enter_graceful_shutdown()  # grpc.health.v1 says NOT_SERVING from the first moment
             code = await _stop_everything(registry, shutdown)
-            await health.enter_graceful_shutdown()
             with anyio.CancelScope(shield=True):
                 # Children are down and their rings closed: streams finish what is queued, within the deadline.
                 await server.stop(max(0.05, shutdown.left() - shutdown.reserve / 2))

@@ -25,7 +25,7 @@ from supervisor._daemon.children.driver import ChildDriver, PrepareHook
 from supervisor._daemon.children.sessions import SessionScanner, scan_sessions, signal_member
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import LineSink
-from supervisor.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from supervisor.spec import ChildSpec
 
 __all__ = ["MAX_STOP_GRACE_SECONDS", "Registry"]
@@ -187,8 +187,8 @@ class Registry:
     async def _shutdown_one(self, driver: ChildDriver, deadline: float) -> None:
         try:
             await driver.shutdown(max(0.0, deadline - time.monotonic()))
-        except (NotFound, Unavailable):
-            return  # removed meanwhile
+        except (NotFound, FailedPrecondition, Unavailable):
+            return  # removed meanwhile, or already shutting down
         except Exception:
             log.exception("child.shutdown.failed", child=driver.name)
 
