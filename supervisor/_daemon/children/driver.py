@@ -122,6 +122,7 @@ class _Waiter:
     reply: Reply[ExitRecord | None]
     exit_before: ExitRecord | None
     generation: int
+    attempts: int  # start attempts made before the request
 
 
 class _Generation:
@@ -173,6 +174,8 @@ class ChildDriver:
         self._gen: _Generation | None = None
         self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
         self._waiters: list[_Waiter] = []
+        self._start_attempts = 0
+        self._closed_by = ""  # "remove" or "shutdown" once the child is gone
         self._timer = 0  # the id of the one restart timer that may fire
         self._timer_scope: anyio.CancelScope | None = None
         self._task_group: TaskGroup | None = None
@@ -310,7 +313,7 @@ class ChildDriver:
     # Feeding the lifecycle --------------------------------------------------------------
 
     async def _on_request(self, request: _Request) -> None:
-        waiter = _Waiter(request.until, request.reply, self.last_exit, self.generation)
+        waiter = _Waiter(request.until, request.reply, self.last_exit, self.generation, self._start_attempts)
         self._waiters.append(waiter)
         await self._feed(request.make(time.monotonic()), waiter)
 
@@ -322,6 +325,7 @@ class ChildDriver:
     async def _do(self, action: lc.Action, waiter: _Waiter | None) -> None:
         match action:
             case lc.Prepare():
+                self._start_attempts += 1
                 await self._do_prepare()
             case lc.Spawn():
                 await self._do_spawn()
@@ -341,6 +345,7 @@ class ChildDriver:
                 level = "error" if kind == "fatal" else "info"
                 getattr(self._log, level)(f"child.{kind}", message=message, generation=self.generation)
             case lc.CloseOutput(kind, message):
+                self._closed_by = kind
                 self.output.close(self._event(_CLOSE_KIND[kind], message))
                 self._log.info("child.removed" if kind == "remove" else "child.shutdown", generation=self.generation)
             case lc.Refuse(message, unavailable):
@@ -440,12 +445,17 @@ class ChildDriver:
         """Answer every waiter whose outcome is known now."""
         state = self.lifecycle.state
         removed = state is lc.State.REMOVED
+        settled = state not in (lc.State.STARTING, lc.State.STOPPING)
         for waiter in list(self._waiters):
             ended = self.last_exit if self.last_exit is not waiter.exit_before else None
             match waiter.until:
                 case "start" if removed:
-                    waiter.reply.fail(Unavailable(f"child {self.name!r} was removed or supd is shutting down"))
-                case "start" if state not in (lc.State.STARTING, lc.State.STOPPING):
+                    waiter.reply.fail(self._gone_error())
+                case "start" if settled and self._start_attempts == waiter.attempts:
+                    waiter.reply.fail(
+                        FailedPrecondition(f"child {self.name!r} was stopped before it could start again")
+                    )
+                case "start" if settled:
                     waiter.reply.set(ended)
                 case "exit" if removed or self._gen is None or self._gen.number > waiter.generation:
                     waiter.reply.set(ended)
@@ -454,6 +464,11 @@ class ChildDriver:
                 case _:
                     continue
             self._waiters.remove(waiter)
+
+    def _gone_error(self) -> SupervisorError:
+        if self._closed_by == "shutdown":
+            return Unavailable("supd is shutting down")
+        return FailedPrecondition(f"child {self.name!r} was removed")
 
     # Signals -----------------------------------------------------------------------
 
@@ -526,6 +541,7 @@ class ChildDriver:
     async def _terminate(self, gen: _Generation, reason: str) -> None:
         """Stop signal to the session, wait until it is empty or the deadline, then SIGKILL what is left."""
         proc, sig = gen.process, self.spec.stop_signal
+        signalled_at = time.monotonic()
         try:
             proc.signal(sig)
             proc.signal_group(sig)
@@ -539,10 +555,15 @@ class ChildDriver:
             gen.wait_scope = None
             if not scope.cancelled_caught:
                 return
+            # The grace actually given: a shutdown may have cut a longer one short.
+            gen.grace = round(time.monotonic() - signalled_at, 1)
+            # Who is left is counted before SIGKILL, so the exit can say what needed it.
+            left = await self._scanner.members(proc.pid)
             gen.leader_killed = proc.alive and not proc.exit_ready()
+            gen.leftovers_killed = sum(1 for m in left if m.pid != proc.pid)
             proc.signal(signal.SIGKILL)
             proc.signal_group(signal.SIGKILL)
-            gen.leftovers_killed = await self._signal_session(proc.pid, signal.SIGKILL)
+            await self._signal_session(proc.pid, signal.SIGKILL)
             self._log.warning(
                 "child.stop.killed_after_grace", pid=proc.pid, grace=gen.grace,
                 leader=gen.leader_killed, leftovers=gen.leftovers_killed,
