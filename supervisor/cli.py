@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import grpc
 
@@ -174,7 +174,7 @@ def _start_failure(client: Client, child: pb.ChildInfo) -> str:
     state = fmt.state_name(child.state)
     if child.state == pb.CHILD_STATE_BACKOFF:
         state += f", next start in {child.next_start_in_seconds:.1f}s"
-    reason = child.fatal_reason
+    reason = child.fatal_reason.removeprefix("could not start: ")
     if not reason:
         request = pb.StreamRequest(name=child.spec.name, follow=False)
         failures = (pb.Event.KIND_START_FAILED, pb.Event.KIND_FATAL, pb.Event.KIND_EXITED)
@@ -226,6 +226,8 @@ def cmd_restart(client: Client, args: argparse.Namespace) -> int:
     resp = client.stub.Restart(
         pb.RestartRequest(name=args.name, grace_seconds=args.grace or 0.0), timeout=client.deadline(STOPPING_TIMEOUT)
     )
+    if resp.child.state in (pb.CHILD_STATE_FATAL, pb.CHILD_STATE_BACKOFF):
+        raise CliError(f"restart {args.name}: {_start_failure(client, resp.child)}", EXIT_START_FAILED)
     _print_child(resp.child)
     return EXIT_OK
 
@@ -325,9 +327,18 @@ def _stream_json(call: Iterable[pb.StreamMessage], out: BinaryIO) -> None:
 # ---------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``supctl: COMMAND: error``) and exit code 2, like every failure."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("supctl").strip()
+        where = f"{command}: " if command else ""
+        self.exit(EXIT_USAGE, f"supctl: {where}{message} (see supctl {command + ' ' if command else ''}--help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; kept in one place so ``--help`` is the reference."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="supctl",
         description="Control a supd process supervisor.",
         epilog=EPILOG,
@@ -404,7 +415,9 @@ def _add_spawn(sub: Any) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("command", nargs="*", metavar="CMD", help="the program and its arguments, after --")
     p.add_argument("--restart", choices=sorted(_POLICIES), help="restart policy (default on-failure)")
-    p.add_argument("--grace", type=float, metavar="S", help="stop signal to SIGKILL, seconds (default 10)")
+    p.add_argument(
+        "--grace", type=_seconds_arg, metavar="S", help="stop signal to SIGKILL, seconds, > 0 and <= 3600 (default 10)"
+    )
     p.add_argument("--stop-signal", type=_signal_arg, metavar="SIG", help="stop signal (default SIGTERM)")
     p.add_argument(
         "--env",

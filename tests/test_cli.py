@@ -298,8 +298,11 @@ def test_unreachable_is_exit_3(tmp_path: pathlib.Path) -> None:
 
 
 def test_invalid_spawn_is_exit_1_naming_the_field(sup: SupervisorProcess) -> None:
-    err = assert_one_line_error(supctl(sup, "spawn", "web", "--grace", "-1", "--", "sleep", "1"), 1)
+    err = assert_one_line_error(supctl(sup, "spawn", "web", "--grace", "7200", "--", "sleep", "1"), 1)
     assert err.startswith("supctl: spawn web: spec.stop_grace_seconds: "), err
+    # 0 is no grace at all: refused before supd is asked (it would otherwise read as "the default").
+    err = assert_one_line_error(supctl(sup, "spawn", "web", "--grace", "0", "--", "sleep", "1"), 2)
+    assert err.startswith("supctl: spawn: argument --grace: must be > 0"), err
     assert_one_line_error(supctl(sup, "spawn", "bad/name", "--", "sleep", "1"), 1)
     assert "name" in supctl(sup, "spawn", "bad/name", "--", "sleep", "1").stderr.decode()
     assert_one_line_error(supctl(sup, "health", "web"), 4)  # nothing was declared
@@ -465,3 +468,20 @@ def test_size_bounds_are_printed_as_whole_bytes(sup: SupervisorProcess) -> None:
     assert err == (
         "supctl: spawn big: spec.ring_bytes: must be between 65536 (64 KiB) and 1073741824 (1 GiB), got 10\n"
     )
+
+
+def test_a_restart_whose_start_fails_says_why_and_exits_6(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    ok(sup, "spawn", "cwd", "--restart", "never", "--cwd", str(work), "--", "sleep", "1000")
+    work.rmdir()
+    err = assert_one_line_error(supctl(sup, "restart", "cwd", "--grace", "1"), 6)
+    assert f"failed to start: working directory {str(work)!r} does not exist" in err, err
+    assert "could not start: " not in err  # said once, not twice
+
+
+def test_usage_errors_are_one_line_with_exit_2(sup: SupervisorProcess) -> None:
+    bad = (("stop",), ("kill", "web", "NOSUCHSIG"), ("logs", "web", "--tail", "-1"), ("rm", "web", "--grace", "0"))
+    for args in bad:
+        err = assert_one_line_error(supctl(sup, *args), 2)
+        assert f"supctl: {args[0]}: " in err and "--help" in err, err

@@ -93,7 +93,7 @@ async def test_duplicate_names_and_replace(registry: Registry):
 
 async def test_a_grace_beyond_the_bound_is_invalid(registry: Registry):
     await registry.spawn(sh("g", "exec sleep 1000", stop_grace_seconds=1))
-    with pytest.raises(InvalidArgument, match="grace_seconds: must be between 0 and 3600"):
+    with pytest.raises(InvalidArgument, match=r"grace_seconds: must be > 0 and at most 3600 s \(0 means"):
         await registry.stop("g", 4000)
 
 

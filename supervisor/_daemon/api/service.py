@@ -74,7 +74,7 @@ def _name(name: str) -> str:
 def _grace(value: float) -> float | None:
     """A request's grace_seconds: 0 means the child's own; negative is refused."""
     if value < 0:
-        raise InvalidArgument(f"grace_seconds: must be >= 0, got {value:g}")
+        raise InvalidArgument(f"grace_seconds: must be >= 0 (0 means the child's stop_grace_seconds), got {value:g}")
     return value or None
 
 

@@ -65,7 +65,10 @@ def _grace(grace: float | None) -> float | None:
     if grace is None or grace == 0:
         return None
     if not 0 < grace <= MAX_STOP_GRACE_SECONDS:
-        raise InvalidArgument(f"grace_seconds: must be between 0 and {MAX_STOP_GRACE_SECONDS:g}, got {grace:g}")
+        raise InvalidArgument(
+            f"grace_seconds: must be > 0 and at most {MAX_STOP_GRACE_SECONDS:g} s"
+            f" (0 means the child's stop_grace_seconds), got {grace:g}"
+        )
     return grace
 
 
