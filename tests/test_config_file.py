@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from supervisor._daemon.config_file import ConfigError, load_config
+from supervisor._daemon.settings import parse_args
 from supervisor._daemon.toml_lines import key_line
 from supervisor.testing import running_supervisor, supd_command
 from supervisor.v1 import supervisor_pb2 as pb
@@ -177,3 +178,13 @@ def test_the_documented_example_loads(tmp_path: pathlib.Path) -> None:
     config.write_text(example)
     (web,) = load_config(str(config)).children
     assert web.ring_bytes == 8388608 and web.backoff.reset_after_seconds == 60 and web.flap_limit.max_restarts == 5
+
+
+@pytest.mark.parametrize("value", ['"x"', "-1", "0", "inf", "100000"])
+def test_a_bad_shutdown_timeout_names_the_file_and_key(tmp_path: pathlib.Path, value: str) -> None:
+    config = tmp_path / "supd.toml"
+    config.write_text(f"[supervisor]\nshutdown_timeout_seconds = {value}\n")
+    with pytest.raises(ConfigError, match=rf"{config}: supervisor.shutdown_timeout_seconds: must be a number > 0"):
+        parse_args(["--config", str(config)])
+    with pytest.raises(ConfigError, match="--shutdown-timeout: must be a number > 0"):
+        parse_args(["--shutdown-timeout", "inf"])

@@ -19,6 +19,8 @@ from supervisor.spec import ChildSpec
 __all__ = ["ConfigError", "Settings", "build_parser", "parse_args"]
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+# A day: a longer deadline is a typo, and every child's grace is capped at an hour anyway.
+MAX_SHUTDOWN_TIMEOUT = 86400.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +81,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     config = load_config(args.config) if args.config else Config()
     specs, sup = config.children, config.supervisor
     timeout = args.shutdown_timeout
+    where = "--shutdown-timeout"
     if timeout is None:
         timeout = sup.get("shutdown_timeout_seconds", DEFAULT_SHUTDOWN_TIMEOUT)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-        raise ConfigError(f"shutdown_timeout_seconds: must be a number > 0, got {timeout!r}")
+        where = f"{args.config}: supervisor.shutdown_timeout_seconds" if args.config else where
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= MAX_SHUTDOWN_TIMEOUT:
+        raise ConfigError(f"{where}: must be a number > 0 and at most {MAX_SHUTDOWN_TIMEOUT:g}, got {timeout!r}")
     socket = args.socket
     if socket is None:
         from_env = socket_path_of(os.environ.get("SUPD_ADDR", ""))
