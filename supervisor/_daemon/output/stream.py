@@ -6,16 +6,22 @@ that falls behind what the ring still holds is told so with a Gap carrying the
 exact count, then goes on from the oldest record held. Lines travel as
 columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
+
+Where lines begin is computed once per segment (``Segment.index``, C-level
+passes) and shared by every reader, so a batch is a slice of the segment's
+bytes and of its lengths: no per-line Python work, wherever a reader starts.
 """
 
 from __future__ import annotations
 
+import bisect
+from array import array
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supervisor._daemon.api.convert import event_to_proto
-from supervisor._daemon.output.records import Segment
+from supervisor._daemon.output.records import Segment, line_lengths
 from supervisor._daemon.output.ring import Ring
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -26,115 +32,99 @@ EVICTED = "evicted from the ring before this reader got them (ring_bytes too sma
 
 
 def batch_lengths(data: bytes) -> list[int]:
-    """Byte length of each line in ``data``, terminators included."""
-    lengths = [len(part) + 1 for part in data.split(b"\n")]
-    last = lengths.pop()
-    if last > 1:  # an unterminated final line
-        lengths.append(last - 1)
-    return lengths
+    """Byte length of each line in ``data``, terminators included (an unterminated tail is a line)."""
+    return list(line_lengths(data))
 
 
-def _line_offset(data: bytes, k: int) -> int:
-    """Byte offset of line ``k`` (0-based) of a segment."""
-    pos = 0
-    for _ in range(k):
-        pos = data.index(b"\n", pos) + 1
-    return pos
+def _take(seg: Segment, k: int, budget: int, at_least_one: bool) -> tuple[bytes, array[int]]:
+    """Whole lines of ``seg`` from line ``k`` on, at most ``budget`` bytes: (data, lengths).
 
-
-class _Cursor:
-    """Where a reader is: the next sequence number, and its byte offset in the current segment."""
-
-    def __init__(self, seq: int) -> None:
-        self.seq = seq
-        self._seg: Segment | None = None
-        self._offset = 0
-
-    def offset_in(self, seg: Segment) -> int:
-        if self._seg is not seg:
-            self._seg = seg
-            self._offset = _line_offset(seg.data, self.seq - seg.first_seq)
-        return self._offset
-
-    def advance(self, seg: Segment, lines: int, end_offset: int) -> None:
-        self.seq += lines
-        self._seg, self._offset = seg, end_offset
-
-
-def _take(seg: Segment, offset: int, budget: int) -> tuple[bytes, int, int]:
-    """Up to ``budget`` bytes of whole lines from ``offset``: (data, lines, end offset)."""
-    data = seg.data
-    if offset == 0 and len(data) <= budget:
-        return data, seg.count, len(data)
-    end = data.rfind(b"\n", offset, offset + budget) + 1
-    if end <= offset:  # one line longer than the budget: send it whole
-        nl = data.find(b"\n", offset)
-        end = len(data) if nl < 0 else nl + 1
-    chunk = data[offset:end]
-    lines = chunk.count(b"\n")
-    if not chunk.endswith(b"\n"):
-        lines += 1
-    return chunk, lines, end
+    With ``at_least_one``, one line is taken even when it is longer than the budget.
+    """
+    if k == 0 and len(seg.data) <= budget:
+        idx = seg.index()
+        return seg.data, idx.lengths
+    idx = seg.index()
+    start = idx.offset(k)
+    j = bisect.bisect_right(idx.ends, start + budget, lo=k)
+    if j == k:
+        if not at_least_one:
+            return b"", array("I")
+        j = k + 1
+    return seg.data[start : idx.ends[j - 1]], idx.lengths[k:j]
 
 
 async def read_stream(
     ring: Ring, start_seq: int, follow: bool, streams: frozenset[int]
 ) -> AsyncIterator[pb.StreamMessage]:
     """Messages from ``start_seq`` on; with ``follow`` until the ring closes, else until its current end."""
-    cur = _Cursor(start_seq)
+    seq = start_seq
     while True:
-        while cur.seq < ring.next_seq:
+        while seq < ring.next_seq:
             oldest = ring.oldest_seq
-            if cur.seq < oldest:
-                yield pb.StreamMessage(gap=pb.Gap(first_seq=cur.seq, count=oldest - cur.seq, reason=EVICTED))
-                cur = _Cursor(oldest)
+            if seq < oldest:
+                yield pb.StreamMessage(gap=pb.Gap(first_seq=seq, count=oldest - seq, reason=EVICTED))
+                seq = oldest
                 continue
-            seg = ring.find(cur.seq)
+            seg = ring.find(seq)
             if seg is None:
                 break
             if seg.event is not None:
-                cur.advance(seg, 1, 0)
+                seq = seg.end_seq
                 yield pb.StreamMessage(event=event_to_proto(seg.event, seg.first_seq))
                 continue
             if seg.stream not in streams:
-                cur = _Cursor(seg.end_seq)
+                seq = seg.end_seq
                 continue
-            yield _batch(ring, cur, seg)
+            message, seq = _batch(ring, seq, seg)
+            yield message
         if not follow or ring.closed:
             return
-        await ring.wait_beyond(cur.seq)
+        await ring.wait_beyond(seq)
 
 
-def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
-    """One LineBatch from the cursor on, merging following segments of the same stream and generation."""
-    first_seq, time_ns = cur.seq, seg.time_ns
-    data, lines, end = _take(seg, cur.offset_in(seg), BATCH_BYTES)
-    cur.advance(seg, lines, end)
-    parts = [data]
+def _batch(ring: Ring, seq: int, seg: Segment) -> tuple[pb.StreamMessage, int]:
+    """One LineBatch from ``seq`` on, merging following segments of the same stream and generation.
+
+    Returns the message and the sequence number after its last line.
+    """
+    first_seq, time_ns = seq, seg.time_ns
+    data, lengths = _take(seg, seq - seg.first_seq, BATCH_BYTES, True)
+    seq += len(lengths)
     size = len(data)
-    while size < BATCH_BYTES and data.endswith(b"\n") and end == len(seg.data):
-        nxt = ring.find(cur.seq)
+    parts = [data]
+    all_lengths = [lengths]
+    while size < BATCH_BYTES and seq == seg.end_seq:
+        nxt = ring.find(seq)
         if nxt is None or nxt.event is not None or nxt.stream != seg.stream or nxt.generation != seg.generation:
             break
-        if nxt.first_seq != cur.seq:
+        if nxt.first_seq != seq:
             break
-        data, lines, end = _take(nxt, 0, BATCH_BYTES - size)
-        if size + len(data) > BATCH_BYTES:
+        data, lengths = _take(nxt, 0, BATCH_BYTES - size, False)
+        if not lengths:
             break
-        cur.advance(nxt, lines, end)
+        seq += len(lengths)
         parts.append(data)
+        all_lengths.append(lengths)
         size += len(data)
         seg = nxt
-    blob = parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(parts) == 1:
+        blob, lens = parts[0], all_lengths[0]
+    else:
+        blob = b"".join(parts)
+        lens = array("I")
+        for chunk in all_lengths:
+            lens.extend(chunk)
     ts = Timestamp()
     ts.FromNanoseconds(time_ns)
-    return pb.StreamMessage(
+    message = pb.StreamMessage(
         lines=pb.LineBatch(
             first_seq=first_seq,
             stream=seg.stream,  # type: ignore[arg-type]
             generation=seg.generation,
             time=ts,
             data=blob,
-            lengths=batch_lengths(blob),
+            lengths=lens,
         )
     )
+    return message, seq
