@@ -10,7 +10,10 @@ each ready pipe once per turn (the GIL is released in both), so the gRPC event
 loop never spends time on a child's output: a flood costs the control plane
 only the GIL time of cutting reads into records. A ``PipeDrain`` is one pipe:
 its lock is held while a read is being cut and emitted, so ``abandon`` (from
-the event loop) never interleaves with the poller on the same pipe.
+the event loop) never interleaves with the poller on the same pipe. Starting
+the poller lowers CPython's switch interval to ``SWITCH_INTERVAL`` (0.5 ms,
+from 5 ms), so the event loop waits at most that long for the GIL after each
+of its own system calls while the poller is busy.
 
 Bytes after the last newline are held; when a pipe stays quiet for
 ``QUIET_SECONDS`` with bytes held, they are emitted as a partial record (no
@@ -26,6 +29,7 @@ import errno
 import fcntl
 import os
 import select
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +43,7 @@ __all__ = ["PIPE_SIZE", "QUIET_SECONDS", "READ_SIZE", "LineAssembler", "PipeDrai
 READ_SIZE = 1 << 20
 PIPE_SIZE = 1 << 20
 QUIET_SECONDS = 0.2
+SWITCH_INTERVAL = 0.0005
 log = structlog.get_logger("supd.drain")
 
 # (parts, bytes read): parts as LineAssembler returns them; called on the poller thread.
@@ -219,6 +224,10 @@ class Poller:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self.errors = 0
+        # A thread that waits for the GIL gets it after at most this long (CPython's default is 5 ms): the
+        # event loop then waits at most that for the drain after each of its own system calls.
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread = threading.Thread(target=self._run, name="supd-drain", daemon=True)
         self._thread.start()
 

@@ -3,8 +3,8 @@
 The ring keeps whole segments (one pipe read each) and numbers lines by
 counting newlines, so appending costs O(1) Python work per read however many
 lines it holds. It is bounded by bytes: each record is charged what it really
-costs in memory (a segment's data, its objects, and the line index a reader
-may build for it, 8 bytes a line; an event its objects and texts), so a child
+costs in memory (a segment's data and its objects, plus 8 bytes a line where
+pieces make lines known by their lengths; an event its objects and texts), so a child
 writing many tiny reads or a crash loop of events cannot grow the ring past
 its bound either. The oldest segments are evicted whole, and counted.
 
@@ -29,15 +29,17 @@ import structlog
 
 from supervisor._daemon.output.records import ChildEvent, Segment, line_count
 
-__all__ = ["EVENT_OVERHEAD", "INDEX_BYTES_PER_LINE", "SEGMENT_OVERHEAD", "Ring", "record_cost"]
+__all__ = ["EVENT_OVERHEAD", "INDEX_BYTES_PER_LINE", "INDEX_OVERHEAD", "SEGMENT_OVERHEAD", "Ring", "record_cost"]
 
 log = structlog.get_logger("supd.ring")
 
 # Bytes charged per segment on top of its data: the Segment, the bytes object's header,
-# the ring's slots for it, its start number and the fixed part of its line index
-# (measured with tracemalloc: about 500 bytes with the index built).
-SEGMENT_OVERHEAD = 512
-# Bytes charged per line for the index a reader builds on first use (lengths and ends, 4 bytes each).
+# the ring's slots for it and its start number (measured with tracemalloc: about 270 bytes).
+SEGMENT_OVERHEAD = 320
+# Bytes charged on top for the index of a segment that holds pieces (two arrays and their holder).
+INDEX_OVERHEAD = 256
+# Bytes charged per line of a segment that holds pieces, whose lines are known by their lengths: those and
+# the ends a reader computes from them, 4 bytes each. Other segments' lines are found by their newlines.
 INDEX_BYTES_PER_LINE = 8
 # Bytes charged per event on top of its texts: Segment, ChildEvent, ExitRecord and their fields
 # (measured with tracemalloc: about 720 bytes with short texts).
@@ -51,7 +53,8 @@ def record_cost(seg: Segment) -> int:
         ev = seg.event
         texts = len(ev.message) + (len(ev.exit.description) if ev.exit is not None else 0)
         return EVENT_OVERHEAD + 2 * texts  # a text may be stored twice (str and its UTF-8 form)
-    return len(seg.data) + SEGMENT_OVERHEAD + INDEX_BYTES_PER_LINE * seg.count
+    index = INDEX_OVERHEAD + INDEX_BYTES_PER_LINE * seg.count if seg.lengths is not None else 0
+    return len(seg.data) + SEGMENT_OVERHEAD + index
 
 
 class Ring:

@@ -7,9 +7,13 @@ exact count, then goes on from the oldest record held. Lines travel as
 columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
 
-Where lines begin is computed once per segment (``Segment.index``, C-level
-passes) and shared by every reader, so a batch is a slice of the segment's
-bytes and of its lengths: no per-line Python work, wherever a reader starts.
+A batch is built from whole segments where it can (their bytes as they are)
+and the lengths of its lines are computed once for the whole batch, in one
+C-level split; a segment holding pieces of an over-long line brings its own
+lengths. The cursor keeps its byte offset in the current segment, so a batch
+that ends inside a segment costs one ``rfind``, and a Stream that starts in the
+middle of a segment finds its offset with one C-level split, never a Python
+loop over lines.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import AsyncIterator
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supervisor._daemon.api.convert import event_to_proto
-from supervisor._daemon.output.records import Segment, line_lengths
+from supervisor._daemon.output.records import Segment
 from supervisor._daemon.output.ring import Ring
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -33,98 +37,155 @@ EVICTED = "evicted from the ring before this reader got them (ring_bytes too sma
 
 def batch_lengths(data: bytes) -> list[int]:
     """Byte length of each line in ``data``, terminators included (an unterminated tail is a line)."""
-    return list(line_lengths(data))
+    lengths = [len(part) + 1 for part in data.split(b"\n")]
+    last = lengths.pop()
+    if last > 1:  # an unterminated final line
+        lengths.append(last - 1)
+    return lengths
 
 
-def _take(seg: Segment, k: int, budget: int, at_least_one: bool) -> tuple[bytes, array[int]]:
-    """Whole lines of ``seg`` from line ``k`` on, at most ``budget`` bytes: (data, lengths).
+def _line_offset(seg: Segment, k: int) -> int:
+    """Byte offset of line ``k`` (0-based) of ``seg``: C-level work only."""
+    if k == 0:
+        return 0
+    if seg.lengths is not None:
+        return seg.index().offset(k)
+    return len(seg.data) - len(seg.data.split(b"\n", k)[-1])
+
+
+class _Cursor:
+    """Where a reader is: the next sequence number, and its byte offset in the segment that holds it."""
+
+    __slots__ = ("_offset", "_seg", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self._seg: Segment | None = None
+        self._offset = 0
+
+    def offset_in(self, seg: Segment) -> int:
+        if self._seg is not seg:
+            self._seg = seg
+            self._offset = _line_offset(seg, self.seq - seg.first_seq)
+        return self._offset
+
+    def advance(self, seg: Segment, lines: int, end_offset: int) -> None:
+        self.seq += lines
+        self._seg, self._offset = seg, end_offset
+
+
+def _take(seg: Segment, offset: int, budget: int, at_least_one: bool) -> tuple[bytes, int, int]:
+    """Whole lines of ``seg`` from ``offset``, at most ``budget`` bytes: (data, lines, end offset).
 
     With ``at_least_one``, one line is taken even when it is longer than the budget.
     """
-    if k == 0 and len(seg.data) <= budget:
-        idx = seg.index()
-        return seg.data, idx.lengths
-    idx = seg.index()
-    start = idx.offset(k)
-    j = bisect.bisect_right(idx.ends, start + budget, lo=k)
-    if j == k:
-        if not at_least_one:
-            return b"", array("I")
-        j = k + 1
-    return seg.data[start : idx.ends[j - 1]], idx.lengths[k:j]
+    data = seg.data
+    if offset == 0 and len(data) <= budget:
+        return data, seg.count, len(data)
+    if seg.lengths is not None:  # pieces: their boundaries are in the index, not in newlines
+        ends = seg.index().ends
+        k = bisect.bisect_right(ends, offset)
+        j = bisect.bisect_right(ends, offset + budget, lo=k)
+        if j == k:
+            if not at_least_one:
+                return b"", 0, offset
+            j = k + 1
+        return data[offset : ends[j - 1]], j - k, ends[j - 1]
+    if len(data) - offset <= budget:
+        end = len(data)
+    else:
+        end = data.rfind(b"\n", offset, offset + budget) + 1
+        if end <= offset:  # the next line is longer than the budget
+            if not at_least_one:
+                return b"", 0, offset
+            nl = data.find(b"\n", offset)
+            end = len(data) if nl < 0 else nl + 1
+    chunk = data[offset:end]
+    lines = chunk.count(b"\n")
+    if not chunk.endswith(b"\n"):
+        lines += 1
+    return chunk, lines, end
 
 
 async def read_stream(
     ring: Ring, start_seq: int, follow: bool, streams: frozenset[int]
 ) -> AsyncIterator[pb.StreamMessage]:
     """Messages from ``start_seq`` on; with ``follow`` until the ring closes, else until its current end."""
-    seq = start_seq
+    cur = _Cursor(start_seq)
     while True:
-        while seq < ring.next_seq:
+        while cur.seq < ring.next_seq:
             oldest = ring.oldest_seq
-            if seq < oldest:
-                yield pb.StreamMessage(gap=pb.Gap(first_seq=seq, count=oldest - seq, reason=EVICTED))
-                seq = oldest
+            if cur.seq < oldest:
+                yield pb.StreamMessage(gap=pb.Gap(first_seq=cur.seq, count=oldest - cur.seq, reason=EVICTED))
+                cur = _Cursor(oldest)
                 continue
-            seg = ring.find(seq)
+            seg = ring.find(cur.seq)
             if seg is None:
                 break
             if seg.event is not None:
-                seq = seg.end_seq
+                cur.advance(seg, 1, 0)
                 yield pb.StreamMessage(event=event_to_proto(seg.event, seg.first_seq))
                 continue
             if seg.stream not in streams:
-                seq = seg.end_seq
+                cur = _Cursor(seg.end_seq)
                 continue
-            message, seq = _batch(ring, seq, seg)
-            yield message
+            yield _batch(ring, cur, seg)
         if not follow or ring.closed:
             return
-        await ring.wait_beyond(seq)
+        await ring.wait_beyond(cur.seq)
 
 
-def _batch(ring: Ring, seq: int, seg: Segment) -> tuple[pb.StreamMessage, int]:
-    """One LineBatch from ``seq`` on, merging following segments of the same stream and generation.
-
-    Returns the message and the sequence number after its last line.
-    """
-    first_seq, time_ns = seq, seg.time_ns
-    data, lengths = _take(seg, seq - seg.first_seq, BATCH_BYTES, True)
-    seq += len(lengths)
+def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
+    """One LineBatch from the cursor on, merging following segments of the same stream and generation."""
+    first_seq, time_ns = cur.seq, seg.time_ns
+    offset = cur.offset_in(seg)
+    data, lines, end = _take(seg, offset, BATCH_BYTES, True)
+    cur.advance(seg, lines, end)
+    parts = [(seg, offset, data)]
     size = len(data)
-    parts = [data]
-    all_lengths = [lengths]
-    while size < BATCH_BYTES and seq == seg.end_seq:
-        nxt = ring.find(seq)
+    while size < BATCH_BYTES and end == len(seg.data):
+        nxt = ring.find(cur.seq)
         if nxt is None or nxt.event is not None or nxt.stream != seg.stream or nxt.generation != seg.generation:
             break
-        if nxt.first_seq != seq:
+        if nxt.first_seq != cur.seq:
             break
-        data, lengths = _take(nxt, 0, BATCH_BYTES - size, False)
-        if not lengths:
+        data, lines, end = _take(nxt, 0, BATCH_BYTES - size, False)
+        if not lines:
             break
-        seq += len(lengths)
-        parts.append(data)
-        all_lengths.append(lengths)
+        cur.advance(nxt, lines, end)
+        parts.append((nxt, 0, data))
         size += len(data)
         seg = nxt
-    if len(parts) == 1:
-        blob, lens = parts[0], all_lengths[0]
-    else:
-        blob = b"".join(parts)
-        lens = array("I")
-        for chunk in all_lengths:
-            lens.extend(chunk)
+    blob = parts[0][2] if len(parts) == 1 else b"".join(p[2] for p in parts)
     ts = Timestamp()
     ts.FromNanoseconds(time_ns)
-    message = pb.StreamMessage(
+    return pb.StreamMessage(
         lines=pb.LineBatch(
             first_seq=first_seq,
             stream=seg.stream,  # type: ignore[arg-type]
             generation=seg.generation,
             time=ts,
             data=blob,
-            lengths=lens,
+            lengths=_lengths(parts, blob),
         )
     )
-    return message, seq
+
+
+def _lengths(parts: list[tuple[Segment, int, bytes]], blob: bytes) -> list[int]:
+    """The lengths of a batch's lines: one split of the whole blob when newlines alone delimit them."""
+    if all(s.lengths is None for s, _, _ in parts) and all(d.endswith(b"\n") for _, _, d in parts[:-1]):
+        return batch_lengths(blob)
+    lengths: list[int] = []
+    for seg, offset, data in parts:
+        if seg.lengths is None:
+            lengths += batch_lengths(data)
+        else:
+            idx = seg.index()
+            k = bisect.bisect_right(idx.ends, offset)
+            lengths += idx.lengths[k : k + _count(idx.ends, offset, len(data))]
+    return lengths
+
+
+def _count(ends: array[int], offset: int, size: int) -> int:
+    """Lines of a pieced segment between byte ``offset`` and ``offset + size`` (both line boundaries)."""
+    return bisect.bisect_right(ends, offset + size) - bisect.bisect_right(ends, offset)
