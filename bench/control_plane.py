@@ -180,6 +180,7 @@ def run_supd_flood(supd: d.Supd, n: int, lines: int, tmp: pathlib.Path, tag: str
         go.touch()
         d.wait_for(lambda: all(p.exists() and d.read_json(p) for p in reports), 600, f"{tag} floods")
     cpu = d.proc_cpu_s(supd.pid) - cpu0
+    rss_full = d.proc_rss_mb(supd.pid)  # every ring full (each child wrote more than its ring holds)
     for p in fprocs:
         p.send_signal(signal.SIGCONT)
         p.kill()
@@ -189,6 +190,7 @@ def run_supd_flood(supd: d.Supd, n: int, lines: int, tmp: pathlib.Path, tag: str
     out = flood_summary([d.check_flood(d.read_json(p), lines, tag) for p in reports])
     out.update(sampler.summary())
     out["supd_cpu_s"] = cpu
+    out["supd_rss_mb_rings_full"] = rss_full
     return out
 
 
@@ -219,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         with d.running_supd(tmp, "off") as supd:
             supd.ring_bytes = args.ring_bytes
             res["idle"] = run_idle(supd, 3.0)
+            res["idle"]["supd_rss_mb"] = d.proc_rss_mb(supd.pid)
             print("idle", res["idle"], flush=True)
             res["flood"] = run_supd_flood(supd, args.children, args.lines, tmp, "flood", 0)
             print("flood", res["flood"], flush=True)
@@ -238,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
             else f"{'':>18}"
         print(f"{phase:<22}{r['health_p50_ms']:>11.1f}{r['health_p99_ms']:>9.1f}{r['health_max_ms']:>9.1f}"
               f"{r['check_p99_ms']:>11.1f}{stall}{mbs}")
+    rings_mb = args.children * (args.ring_bytes or 8 << 20) / (1 << 20)
+    base_mb = res["idle"]["supd_rss_mb"]
+    for phase in ("flood", "followed"):
+        rss = res[phase]["supd_rss_mb_rings_full"]
+        print(f"supd RSS with every ring full ({phase}): {rss:.0f} MB = {(rss - base_mb) / rings_mb:.2f} x the"
+              f" {rings_mb:.0f} MiB of rings above the idle {base_mb:.0f} MB (target <= 1.25)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

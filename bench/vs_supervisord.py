@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import statistics
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def run_supervisord(tmp: pathlib.Path, command: list[str], done: Any, timeout: f
     """supervisord with one program; ``done(tmp)`` says when the run is complete. Its CPU and RSS."""
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "supervisord.conf"
-    conf.write_text(CONF.format(tmp=tmp, command=" ".join(command)))
+    conf.write_text(CONF.format(tmp=tmp, command=shlex.join(command)))
     proc = subprocess.Popen([str(VENV / "bin" / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     try:

@@ -128,13 +128,17 @@ class PipeDrain:
         """Return once ``done``."""
         await self._done_event.wait()
 
-    def on_ready(self, buf: bytearray) -> bool:
-        """Poller thread: read once into ``buf`` and emit; True when bytes are now held without a newline."""
+    def on_ready(self) -> bool:
+        """Poller thread: read once and emit; True when bytes are now held without a newline.
+
+        Each read is a fresh bytes object the kernel fills (supd keeps such buffers on a reused heap, see
+        memory.py): kept whole as the segment when it ends at a line end, so no byte is copied in Python.
+        """
         with self._lock:
             if self._done:
                 return False
             try:
-                n = os.readv(self.fd, [memoryview(buf)[: self.read_size]])
+                chunk = os.read(self.fd, self.read_size)
             except BlockingIOError:
                 return self._assembler.held > 0
             except OSError as exc:
@@ -142,7 +146,8 @@ class PipeDrain:
                 log.error(
                     "drain.read.failed", pipe=self.label, errno=errno.errorcode.get(exc.errno or 0), error=str(exc)
                 )
-                n = 0
+                chunk = b""
+            n = len(chunk)
             if not n:
                 self._finish()
                 self._loop_call(self._done_event.set)
@@ -150,7 +155,7 @@ class PipeDrain:
             self.bytes_read += n
             if self._on_read is not None:
                 self._on_read(n)
-            parts = self._assembler.feed_buffer(buf, n)
+            parts = self._assembler.feed(chunk)
             if parts:
                 self._emit(parts)
             if self._assembler.held:
@@ -215,11 +220,10 @@ class Poller:
     _default: Poller | None = None
     _default_lock = threading.Lock()
 
-    def __init__(self, buffer_size: int = READ_SIZE) -> None:
+    def __init__(self) -> None:
         self._epoll = select.epoll()
         self._drains: dict[int, PipeDrain] = {}
         self._held: set[PipeDrain] = set()
-        self._buf = bytearray(buffer_size)
         self._stop = False
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -269,7 +273,7 @@ class Poller:
         return max(0.0, due - time.monotonic())
 
     def _run(self) -> None:
-        buf, drains, held = self._buf, self._drains, self._held
+        drains, held = self._drains, self._held
         while not self._stop:
             try:
                 events = self._epoll.poll(self._timeout())
@@ -280,7 +284,7 @@ class Poller:
                 if drain is None:
                     continue  # the wake-up pipe, or a drain abandoned since the poll
                 try:
-                    if drain.on_ready(buf):
+                    if drain.on_ready():
                         held.add(drain)
                     else:
                         held.discard(drain)

@@ -50,7 +50,7 @@ def _complete_utf8(data: bytes) -> int:
 class LineAssembler:
     """Turns arbitrary reads of one pipe into records; see the module docstring.
 
-    ``feed`` and ``feed_buffer`` return parts: each is either a run of whole
+    ``feed`` returns parts: each is either a run of whole
     lines (ending in a newline) or exactly one record without a newline (a
     piece) or the final piece of an over-long line (with its newline).
     """
@@ -65,19 +65,18 @@ class LineAssembler:
         return len(self._tail)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        """The parts that ``chunk`` completes; keeps the rest for later."""
-        return self.feed_buffer(bytearray(chunk), len(chunk))
-
-    def feed_buffer(self, buf: bytearray, n: int) -> list[bytes]:
-        """As ``feed`` for the first ``n`` bytes of ``buf`` (a reused read buffer), copied out once."""
+        """The parts that ``chunk`` completes; keeps the rest for later. No copy when ``chunk`` ends a line."""
         tail = self._tail
-        view = memoryview(buf)
-        last_nl = buf.rfind(b"\n", 0, n)
+        last_nl = chunk.rfind(b"\n")
         if last_nl < 0:
-            self._tail = b"".join((tail, view[:n])) if tail else bytes(view[:n])
+            self._tail = tail + chunk if tail else chunk
             return self._cut_tail() if len(self._tail) > self.max_line else []
-        complete = b"".join((tail, view[: last_nl + 1])) if tail else bytes(view[: last_nl + 1])
-        self._tail = bytes(view[last_nl + 1 : n])
+        if last_nl == len(chunk) - 1:
+            complete = tail + chunk if tail else chunk
+            self._tail = b""
+        else:
+            complete = b"".join((tail, memoryview(chunk)[: last_nl + 1])) if tail else chunk[: last_nl + 1]
+            self._tail = chunk[last_nl + 1 :]
         out = self._split(complete)
         if len(self._tail) > self.max_line:
             out.extend(self._cut_tail())
