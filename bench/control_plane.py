@@ -8,7 +8,7 @@ One run measures, side by side and against a baseline of the same run:
    stall and the bytes per second moved in all;
 2. **idle**: Health RPC and ``grpc.health.v1`` Check latency against an idle supd;
 3. **flood**: the same N floods as children of supd, nobody reading: latency of
-   Health and Check sampled back to back from another process for as long as the
+   Health and Check sampled every 10 ms from another process for as long as the
    floods run, the floods' longest write() stall and bytes/s in all;
 4. **flood + followers**: the same with F Stream followers attached before the
    floods write (one third SIGSTOPped, one third cancelling and reconnecting
@@ -42,6 +42,8 @@ sys.path.insert(0, str(BENCH))
 
 import drain as d  # noqa: E402 - the sibling benchmark's helpers (build, flood, running supd)
 
+INTERVAL = 0.01
+
 FOLLOWER = r"""
 import sys, time, grpc
 from supervisor.v1 import supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc
@@ -73,7 +75,7 @@ def percentile(xs: list[float], p: float) -> float:
 
 
 class Sampler:
-    """Health and grpc.health.v1 Check, back to back, from a thread of this process, until stopped."""
+    """Health then grpc.health.v1 Check every INTERVAL s, from a thread of this process, until stopped."""
 
     def __init__(self, address: str) -> None:
         import grpc
@@ -96,7 +98,7 @@ class Sampler:
     def _run(self) -> None:
         import grpc
 
-        while not self._stop.is_set():
+        while True:
             for calls, out in ((lambda: self._stub.Health(self._req, timeout=10), self.health),
                                (lambda: self._check.Check(self._hreq, timeout=10), self.check)):
                 t0 = time.perf_counter()
@@ -105,6 +107,8 @@ class Sampler:
                 except grpc.RpcError:
                     self.errors += 1
                 out.append((time.perf_counter() - t0) * 1000)
+            if self._stop.wait(INTERVAL):  # paced like a probe, so the sampler's own load stays the same
+                return
 
     def __enter__(self) -> Sampler:
         self._thread.start()

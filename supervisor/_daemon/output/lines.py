@@ -50,7 +50,7 @@ def _complete_utf8(data: bytes) -> int:
 class LineAssembler:
     """Turns arbitrary reads of one pipe into records; see the module docstring.
 
-    ``feed`` returns parts: each is either a run of whole
+    ``feed`` and ``feed_buffer`` return parts: each is either a run of whole
     lines (ending in a newline) or exactly one record without a newline (a
     piece) or the final piece of an over-long line (with its newline).
     """
@@ -77,6 +77,21 @@ class LineAssembler:
         else:
             complete = b"".join((tail, memoryview(chunk)[: last_nl + 1])) if tail else chunk[: last_nl + 1]
             self._tail = chunk[last_nl + 1 :]
+        out = self._split(complete)
+        if len(self._tail) > self.max_line:
+            out.extend(self._cut_tail())
+        return out
+
+    def feed_buffer(self, buf: bytearray, n: int) -> list[bytes]:
+        """As ``feed`` for the first ``n`` bytes of ``buf`` (a reused read buffer), copied out once."""
+        tail = self._tail
+        view = memoryview(buf)
+        last_nl = buf.rfind(b"\n", 0, n)
+        if last_nl < 0:
+            self._tail = b"".join((tail, view[:n])) if tail else bytes(view[:n])
+            return self._cut_tail() if len(self._tail) > self.max_line else []
+        complete = b"".join((tail, view[: last_nl + 1])) if tail else bytes(view[: last_nl + 1])
+        self._tail = bytes(view[last_nl + 1 : n])
         out = self._split(complete)
         if len(self._tail) > self.max_line:
             out.extend(self._cut_tail())
