@@ -81,3 +81,20 @@ def test_a_reader_behind_the_ring_gets_an_exact_gap_then_the_rest():
     assert messages[0].HasField("gap")
     assert messages[0].gap.first_seq == 1 and messages[0].gap.count == ring.oldest_seq - 1
     assert [seq for seq, _ in lines_of(messages)] == list(range(ring.oldest_seq, 1001))
+
+
+def test_a_reader_steps_aside_while_the_drain_is_behind_but_always_progresses():
+    ring = Ring(1 << 30)
+    for i in range(20):
+        ring.append_lines(STDOUT, 1, b"%099d\n" % i * 3000)  # 300 KB each: more than one batch
+    asked = 0
+
+    def behind() -> bool:
+        nonlocal asked
+        asked += 1
+        return True  # the drain never catches up
+
+    ring.drain_behind = behind
+    got = lines_of(collect(ring, 1))
+    assert len(got) == 20 * 3000, "every line arrives although the drain stays behind"
+    assert asked > 20, "the reader asked before its batches"

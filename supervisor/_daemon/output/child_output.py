@@ -116,6 +116,7 @@ class ChildOutput:
         self.name = name
         self._poller = poller
         self.ring = Ring(ring_bytes)
+        self.ring.drain_behind = lambda: (self._poller or Poller.default()).behind
         self._max_line = max_line_bytes
         # Reads well below the ring's size, so one read never evicts the whole ring.
         self._read_size = min(READ_SIZE, max(4096, ring_bytes // 8))

@@ -44,6 +44,8 @@ READ_SIZE = 1 << 20
 PIPE_SIZE = 1 << 20
 QUIET_SECONDS = 0.2
 SWITCH_INTERVAL = 0.0005
+# A read at least this big means the pipe was filling up: the poller is behind (see ``Poller.behind``).
+BEHIND_BYTES = 256 * 1024
 log = structlog.get_logger("supd.drain")
 
 # Takes the parts of one read as LineAssembler returns them; called on the poller thread.
@@ -94,6 +96,7 @@ class PipeDrain:
         self.read_size = read_size
         self.label = label
         self.bytes_read = 0
+        self.last_read = 0  # bytes of the latest read (0 when none)
         self._emit = emit
         self._on_read = on_read
         self._assembler = LineAssembler(max_line)
@@ -135,6 +138,7 @@ class PipeDrain:
         fresh 1 MiB bytes object and shrinking it saves that copy but left supd's resident set at
         1.2-1.3x its rings' bytes (heap fragmentation) against 1.01x this way.
         """
+        self.last_read = 0
         with self._lock:
             if self._done:
                 return False
@@ -153,6 +157,7 @@ class PipeDrain:
                 self._loop_call(self._done_event.set)
                 return False
             self.bytes_read += n
+            self.last_read = n
             if self._on_read is not None:
                 self._on_read(n)
             parts = self._assembler.feed_buffer(buf, n)
@@ -212,6 +217,11 @@ class PipeDrain:
 class Poller:
     """One thread that waits in epoll on every registered pipe and reads each ready one; see the module docstring.
 
+    ``behind`` is True while the latest turn read at least ``BEHIND_BYTES`` from
+    some pipe (that pipe was filling up): Stream readers then step aside for a
+    moment (see stream.py), so the GIL goes to the drain and no child blocks on
+    its pipe because of a reader.
+
     ``register``/``unregister`` may be called from any thread. An exception
     while handling one pipe is logged with its traceback, counted in
     ``errors``, and that pipe is abandoned; the thread goes on with the others.
@@ -229,6 +239,7 @@ class Poller:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._epoll.register(self._wake_r, select.EPOLLIN)
         self.errors = 0
+        self.behind = False
         # A thread that waits for the GIL gets it after at most this long (CPython's default is 5 ms): the
         # event loop then waits at most that for the drain after each of its own system calls.
         if sys.getswitchinterval() > SWITCH_INTERVAL:
@@ -280,6 +291,7 @@ class Poller:
                 events = self._epoll.poll(self._timeout())
             except InterruptedError:
                 continue
+            behind = False
             for fd, _mask in events:
                 drain = drains.get(fd)
                 if drain is None:
@@ -291,6 +303,8 @@ class Poller:
                         held.discard(drain)
                 except Exception:  # noqa: BLE001 - one pipe's failure must not stop every other pipe
                     self._failed(drain)
+                behind = behind or drain.last_read >= BEHIND_BYTES
+            self.behind = behind
             if held:
                 now = time.monotonic()
                 for drain in [d for d in held if d.quiet_due() <= now]:

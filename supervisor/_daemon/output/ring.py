@@ -24,6 +24,7 @@ import bisect
 import threading
 import time
 from array import array
+from collections.abc import Callable
 
 import structlog
 
@@ -45,6 +46,10 @@ INDEX_BYTES_PER_LINE = 8
 # (measured with tracemalloc: about 720 bytes with short texts).
 EVENT_OVERHEAD = 1024
 _COMPACT_AT = 1024
+
+
+def _never() -> bool:
+    return False
 
 
 def record_cost(seg: Segment) -> int:
@@ -81,6 +86,8 @@ class Ring:
         self._loop_thread = 0
         self._wake_pending = False
         self.wake_failures = 0
+        # True while whoever appends lines is falling behind (set by ChildOutput to its poller's ``behind``).
+        self.drain_behind: Callable[[], bool] = _never
 
     def __repr__(self) -> str:
         return (

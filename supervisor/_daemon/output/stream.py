@@ -18,6 +18,7 @@ loop over lines.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from array import array
 from collections.abc import AsyncIterator
@@ -32,6 +33,8 @@ from supervisor.v1 import supervisor_pb2 as pb
 __all__ = ["BATCH_BYTES", "batch_lengths", "read_stream"]
 
 BATCH_BYTES = 256 * 1024
+STEP_ASIDE = 0.001  # s: one step of a reader stepping aside for a drain that is behind
+STEP_ASIDE_MAX = 0.01  # s: at most this long per batch, so readers always progress
 EVICTED = "evicted from the ring before this reader got them (ring_bytes too small or reader too slow)"
 
 
@@ -112,6 +115,7 @@ async def read_stream(
 ) -> AsyncIterator[pb.StreamMessage]:
     """Messages from ``start_seq`` on; with ``follow`` until the ring closes, else until its current end."""
     cur = _Cursor(start_seq)
+    stepped_aside = False
     while True:
         while cur.seq < ring.next_seq:
             oldest = ring.oldest_seq
@@ -129,10 +133,28 @@ async def read_stream(
             if seg.stream not in streams:
                 cur = _Cursor(seg.end_seq)
                 continue
+            if not stepped_aside and ring.drain_behind():
+                await _step_aside(ring)
+                stepped_aside = True
+                continue  # the ring may have moved on meanwhile: look again, then send a batch
+            stepped_aside = False
             yield _batch(ring, cur, seg)
         if not follow or ring.closed:
             return
         await ring.wait_beyond(cur.seq)
+
+
+async def _step_aside(ring: Ring) -> None:
+    """Let the drain have the GIL while it is behind: idle the loop up to ``STEP_ASIDE_MAX`` s in small steps.
+
+    Readers never slow a child: when a pipe was filling up, a reader waits a
+    moment (the event loop sleeps in epoll and releases the GIL meanwhile), and
+    if the ring evicts what it had not read, it gets a Gap as always.
+    """
+    for _ in range(round(STEP_ASIDE_MAX / STEP_ASIDE)):
+        await asyncio.sleep(STEP_ASIDE)
+        if not ring.drain_behind():
+            return
 
 
 def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
