@@ -153,8 +153,10 @@ class PipeDrain:
                 )
                 n = 0
             if not n:
-                self._finish()
-                self._loop_call(self._done_event.set)
+                try:
+                    self._finish()
+                finally:  # done even if emitting the tail failed: nobody waits for this pipe in vain
+                    self._loop_call(self._done_event.set)
                 return False
             self.bytes_read += n
             self.last_read = n
@@ -207,11 +209,13 @@ class PipeDrain:
         with self._lock:
             if self._done:
                 return
-            self._finish()
-        if threading.get_ident() == self._loop_thread:
-            self._done_event.set()
-        else:
-            self._loop_call(self._done_event.set)
+            try:
+                self._finish()
+            finally:  # done even if emitting the tail failed: nobody waits for this pipe in vain
+                if threading.get_ident() == self._loop_thread:
+                    self._done_event.set()
+                else:
+                    self._loop_call(self._done_event.set)
 
 
 class Poller:
