@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import grpc
 import pytest
 
@@ -149,3 +151,38 @@ def test_output_of_a_process_that_left_the_group_is_still_drained_after_the_exit
     kinds = [m.WhichOneof("item") for m in follower.messages]
     assert kinds == ["event", "lines", "event", "lines"], "the late line follows the exit event, never lost"
     assert follower.messages[-1].lines.generation == 1
+
+
+def test_a_long_utf8_line_is_cut_at_character_boundaries(stub):
+    """Issue 15 item 10: "a" + "é" * 10000 gave pieces whose texts ended and started with U+FFFD."""
+    line = "a" + "é" * 10000
+    spawn(stub, "utf8", [sys.executable, "-c", f"print({line!r})"], max_line_bytes=256)
+    wait_state(stub, "utf8", pb.CHILD_STATE_EXITED)
+    pieces = [piece for m in stub.Stream(pb.StreamRequest(name="utf8"), timeout=10) if m.HasField("lines")
+              for piece in split_lines(m.lines)]
+    assert len(pieces) > 1 and all(len(p.rstrip(b"\n")) <= 256 for p in pieces)
+    assert "".join(p.decode("utf-8") for p in pieces) == line + "\n"  # decode raises on a split character
+
+
+def test_text_without_newline_shows_after_a_quiet_period_and_is_counted_when_read(stub):
+    """Issue 15 item 11: a prompt without a newline was invisible, and "0 bytes drained", while the child ran."""
+    child = "import sys, time; sys.stdout.write('Setting up things... '); sys.stdout.flush(); time.sleep(60)"
+    spawn(stub, "prompt", [sys.executable, "-c", child])
+    follower = Follower(stub, pb.StreamRequest(name="prompt", from_seq=1, follow=True))
+    wait_for(lambda: [text for _, text in follower.lines()] == [b"Setting up things... "], timeout=10,
+             what="the partial record")
+    info = stub.Health(pb.HealthRequest(name="prompt"), timeout=10).children[0]
+    assert info.bytes_drained == 21 and info.stdout_lines == 1
+    follower.cancel()
+    stub.Remove(pb.RemoveRequest(name="prompt"), timeout=20)
+
+
+def test_pieces_of_a_line_without_newline_travel_many_to_a_batch(stub):
+    """Issue 16: 100 MB of pieces took 409,600 messages, one per piece, and cutting them was quadratic."""
+    spawn(stub, "pieces", [sys.executable, "-c", "import sys; sys.stdout.write('p' * (1 << 22))"],
+          max_line_bytes=256)
+    wait_state(stub, "pieces", pb.CHILD_STATE_EXITED)
+    batches = [m.lines for m in stub.Stream(pb.StreamRequest(name="pieces"), timeout=30) if m.HasField("lines")]
+    assert b"".join(b.data for b in batches) == b"p" * (1 << 22)
+    assert sum(len(b.lengths) for b in batches) == (1 << 22) // 256
+    assert len(batches) <= (1 << 22) // (256 * 1024) + 2

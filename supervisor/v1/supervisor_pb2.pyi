@@ -572,9 +572,12 @@ class LineBatch(_message.Message):
     Sequence numbers first_seq, first_seq+1, ... belong to the lines in order.
     data holds the lines' bytes exactly as the child wrote them, each line's
     terminating '\\n' included; lengths[i] is line i's length in bytes. A line
-    not ending in '\\n' is a piece of a line longer than max_line_bytes (the
-    next line of the same stream continues it), or the stream's last line when
-    the child closed it without a final newline. Bytes need not be UTF-8.
+    not ending in '\\n' is a piece, which the next line of the same stream
+    continues: a piece of a line longer than max_line_bytes (cut at a UTF-8
+    character boundary when the line is valid UTF-8), or the bytes a child wrote
+    without a newline before a pause of 0.2 s (a prompt, a progress text); or
+    it is the stream's last line when the child closed it without a final
+    newline. Bytes need not be UTF-8.
     At most 256 KiB of lines, unless one line is longer.
     """
 

@@ -11,18 +11,36 @@ last line of its generation.
 Pipes of earlier generations may stay open (held by a process that left the
 group): they are drained until EOF, and ``close`` abandons all of them, so
 nothing is dropped silently.
+
+The drains run on the poller's thread (see drain.py): ``emit`` below runs
+there, appends each read to the ring as one segment under the ring's lock and
+offers it to the sinks. A drain is done only after its last segment is in the
+ring, and ``wait_eof`` returns only then, on the event loop: so an exit event
+appended after ``wait_eof`` always follows its generation's last line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
+import threading
+from array import array
 from collections.abc import Callable, Sequence
 
 import anyio
 
-from supervisor._daemon.output.drain import READ_SIZE, PipeDrain, make_pipe
-from supervisor._daemon.output.records import STDERR, STDOUT, ChildEvent, Origin
+from supervisor._daemon.output.drain import READ_SIZE, PipeDrain, Poller, make_pipe
+from supervisor._daemon.output.records import (
+    STDERR,
+    STDOUT,
+    ChildEvent,
+    EventKind,
+    Origin,
+    Segment,
+    line_count,
+    line_lengths,
+)
 from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import LineSink
 
@@ -80,23 +98,34 @@ class GenerationOutput:
         """Wait until both pipes reached EOF, at most ``timeout`` s; the labels of pipes still open."""
         with anyio.move_on_after(timeout):
             for drain in self._drains:
-                await drain.done.wait()
-        return [d.label for d in self._drains if not d.done.is_set()]
+                await drain.wait_done()
+        return [d.label for d in self._drains if not d.done]
 
 
 class ChildOutput:
     """The ring and drains of one child; see the module docstring."""
 
-    def __init__(self, name: str, ring_bytes: int, max_line_bytes: int, sinks: Sequence[LineSink] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        ring_bytes: int,
+        max_line_bytes: int,
+        sinks: Sequence[LineSink] = (),
+        poller: Poller | None = None,
+    ) -> None:
         self.name = name
+        self._poller = poller
         self.ring = Ring(ring_bytes)
+        self.ring.drain_behind = lambda: (self._poller or Poller.default()).behind
         self._max_line = max_line_bytes
         # Reads well below the ring's size, so one read never evicts the whole ring.
         self._read_size = min(READ_SIZE, max(4096, ring_bytes // 8))
         self._sinks = tuple(sinks)
         self._lines = {STDOUT: 0, STDERR: 0}
         self._bytes_drained = 0
+        self._counts_lock = threading.Lock()
         self._drains: list[PipeDrain] = []
+        self._pending: list[PipeDrain] = []  # made by start(), reading from the STARTED event on
 
     def __repr__(self) -> str:
         return f"<ChildOutput {self.name} {self.ring!r} drains={len(self._drains)}>"
@@ -111,31 +140,57 @@ class ChildOutput:
         label = f"{self.name}/gen{origin.generation}"
         drains = [
             PipeDrain(
-                pipes.stdout_read, self._max_line, self._emitter(STDOUT, origin), f"{label}/stdout", self._read_size
-            ),
-            PipeDrain(
-                pipes.stderr_read, self._max_line, self._emitter(STDERR, origin), f"{label}/stderr", self._read_size
-            ),
+                fd,
+                self._max_line,
+                self._emitter(stream, origin),
+                f"{label}/{which}",
+                self._read_size,
+                on_read=self._count_read,
+                poller=self._poller,
+                start=False,
+            )
+            for fd, stream, which in ((pipes.stdout_read, STDOUT, "stdout"), (pipes.stderr_read, STDERR, "stderr"))
         ]
-        self._drains = [d for d in self._drains if not d.done.is_set()] + drains
+        self._drains = [d for d in self._drains if not d.done] + drains
+        # Reading begins once the generation's STARTED event is in the ring (so no line of it can come
+        # first), or on the loop's next turn if the caller appends no such event right away.
+        self._pending.extend(drains)
+        asyncio.get_running_loop().call_soon(self._start_pending)
         return GenerationOutput(drains)
 
-    def _emitter(self, stream: int, origin: Origin) -> Callable[[bytes], None]:
+    def _start_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for drain in pending:
+            drain.start()
+
+    def _count_read(self, n: int) -> None:
+        with self._counts_lock:
+            self._bytes_drained += n
+
+    def _emitter(self, stream: int, origin: Origin) -> Callable[[list[bytes]], None]:
         ring, sinks, gen, lines = self.ring, self._sinks, origin.generation, self._lines
 
-        def emit(data: bytes) -> None:
+        def emit(parts: list[bytes]) -> None:
             # Every drain is abandoned (its tail emitted) before the ring closes, so nothing comes after.
-            seg = ring.append_lines(stream, gen, data)
-            lines[stream] += seg.count
-            self._bytes_drained += len(data)
+            if len(parts) == 1:
+                seg = ring.append_lines(stream, gen, parts[0])
+                offered = [seg]
+            else:
+                seg, offered = _joined(ring, stream, gen, parts)
+            with self._counts_lock:
+                lines[stream] += seg.count
             for sink in sinks:
-                sink.offer(origin, seg)
+                for part in offered:
+                    sink.offer(origin, part)
 
         return emit
 
     def append_event(self, event: ChildEvent) -> int:
         """Record a lifecycle event in order with the lines; its sequence number."""
-        return self.ring.append_event(event).first_seq
+        seq = self.ring.append_event(event).first_seq
+        if event.kind is EventKind.STARTED:
+            self._start_pending()
+        return seq
 
     def close(self, final: ChildEvent) -> None:
         """No more output: abandon every drain (emitting held tails), append ``final``, end every stream."""
@@ -155,5 +210,24 @@ class ChildOutput:
             oldest_seq=ring.oldest_seq,
             ring_bytes_used=ring.bytes_used,
             ring_evicted_records=ring.evicted_records,
-            open_pipes=tuple(d.label for d in self._drains if not d.done.is_set()),
+            open_pipes=tuple(d.label for d in self._drains if not d.done),
         )
+
+
+def _joined(ring: Ring, stream: int, gen: int, parts: list[bytes]) -> tuple[Segment, list[Segment]]:
+    """One ring segment for several parts of a read (pieces among them), and the parts as sinks take them.
+
+    Sinks get one segment per part, whose lines are found by their newlines
+    (a piece alone in its segment), numbered as in the ring.
+    """
+    lengths = array("I")
+    for part in parts:
+        lengths.extend(line_lengths(part))
+    seg = ring.append_lines(stream, gen, b"".join(parts), lengths=lengths)
+    offered = []
+    seq = seg.first_seq
+    for part in parts:
+        one = Segment(seq, line_count(part), stream, gen, seg.time_ns, part)
+        offered.append(one)
+        seq = one.end_seq
+    return seg, offered

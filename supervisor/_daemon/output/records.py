@@ -14,8 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from array import array
+from itertools import accumulate
 
-__all__ = ["STDERR", "STDOUT", "ChildEvent", "EventKind", "ExitRecord", "Origin", "Segment", "line_count"]
+__all__ = [
+    "STDERR",
+    "STDOUT",
+    "ChildEvent",
+    "EventKind",
+    "ExitRecord",
+    "LineIndex",
+    "Origin",
+    "Segment",
+    "line_count",
+    "line_lengths",
+]
 
 # The values of supervisor.v1.OutputStream, kept here so the hot path needs no protobuf import.
 STDOUT = 1
@@ -26,6 +39,30 @@ def line_count(data: bytes) -> int:
     """Lines in ``data``: one per newline, plus an unterminated tail."""
     n = data.count(b"\n")
     return n if data.endswith(b"\n") else n + 1
+
+
+def line_lengths(data: bytes) -> array[int]:
+    """Byte length of each line of ``data``, its newline included; an unterminated tail counts as a line.
+
+    One C-level pass (split, then ``len`` of each part): no Python loop per line.
+    """
+    lengths = array("I", map((1).__add__, map(len, data.split(b"\n"))))
+    last = lengths.pop()
+    if last > 1:  # an unterminated final line: its length without the newline that is not there
+        lengths.append(last - 1)
+    return lengths
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LineIndex:
+    """Where a segment's lines are: ``lengths[i]`` and ``ends[i]`` (one past line i's last byte), in bytes."""
+
+    lengths: array[int]
+    ends: array[int]
+
+    def offset(self, k: int) -> int:
+        """Byte offset at which line ``k`` (0-based) begins."""
+        return self.ends[k - 1] if k else 0
 
 
 class EventKind(enum.Enum):
@@ -92,13 +129,19 @@ class Origin:
     executable: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True, eq=False)
 class Segment:
     """Consecutive records with sequence numbers ``first_seq .. first_seq + count - 1``.
 
     For lines, ``stream`` is STDOUT or STDERR, ``data`` the raw bytes and
     ``event`` None. For an event, ``stream`` is 0, ``data`` empty, ``count`` 1.
     ``time_ns`` is the wall-clock time the bytes were read (or the event happened).
+
+    Lines are found by their newlines, except where ``lengths`` is given: then
+    line i is ``lengths[i]`` bytes (a segment that holds pieces of an over-long
+    line, which carry no newline). ``index()`` computes where each line is once,
+    on first use, and keeps it for every later reader. The fields other than
+    that cache are never changed after construction.
     """
 
     first_seq: int
@@ -108,8 +151,18 @@ class Segment:
     time_ns: int
     data: bytes = b""
     event: ChildEvent | None = None
+    lengths: array[int] | None = None
+    _index: LineIndex | None = dataclasses.field(default=None, init=False, repr=False)
 
     @property
     def end_seq(self) -> int:
         """One past the last sequence number."""
         return self.first_seq + self.count
+
+    def index(self) -> LineIndex:
+        """Lengths and end offsets of every line, computed on first use (C-level passes only)."""
+        idx = self._index
+        if idx is None:
+            lengths = self.lengths if self.lengths is not None else line_lengths(self.data)
+            idx = self._index = LineIndex(lengths, array("I", accumulate(lengths)))
+        return idx

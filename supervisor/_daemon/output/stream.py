@@ -6,10 +6,21 @@ that falls behind what the ring still holds is told so with a Gap carrying the
 exact count, then goes on from the oldest record held. Lines travel as
 columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
+
+A batch is built from whole segments where it can (their bytes as they are)
+and the lengths of its lines are computed once for the whole batch, in one
+C-level split; a segment holding pieces of an over-long line brings its own
+lengths. The cursor keeps its byte offset in the current segment, so a batch
+that ends inside a segment costs one ``rfind``, and a Stream that starts in the
+middle of a segment finds its offset with one C-level split, never a Python
+loop over lines.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+from array import array
 from collections.abc import AsyncIterator
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -22,11 +33,13 @@ from supervisor.v1 import supervisor_pb2 as pb
 __all__ = ["BATCH_BYTES", "batch_lengths", "read_stream"]
 
 BATCH_BYTES = 256 * 1024
+STEP_ASIDE = 0.001  # s: one step of a reader stepping aside for a drain that is behind
+STEP_ASIDE_MAX = 0.01  # s: at most this long per batch, so readers always progress
 EVICTED = "evicted from the ring before this reader got them (ring_bytes too small or reader too slow)"
 
 
 def batch_lengths(data: bytes) -> list[int]:
-    """Byte length of each line in ``data``, terminators included."""
+    """Byte length of each line in ``data``, terminators included (an unterminated tail is a line)."""
     lengths = [len(part) + 1 for part in data.split(b"\n")]
     last = lengths.pop()
     if last > 1:  # an unterminated final line
@@ -34,16 +47,19 @@ def batch_lengths(data: bytes) -> list[int]:
     return lengths
 
 
-def _line_offset(data: bytes, k: int) -> int:
-    """Byte offset of line ``k`` (0-based) of a segment."""
-    pos = 0
-    for _ in range(k):
-        pos = data.index(b"\n", pos) + 1
-    return pos
+def _line_offset(seg: Segment, k: int) -> int:
+    """Byte offset of line ``k`` (0-based) of ``seg``: C-level work only."""
+    if k == 0:
+        return 0
+    if seg.lengths is not None:
+        return seg.index().offset(k)
+    return len(seg.data) - len(seg.data.split(b"\n", k)[-1])
 
 
 class _Cursor:
-    """Where a reader is: the next sequence number, and its byte offset in the current segment."""
+    """Where a reader is: the next sequence number, and its byte offset in the segment that holds it."""
+
+    __slots__ = ("_offset", "_seg", "seq")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -53,7 +69,7 @@ class _Cursor:
     def offset_in(self, seg: Segment) -> int:
         if self._seg is not seg:
             self._seg = seg
-            self._offset = _line_offset(seg.data, self.seq - seg.first_seq)
+            self._offset = _line_offset(seg, self.seq - seg.first_seq)
         return self._offset
 
     def advance(self, seg: Segment, lines: int, end_offset: int) -> None:
@@ -61,15 +77,32 @@ class _Cursor:
         self._seg, self._offset = seg, end_offset
 
 
-def _take(seg: Segment, offset: int, budget: int) -> tuple[bytes, int, int]:
-    """Up to ``budget`` bytes of whole lines from ``offset``: (data, lines, end offset)."""
+def _take(seg: Segment, offset: int, budget: int, at_least_one: bool) -> tuple[bytes, int, int]:
+    """Whole lines of ``seg`` from ``offset``, at most ``budget`` bytes: (data, lines, end offset).
+
+    With ``at_least_one``, one line is taken even when it is longer than the budget.
+    """
     data = seg.data
     if offset == 0 and len(data) <= budget:
         return data, seg.count, len(data)
-    end = data.rfind(b"\n", offset, offset + budget) + 1
-    if end <= offset:  # one line longer than the budget: send it whole
-        nl = data.find(b"\n", offset)
-        end = len(data) if nl < 0 else nl + 1
+    if seg.lengths is not None:  # pieces: their boundaries are in the index, not in newlines
+        ends = seg.index().ends
+        k = bisect.bisect_right(ends, offset)
+        j = bisect.bisect_right(ends, offset + budget, lo=k)
+        if j == k:
+            if not at_least_one:
+                return b"", 0, offset
+            j = k + 1
+        return data[offset : ends[j - 1]], j - k, ends[j - 1]
+    if len(data) - offset <= budget:
+        end = len(data)
+    else:
+        end = data.rfind(b"\n", offset, offset + budget) + 1
+        if end <= offset:  # the next line is longer than the budget
+            if not at_least_one:
+                return b"", 0, offset
+            nl = data.find(b"\n", offset)
+            end = len(data) if nl < 0 else nl + 1
     chunk = data[offset:end]
     lines = chunk.count(b"\n")
     if not chunk.endswith(b"\n"):
@@ -82,6 +115,7 @@ async def read_stream(
 ) -> AsyncIterator[pb.StreamMessage]:
     """Messages from ``start_seq`` on; with ``follow`` until the ring closes, else until its current end."""
     cur = _Cursor(start_seq)
+    stepped_aside = False
     while True:
         while cur.seq < ring.next_seq:
             oldest = ring.oldest_seq
@@ -99,33 +133,52 @@ async def read_stream(
             if seg.stream not in streams:
                 cur = _Cursor(seg.end_seq)
                 continue
+            if not stepped_aside and ring.drain_behind():
+                await _step_aside(ring)
+                stepped_aside = True
+                continue  # the ring may have moved on meanwhile: look again, then send a batch
+            stepped_aside = False
             yield _batch(ring, cur, seg)
         if not follow or ring.closed:
             return
         await ring.wait_beyond(cur.seq)
 
 
+async def _step_aside(ring: Ring) -> None:
+    """Let the drain have the GIL while it is behind: idle the loop up to ``STEP_ASIDE_MAX`` s in small steps.
+
+    Readers never slow a child: when a pipe was filling up, a reader waits a
+    moment (the event loop sleeps in epoll and releases the GIL meanwhile), and
+    if the ring evicts what it had not read, it gets a Gap as always.
+    """
+    for _ in range(round(STEP_ASIDE_MAX / STEP_ASIDE)):
+        await asyncio.sleep(STEP_ASIDE)
+        if not ring.drain_behind():
+            return
+
+
 def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
     """One LineBatch from the cursor on, merging following segments of the same stream and generation."""
     first_seq, time_ns = cur.seq, seg.time_ns
-    data, lines, end = _take(seg, cur.offset_in(seg), BATCH_BYTES)
+    offset = cur.offset_in(seg)
+    data, lines, end = _take(seg, offset, BATCH_BYTES, True)
     cur.advance(seg, lines, end)
-    parts = [data]
+    parts = [(seg, offset, data)]
     size = len(data)
-    while size < BATCH_BYTES and data.endswith(b"\n") and end == len(seg.data):
+    while size < BATCH_BYTES and end == len(seg.data):
         nxt = ring.find(cur.seq)
         if nxt is None or nxt.event is not None or nxt.stream != seg.stream or nxt.generation != seg.generation:
             break
         if nxt.first_seq != cur.seq:
             break
-        data, lines, end = _take(nxt, 0, BATCH_BYTES - size)
-        if size + len(data) > BATCH_BYTES:
+        data, lines, end = _take(nxt, 0, BATCH_BYTES - size, False)
+        if not lines:
             break
         cur.advance(nxt, lines, end)
-        parts.append(data)
+        parts.append((nxt, 0, data))
         size += len(data)
         seg = nxt
-    blob = parts[0] if len(parts) == 1 else b"".join(parts)
+    blob = parts[0][2] if len(parts) == 1 else b"".join(p[2] for p in parts)
     ts = Timestamp()
     ts.FromNanoseconds(time_ns)
     return pb.StreamMessage(
@@ -135,6 +188,26 @@ def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
             generation=seg.generation,
             time=ts,
             data=blob,
-            lengths=batch_lengths(blob),
+            lengths=_lengths(parts, blob),
         )
     )
+
+
+def _lengths(parts: list[tuple[Segment, int, bytes]], blob: bytes) -> list[int]:
+    """The lengths of a batch's lines: one split of the whole blob when newlines alone delimit them."""
+    if all(s.lengths is None for s, _, _ in parts) and all(d.endswith(b"\n") for _, _, d in parts[:-1]):
+        return batch_lengths(blob)
+    lengths: list[int] = []
+    for seg, offset, data in parts:
+        if seg.lengths is None:
+            lengths += batch_lengths(data)
+        else:
+            idx = seg.index()
+            k = bisect.bisect_right(idx.ends, offset)
+            lengths += idx.lengths[k : k + _count(idx.ends, offset, len(data))]
+    return lengths
+
+
+def _count(ends: array[int], offset: int, size: int) -> int:
+    """Lines of a pieced segment between byte ``offset`` and ``offset + size`` (both line boundaries)."""
+    return bisect.bisect_right(ends, offset + size) - bisect.bisect_right(ends, offset)

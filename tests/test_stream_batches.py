@@ -1,0 +1,100 @@
+"""read_stream over a ring, in process: batches of pieces, starts in mid-segment, exact gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from supervisor._daemon.output.child_output import ChildOutput, Pipes
+from supervisor._daemon.output.drain import Poller
+from supervisor._daemon.output.records import ChildEvent, EventKind, Origin
+from supervisor._daemon.output.ring import Ring
+from supervisor._daemon.output.sinks import STDERR, STDOUT
+from supervisor._daemon.output.stream import BATCH_BYTES, read_stream
+from supervisor.v1 import supervisor_pb2 as pb
+
+BOTH = frozenset({STDOUT, STDERR})
+
+
+def collect(ring: Ring, start: int) -> list[pb.StreamMessage]:
+    async def main() -> list[pb.StreamMessage]:
+        return [m async for m in read_stream(ring, start, False, BOTH)]
+
+    return asyncio.run(main())
+
+
+def lines_of(messages: list[pb.StreamMessage]) -> list[tuple[int, bytes]]:
+    out = []
+    for m in messages:
+        if m.HasField("lines"):
+            pos = 0
+            for i, n in enumerate(m.lines.lengths):
+                out.append((m.lines.first_seq + i, m.lines.data[pos : pos + n]))
+                pos += n
+            assert pos == len(m.lines.data)
+    return out
+
+
+def test_pieces_of_a_huge_line_travel_many_to_a_batch():
+    """Issue 16: 100 MB of pieces took 409,600 messages (one per piece)."""
+
+    async def main() -> Ring:
+        poller = Poller()
+        out = ChildOutput("c", 64 << 20, 256, poller=poller)
+        pipes = Pipes()
+        w = os.dup(pipes.stdout_write)
+        gen = out.start(pipes, Origin("c", 1, os.getpid(), "t"))
+        out.append_event(ChildEvent(EventKind.STARTED, time_ns=0, generation=1))
+        data = b"p" * (4 << 20) + b"\n"
+        await asyncio.to_thread(os.write, w, data)  # may block until the drain reads: not on the loop
+        os.close(w)
+        assert await gen.wait_eof(30) == []
+        poller.stop()
+        return out.ring
+
+    ring = asyncio.run(main())
+    messages = collect(ring, 1)
+    got = lines_of(messages)
+    assert b"".join(text for _, text in got) == b"p" * (4 << 20) + b"\n"
+    assert all(len(text) <= 256 for _, text in got[:-1])
+    batches = [m for m in messages if m.HasField("lines")]
+    assert len(batches) <= (4 << 20) // BATCH_BYTES + 2
+    assert all(len(b.lines.data) <= BATCH_BYTES for b in batches)
+
+
+def test_a_stream_starting_inside_a_segment_gets_exactly_the_lines_from_there():
+    ring = Ring(1 << 30)
+    ring.append_lines(STDOUT, 1, b"".join(b"line %d\n" % i for i in range(10000)))
+    ring.append_lines(STDOUT, 1, b"tail without newline")
+    ring.append_event(ChildEvent(EventKind.EXITED, time_ns=0, generation=1))
+    for start in (1, 2, 5000, 9999, 10000, 10001):
+        got = lines_of(collect(ring, start))
+        expected = [(i + 1, b"line %d\n" % i) for i in range(start - 1, 10000)] + [(10001, b"tail without newline")]
+        assert got == expected
+
+
+def test_a_reader_behind_the_ring_gets_an_exact_gap_then_the_rest():
+    ring = Ring(64 * 1024)
+    for i in range(1000):
+        ring.append_lines(STDOUT, 1, b"%099d\n" % i)
+    messages = collect(ring, 1)
+    assert messages[0].HasField("gap")
+    assert messages[0].gap.first_seq == 1 and messages[0].gap.count == ring.oldest_seq - 1
+    assert [seq for seq, _ in lines_of(messages)] == list(range(ring.oldest_seq, 1001))
+
+
+def test_a_reader_steps_aside_while_the_drain_is_behind_but_always_progresses():
+    ring = Ring(1 << 30)
+    for i in range(20):
+        ring.append_lines(STDOUT, 1, b"%099d\n" % i * 3000)  # 300 KB each: more than one batch
+    asked = 0
+
+    def behind() -> bool:
+        nonlocal asked
+        asked += 1
+        return True  # the drain never catches up
+
+    ring.drain_behind = behind
+    got = lines_of(collect(ring, 1))
+    assert len(got) == 20 * 3000, "every line arrives although the drain stays behind"
+    assert asked > 20, "the reader asked before its batches"
