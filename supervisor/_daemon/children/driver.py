@@ -8,14 +8,13 @@ child ever interleave. Starting is ``Prepare`` (awaited under a deadline; port
 reaping and stored state plug in there), then spawn, then Started or
 StartFailed.
 
-Each generation (one spawned process) has a task group that owns its watchers:
-the exit watcher, the terminator and, later, probes. It ends with the
-generation, and anything that fails in it is logged with its traceback and
-reported to the driver as the generation's end, never left to asyncio.
+Each generation (one spawned process, generation.py) owns its watchers in a
+task group of its own and reports its end to the driver exactly once.
 
-A Stop signals the child's whole session (every group in it), waits up to the
-grace for the session to empty, then SIGKILLs what is left. A process that
-left the session with ``setsid`` is not covered.
+Requests are answered when their outcome is known: a start once the new
+process started or failed to, a stop once the process it ended is gone, a
+removal once the child is REMOVED. A request the lifecycle cannot honour is
+refused with the lifecycle's reason.
 """
 
 from __future__ import annotations
@@ -33,11 +32,12 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor._daemon.children import lifecycle as lc
-from supervisor._daemon.children.exits import finish_exit, unknown_exit
+from supervisor._daemon.children.exits import finish_exit
+from supervisor._daemon.children.generation import Generation
 from supervisor._daemon.children.process import Process, SpawnError
 from supervisor._daemon.children.reply import Reply
-from supervisor._daemon.children.sessions import SessionScanner, signal_member
-from supervisor._daemon.output.child_output import ChildOutput, GenerationOutput, OutputStatistics, Pipes
+from supervisor._daemon.children.sessions import SessionScanner
+from supervisor._daemon.output.child_output import ChildOutput, OutputStatistics, Pipes
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord, Origin
 from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import LineSink
@@ -48,16 +48,8 @@ from supervisor.spec import ChildSpec
 __all__ = ["ChildDriver", "ChildStatistics", "PrepareHook"]
 
 log = structlog.get_logger("supd.child")
-# After the leader is gone, how long its pipes may stay open (held by a
-# process that left the session) before the exit event is published anyway.
-PIPE_LINGER_SECONDS = 2.0
-# How long SIGKILL may take to empty the session before we say so and move on.
-KILL_WAIT_SECONDS = 5.0
 # How long one Prepare step (port reaping, stored state) may take.
 PREPARE_TIMEOUT_SECONDS = 30.0
-# Session polls after an exit or a stop signal: start fast, back off, cap.
-POLL_FIRST_SECONDS = 0.01
-POLL_MAX_SECONDS = 0.25
 
 PrepareHook = Callable[[ChildSpec], Awaitable[None]]
 """Awaited before every spawn; raising SupervisorError makes it a failed start with that message."""
@@ -109,7 +101,7 @@ class _TimerFired:
 
 @dataclasses.dataclass
 class _GenerationEnded:
-    generation: _Generation
+    generation: Generation
     info: ExitRecord
 
 
@@ -123,34 +115,6 @@ class _Waiter:
     exit_before: ExitRecord | None
     generation: int
     attempts: int  # start attempts made before the request
-
-
-class _Generation:
-    """One spawned process and the watchers that live exactly as long as it."""
-
-    def __init__(self, number: int, process: Process) -> None:
-        self.number = number
-        self.process = process
-        self.output: GenerationOutput | None = None
-        self.task_group: TaskGroup | None = None
-        self.watch_done = False  # the watchers are finished: nothing more to terminate
-        self.terminating = False
-        self.terminated = anyio.Event()
-        self.deadline = math.inf  # monotonic time of the SIGKILL, once terminating
-        self.grace = 0.0
-        self.wait_scope: anyio.CancelScope | None = None
-        self.leader_killed = False
-        self.leftovers_killed = 0
-
-    def __repr__(self) -> str:
-        return f"<Generation {self.number} pid={self.process.pid}{' terminating' if self.terminating else ''}>"
-
-    def shorten(self, deadline: float) -> None:
-        """Bring the SIGKILL forward (never later)."""
-        if deadline < self.deadline:
-            self.deadline = deadline
-            if self.wait_scope is not None:
-                self.wait_scope.deadline = deadline
 
 
 class ChildDriver:
@@ -171,7 +135,7 @@ class ChildDriver:
         self.last_exit: ExitRecord | None = None
         self._scanner = scanner or SessionScanner()
         self._prepare = tuple(prepare)
-        self._gen: _Generation | None = None
+        self._gen: Generation | None = None
         self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
         self._waiters: list[_Waiter] = []
         self._start_attempts = 0
@@ -304,11 +268,7 @@ class ChildDriver:
     def kill_now(self) -> list[int]:
         """SIGKILL the leader and its group at once (supd must exit now); the session id to sweep, if any."""
         gen = self._gen
-        if gen is None or not gen.process.alive:
-            return []
-        gen.process.signal(signal.SIGKILL)
-        gen.process.signal_group(signal.SIGKILL)
-        return [gen.process.pid]
+        return [gen.process.pid] if gen is not None and gen.kill_now() else []
 
     # Feeding the lifecycle --------------------------------------------------------------
 
@@ -383,12 +343,15 @@ class ChildDriver:
             await self._start_failed(str(exc))
             return
         origin = Origin(self.name, number, proc.pid, os.path.basename(self.spec.argv[0]))
-        gen = self._gen = _Generation(number, proc)
-        gen.output = self.output.start(pipes, origin)
+        gen = self._gen = Generation(
+            number, proc, self.output.start(pipes, origin),
+            stop_signal=self.spec.stop_signal, leftover_grace=self.spec.stop_grace_seconds,
+            scanner=self._scanner, log=self._log,
+        )
         self._log.info("child.spawned", pid=proc.pid, generation=number, argv=list(self.spec.argv))
         self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))
         assert self._task_group is not None
-        await self._task_group.start(self._run_generation, gen)
+        await self._task_group.start(gen.run, self._report_end)
         await self._feed(lc.Started(time.monotonic()))
 
     async def _start_failed(self, reason: str) -> None:
@@ -397,21 +360,8 @@ class ChildDriver:
         await self._feed(lc.StartFailed(time.monotonic(), reason))
 
     def _do_terminate(self, grace: float, reason: str) -> None:
-        gen = self._gen
-        if gen is None or gen.watch_done:
-            return  # its end is already on the way to the inbox
-        deadline = time.monotonic() + grace
-        if gen.terminating:
-            gen.shorten(deadline)
-            return
-        self._begin_terminate(gen, grace, reason)
-
-    def _begin_terminate(self, gen: _Generation, grace: float, reason: str) -> None:
-        gen.terminating = True
-        gen.grace = grace
-        gen.deadline = time.monotonic() + grace
-        assert gen.task_group is not None
-        gen.task_group.start_soon(self._terminate, gen, reason)
+        if self._gen is not None:
+            self._gen.terminate(grace, reason)
 
     async def _restart_timer(self, timer: int, delay: float) -> None:
         with anyio.CancelScope() as scope:
@@ -422,7 +372,14 @@ class ChildDriver:
             except NotFound:
                 return  # removed while the timer ran: nothing to restart
 
-    async def _on_generation_ended(self, gen: _Generation, info: ExitRecord) -> None:
+    async def _report_end(self, gen: Generation, reaped: ExitRecord) -> None:
+        """Called once by each generation as it ends: hand its exit to this driver's task."""
+        try:
+            await self._put(_GenerationEnded(gen, reaped))
+        except NotFound:
+            self._log.error("child.exit.unreported", pid=gen.process.pid, generation=gen.number)
+
+    async def _on_generation_ended(self, gen: Generation, info: ExitRecord) -> None:
         record = finish_exit(
             info,
             gen.number,
@@ -481,111 +438,6 @@ class ChildDriver:
         if not sent:
             raise FailedPrecondition(f"child {self.name!r} exited before {signal_name(sig)} could be sent")
         self._log.info("child.signal.sent", pid=proc.pid, signal=signal_name(sig), group=group)
-
-    # One generation's watchers ---------------------------------------------------------
-
-    async def _run_generation(self, gen: _Generation, *, task_status: TaskStatus[None]) -> None:
-        """Own the generation's watchers; report its end to the driver exactly once."""
-        info: ExitRecord | None = None
-        try:
-            async with anyio.create_task_group() as tg:
-                gen.task_group = tg
-                tg.start_soon(gen.process.watch)
-                task_status.started()
-                info = await self._watch(gen)
-                gen.watch_done = True
-                tg.cancel_scope.cancel()
-        except Exception:  # noqa: BLE001 - reported as the generation's end below, never to asyncio
-            self._log.exception("child.watcher.failed", pid=gen.process.pid, generation=gen.number)
-            self._kill_after_failure(gen)
-        gen.watch_done = True
-        if info is None:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(KILL_WAIT_SECONDS):
-                delay = POLL_FIRST_SECONDS
-                while not gen.process.exit_ready():
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, POLL_MAX_SECONDS)
-            info = gen.process.reap() if gen.process.exit_ready() else unknown_exit(gen.process.pid)
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._put(_GenerationEnded(gen, info))
-            except NotFound:
-                self._log.error("child.exit.unreported", pid=gen.process.pid, generation=gen.number)
-
-    def _kill_after_failure(self, gen: _Generation) -> None:
-        """The watchers failed: the process must not run on unwatched. Errors here are logged, not raised."""
-        try:
-            gen.process.signal(signal.SIGKILL)
-            gen.process.signal_group(signal.SIGKILL)
-        except (OSError, ValueError):
-            self._log.exception("child.watcher.kill_failed", pid=gen.process.pid, generation=gen.number)
-
-    async def _watch(self, gen: _Generation) -> ExitRecord:
-        """Wait for the exit, clear the session, let the pipes run dry, reap."""
-        proc = gen.process
-        await proc.wait_exit_ready()
-        if not gen.terminating:
-            leftovers = await self._scanner.members(proc.pid)
-            if leftovers:
-                # The leader left processes behind in its session: stop them as a Stop would.
-                self._log.warning("child.exit.stragglers", pid=proc.pid, stragglers=[m.pid for m in leftovers])
-                self._begin_terminate(gen, self.spec.stop_grace_seconds, "leftovers")
-        if gen.terminating:
-            await gen.terminated.wait()
-        assert gen.output is not None
-        late = await gen.output.wait_eof(PIPE_LINGER_SECONDS)
-        if late:
-            self._log.warning("child.exit.pipe_held_open", pid=proc.pid, pipes=late)
-        return proc.reap()
-
-    async def _terminate(self, gen: _Generation, reason: str) -> None:
-        """Stop signal to the session, wait until it is empty or the deadline, then SIGKILL what is left."""
-        proc, sig = gen.process, self.spec.stop_signal
-        signalled_at = time.monotonic()
-        try:
-            proc.signal(sig)
-            proc.signal_group(sig)
-            self._log.info(
-                "child.stop.signalled", pid=proc.pid, signal=signal_name(sig), grace=gen.grace, reason=reason
-            )
-            with anyio.CancelScope(deadline=gen.deadline) as scope:
-                gen.wait_scope = scope
-                await self._signal_session(proc.pid, sig)
-                await self._wait_session_empty(proc)
-            gen.wait_scope = None
-            if not scope.cancelled_caught:
-                return
-            # The grace actually given: a shutdown may have cut a longer one short.
-            gen.grace = round(time.monotonic() - signalled_at, 1)
-            # Who is left is counted before SIGKILL, so the exit can say what needed it.
-            left = await self._scanner.members(proc.pid)
-            gen.leader_killed = proc.alive and not proc.exit_ready()
-            gen.leftovers_killed = sum(1 for m in left if m.pid != proc.pid)
-            proc.signal(signal.SIGKILL)
-            proc.signal_group(signal.SIGKILL)
-            await self._signal_session(proc.pid, signal.SIGKILL)
-            self._log.warning(
-                "child.stop.killed_after_grace", pid=proc.pid, grace=gen.grace,
-                leader=gen.leader_killed, leftovers=gen.leftovers_killed,
-            )
-            with anyio.move_on_after(KILL_WAIT_SECONDS) as kill_scope:
-                await self._wait_session_empty(proc)
-            if kill_scope.cancelled_caught:
-                self._log.error("child.stop.kill_ignored", pid=proc.pid, waited=KILL_WAIT_SECONDS)
-        finally:
-            gen.terminated.set()
-
-    async def _signal_session(self, sid: int, sig: int) -> int:
-        """Signal every live process of session ``sid`` (other groups included); how many were signalled."""
-        members = await self._scanner.members(sid)
-        return sum(signal_member(m, sig) for m in members)
-
-    async def _wait_session_empty(self, proc: Process) -> None:
-        await proc.wait_exit_ready()
-        delay = POLL_FIRST_SECONDS
-        while await self._scanner.members(proc.pid):
-            await anyio.sleep(delay)
-            delay = min(delay * 2, POLL_MAX_SECONDS)
 
     # Snapshots ----------------------------------------------------------------------
 
