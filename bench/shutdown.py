@@ -20,17 +20,15 @@ import sys
 import tempfile
 import time
 
+from supervisor._daemon.children.sessions import read_stat
 from supervisor.testing import running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
+    member = read_stat(pid)
+    return member is not None and not member.zombie
 
 
 def one_run(children: int, timeout: float) -> tuple[float, float, int]:

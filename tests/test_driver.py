@@ -164,29 +164,8 @@ async def test_a_leftover_in_the_leaders_own_group_is_counted_before_sigkill(tg)
     assert ended is not None and ended.description.startswith("killed by SIGTERM; 1 leftover process"), ended
 
 
-async def test_a_restart_cancelled_by_a_later_stop_is_refused_not_reported_as_started(tg):
-    driver = await started(tg, sh("cancel", STUBBORN, stop_grace_seconds=1))
-    await ready(driver)
-    outcome: list[BaseException] = []
-
-    async def restart() -> None:
-        try:
-            await driver.restart()
-        except FailedPrecondition as exc:
-            outcome.append(exc)
-
-    tg.start_soon(restart)
-    await until(lambda: driver.lifecycle.then is lc.Then.START)
-    with anyio.fail_after(10):
-        await driver.stop()
-    await until(lambda: outcome, what="the restart's answer")
-    assert "stopped before it could start again" in str(outcome[0])
-    assert driver.state is lc.State.STOPPED and driver.generation == 1
-
-
-async def test_a_restart_overtaken_by_a_remove_is_failed_precondition_not_unavailable(tg):
-    driver = await started(tg, sh("overtaken", STUBBORN, stop_grace_seconds=1))
-    await ready(driver)
+async def restart_in_background(tg: anyio.abc.TaskGroup, driver: ChildDriver) -> list[BaseException]:
+    """Start a Restart and return once it is stopping the process; its refusal lands in the list."""
     outcome: list[BaseException] = []
 
     async def restart() -> None:
@@ -197,6 +176,24 @@ async def test_a_restart_overtaken_by_a_remove_is_failed_precondition_not_unavai
 
     tg.start_soon(restart)
     await until(lambda: driver.lifecycle.then is lc.Then.START)
+    return outcome
+
+
+async def test_a_restart_cancelled_by_a_later_stop_is_refused_not_reported_as_started(tg):
+    driver = await started(tg, sh("cancel", STUBBORN, stop_grace_seconds=1))
+    await ready(driver)
+    outcome = await restart_in_background(tg, driver)
+    with anyio.fail_after(10):
+        await driver.stop()
+    await until(lambda: outcome, what="the restart's answer")
+    assert "stopped before it could start again" in str(outcome[0])
+    assert driver.state is lc.State.STOPPED and driver.generation == 1
+
+
+async def test_a_restart_overtaken_by_a_remove_is_failed_precondition_not_unavailable(tg):
+    driver = await started(tg, sh("overtaken", STUBBORN, stop_grace_seconds=1))
+    await ready(driver)
+    outcome = await restart_in_background(tg, driver)
     with anyio.fail_after(10):
         await driver.remove()
     await until(lambda: outcome, what="the restart's answer")

@@ -13,6 +13,7 @@ import time
 
 import grpc
 
+from supervisor._daemon.children.sessions import read_stat
 from supervisor.testing import running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
@@ -23,11 +24,8 @@ SUPCTL = [sys.executable, "-m", "supervisor.cli"]
 
 
 def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
+    member = read_stat(pid)
+    return member is not None and not member.zombie
 
 
 def test_supctl_shutdown_stops_children_and_supd_and_leaves_no_dead_pid(tmp_path: pathlib.Path):
