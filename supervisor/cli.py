@@ -217,7 +217,11 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
         timeout=client.deadline(STOPPING_TIMEOUT),
     )
     how = fmt.describe_exit(resp.exit) if resp.HasField("exit") else "was not running"
-    print(f"{args.name}: {fmt.state_name(resp.child.state)} ({how})")
+    state = fmt.state_name(resp.child.state)
+    if resp.child.state in (pb.CHILD_STATE_STOPPED, pb.CHILD_STATE_STOPPING):
+        print(f"{args.name}: {state} ({how})")
+    else:  # a Restart or Spawn that came after this Stop has already started it again
+        print(f"{args.name}: stopped ({how}); now {state} after a later request")
     return EXIT_OK
 
 

@@ -86,3 +86,11 @@ def test_flush_partial_emits_held_bytes_but_keeps_an_incomplete_character():
     assert asm.flush_partial() == [b"Enter password: "]
     assert asm.held == 1
     assert asm.feed(b"\xa9 ok\n") == ["é ok\n".encode()]
+
+
+def test_an_incomplete_character_alone_is_emitted_after_another_quiet_period():
+    asm = LineAssembler(1000)
+    asm.feed(b"xyz\xe2\x82")  # a child that stops in the middle of a character and waits
+    assert asm.flush_partial() == [b"xyz"]
+    assert asm.flush_partial() == [b"\xe2\x82"]  # never held back for good: the bytes come first
+    assert asm.held == 0 and asm.flush_partial() == []

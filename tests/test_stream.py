@@ -186,3 +186,27 @@ def test_pieces_of_a_line_without_newline_travel_many_to_a_batch(stub):
     assert b"".join(b.data for b in batches) == b"p" * (1 << 22)
     assert sum(len(b.lengths) for b in batches) == (1 << 22) // 256
     assert len(batches) <= (1 << 22) // (256 * 1024) + 2
+
+
+def test_lines_read_apart_keep_their_own_read_times_when_read_back_later(stub):
+    """`logs --json` gave every line of a quiet child the time of the first, read back after the fact."""
+    spawn(stub, "apart", ["/bin/sh", "-c", "echo one; sleep 0.5; echo two; exec sleep 60"])
+    wait_for(lambda: stub.Health(pb.HealthRequest(name="apart"), timeout=10).children[0].stdout_lines == 2,
+             what="both lines")
+    batches = [m.lines for m in stub.Stream(pb.StreamRequest(name="apart"), timeout=10) if m.HasField("lines")]
+    assert [split_lines(b) for b in batches] == [[b"one\n"], [b"two\n"]]
+    apart = batches[1].time.ToNanoseconds() - batches[0].time.ToNanoseconds()
+    assert apart >= 400_000_000, apart  # the child slept 0.5 s between them
+    stub.Remove(pb.RemoveRequest(name="apart"), timeout=20)
+
+
+def test_an_incomplete_utf8_character_is_not_held_back_while_the_child_waits(stub):
+    """The last byte of a binary write (or a child stopping mid-character) stayed invisible until more came."""
+    spawn(stub, "midchar", ["/bin/sh", "-c", r"printf 'xyz\342\202'; exec sleep 60"])
+
+    def held() -> bytes:
+        return b"".join(b.data for m in stub.Stream(pb.StreamRequest(name="midchar"), timeout=10)
+                        if m.HasField("lines") for b in [m.lines])
+
+    wait_for(lambda: held() == b"xyz\xe2\x82", timeout=10, what="every byte, the incomplete character too")
+    stub.Remove(pb.RemoveRequest(name="midchar"), timeout=20)

@@ -599,7 +599,9 @@ class LineBatch(_message.Message):
     """The lines' bytes, back to back, exactly as written."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
-        """When supd read (the first of) these bytes from the pipe."""
+        """When supd read the first of these bytes from the pipe; the rest were read
+        within 10 ms of it (reads further apart start a batch of their own).
+        """
 
     @_builtins.property
     def lengths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:

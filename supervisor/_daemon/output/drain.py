@@ -184,7 +184,10 @@ class PipeDrain:
             parts = self._assembler.flush_partial()
             if parts:
                 self._emit(parts)
-            return False  # what is still held (part of a UTF-8 character) waits for the next read
+            if self._assembler.held:
+                self._quiet_since = now  # part of a UTF-8 character: one more quiet period, then it goes too
+                return True
+            return False
 
     def _finish(self) -> None:
         """Lock held: stop reading, close the fd, emit the held tail, mark done."""

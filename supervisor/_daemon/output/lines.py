@@ -135,13 +135,16 @@ class LineAssembler:
         return pieces
 
     def flush_partial(self) -> list[bytes]:
-        """After a quiet period: the held bytes as one partial record (an incomplete UTF-8 character stays held)."""
+        """After a quiet period: the held bytes as one partial record.
+
+        An incomplete UTF-8 character at the end stays held for one more quiet
+        period, in case the rest of it is on its way; when it is all that is
+        held, it is emitted too: the bytes matter more than a clean text.
+        """
         tail = self._tail
-        keep = _complete_utf8(tail)
-        if not keep:
-            return []
+        keep = _complete_utf8(tail) or len(tail)
         self._tail = tail[keep:]
-        return [tail[:keep] if keep < len(tail) else tail]
+        return [tail[:keep] if keep < len(tail) else tail] if tail else []
 
     def finish(self) -> list[bytes]:
         """At EOF: the unterminated last line, if any."""

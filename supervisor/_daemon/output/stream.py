@@ -33,6 +33,9 @@ from supervisor.v1 import supervisor_pb2 as pb
 __all__ = ["BATCH_BYTES", "batch_lengths", "read_stream"]
 
 BATCH_BYTES = 256 * 1024
+# Reads merged into one batch were made within this of the batch's time, the time of its first read: a
+# flood still travels in full batches, while lines written seconds apart keep their own times.
+BATCH_TIME_SPREAD_NS = 10_000_000
 STEP_ASIDE = 0.001  # s: one step of a reader stepping aside for a drain that is behind
 STEP_ASIDE_MAX = 0.01  # s: at most this long per batch, so readers always progress
 EVICTED = "evicted from the ring before this reader got them (ring_bytes too small or reader too slow)"
@@ -169,8 +172,8 @@ def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
         nxt = ring.find(cur.seq)
         if nxt is None or nxt.event is not None or nxt.stream != seg.stream or nxt.generation != seg.generation:
             break
-        if nxt.first_seq != cur.seq:
-            break
+        if nxt.first_seq != cur.seq or nxt.time_ns - time_ns > BATCH_TIME_SPREAD_NS:
+            break  # a batch carries one read time: later reads start a batch of their own
         data, lines, end = _take(nxt, 0, BATCH_BYTES - size, False)
         if not lines:
             break
