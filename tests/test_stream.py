@@ -190,13 +190,13 @@ def test_pieces_of_a_line_without_newline_travel_many_to_a_batch(stub):
 
 def test_lines_read_apart_keep_their_own_read_times_when_read_back_later(stub):
     """`logs --json` gave every line of a quiet child the time of the first, read back after the fact."""
-    spawn(stub, "apart", ["/bin/sh", "-c", "echo one; sleep 0.5; echo two; exec sleep 60"])
+    spawn(stub, "apart", ["/bin/sh", "-c", "echo one; sleep 1; echo two; exec sleep 60"])
     wait_for(lambda: stub.Health(pb.HealthRequest(name="apart"), timeout=10).children[0].stdout_lines == 2,
              what="both lines")
     batches = [m.lines for m in stub.Stream(pb.StreamRequest(name="apart"), timeout=10) if m.HasField("lines")]
     assert [split_lines(b) for b in batches] == [[b"one\n"], [b"two\n"]]
     apart = batches[1].time.ToNanoseconds() - batches[0].time.ToNanoseconds()
-    assert apart >= 400_000_000, apart  # the child slept 0.5 s between them
+    assert apart >= 500_000_000, apart  # the child slept 1 s between them
     stub.Remove(pb.RemoveRequest(name="apart"), timeout=20)
 
 
