@@ -8,13 +8,14 @@ import os
 import random
 import subprocess
 
-import anyio
 from structlog.testing import capture_logs
 
 from supervisor._daemon.output.child_output import ChildOutput, Pipes
 from supervisor._daemon.output.drain import LineAssembler, PipeDrain, Poller
 from supervisor._daemon.output.records import ChildEvent, EventKind, Origin
 from supervisor._daemon.output.ring import Ring
+
+from inproc import until
 
 
 def assemble(chunks: list[bytes], max_line: int) -> list[bytes]:
@@ -86,13 +87,6 @@ def _origin(gen: int = 1) -> Origin:
     return Origin("c", gen, os.getpid(), "test")
 
 
-async def _poll(predicate, what: str) -> None:
-    """Poll ``predicate`` on the loop until it holds, under a 10 s deadline (not a sleep for time)."""
-    with anyio.fail_after(10):
-        while not predicate():  # noqa: ASYNC110 - the drain's thread gives no event to wait on: poll, bounded
-            await anyio.sleep(0.005)
-
-
 def _records(ring: Ring) -> list[bytes]:
     out = []
     seq = ring.oldest_seq
@@ -116,11 +110,11 @@ def test_text_without_newline_is_emitted_after_a_quiet_period_and_counted_when_r
             out.start(pipes, _origin())
             out.append_event(ChildEvent(EventKind.STARTED, time_ns=0, generation=1))
             os.write(w, b"Setting up things... ")
-            await _poll(lambda: out.statistics().bytes_drained == 21, "bytes counted when read")
-            await _poll(lambda: _records(out.ring) == [b"Setting up things... "], "the partial record")
+            await until(lambda: out.statistics().bytes_drained == 21, what="bytes counted when read")
+            await until(lambda: _records(out.ring) == [b"Setting up things... "], what="the partial record")
             assert out.statistics().stdout_lines == 1
             os.write(w, b"done\nEnter password: ")
-            await _poll(lambda: len(_records(out.ring)) == 3, "the next line and the next partial")
+            await until(lambda: len(_records(out.ring)) == 3, what="the next line and the next partial")
             assert _records(out.ring) == [b"Setting up things... ", b"done\n", b"Enter password: "]
             assert out.statistics().bytes_drained == 42
         finally:

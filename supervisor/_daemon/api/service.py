@@ -65,19 +65,6 @@ def _boundary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
-def _name(name: str) -> str:
-    if not name:
-        raise InvalidArgument("name: must name a child, got ''")
-    return name
-
-
-def _grace(value: float) -> float | None:
-    """A request's grace_seconds: 0 means the child's own; negative is refused."""
-    if value < 0:
-        raise InvalidArgument(f"grace_seconds: must be >= 0 (0 means the child's stop_grace_seconds), got {value:g}")
-    return value or None
-
-
 def _copy_exit(target: pb.ExitStatus, ended: ExitRecord | None) -> None:
     """Fill ``target`` with the exit of the process an operation just ended, if it ended one."""
     if ended is not None:
@@ -115,7 +102,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
 
     def _stream_start(self, request: pb.StreamRequest) -> tuple[ChildDriver, int, frozenset[int]]:
         """The child, the first sequence number and the streams a Stream request asks for."""
-        child = self._registry.get(_name(request.name))
+        child = self._registry.get(request.name)
         ring = child.ring
         streams = frozenset(int(s) for s in request.streams) or frozenset({STDOUT, STDERR})
         if not streams <= {STDOUT, STDERR}:
@@ -166,36 +153,33 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     @_boundary
     async def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
         with self._tracer.start_as_current_span("Reload", attributes={"supd.child.name": request.name}):
-            self._registry.get(_name(request.name))
+            self._registry.get(request.name)
             raise Unimplemented("Reload: this supd has no state store yet; stored state is not supported")
 
     @_boundary
     async def Stop(self, request: pb.StopRequest, context: Any) -> pb.StopResponse:
-        grace = _grace(request.grace_seconds)
         with self._tracer.start_as_current_span("Stop", attributes={"supd.child.name": request.name}):
-            child, ended = await self._registry.stop(_name(request.name), grace)
+            child, ended = await self._registry.stop(request.name, request.grace_seconds)
         response = pb.StopResponse(child=self._infos([child])[0])
         _copy_exit(response.exit, ended)
         return response
 
     @_boundary
     async def Signal(self, request: pb.SignalRequest, context: Any) -> pb.SignalResponse:
-        await self._registry.signal(_name(request.name), request.signal, request.group)
+        await self._registry.signal(request.name, request.signal, request.group)
         return pb.SignalResponse()
 
     @_boundary
     async def Restart(self, request: pb.RestartRequest, context: Any) -> pb.RestartResponse:
-        grace = _grace(request.grace_seconds)
         with self._tracer.start_as_current_span("Restart", attributes={"supd.child.name": request.name}):
-            child, ended = await self._registry.restart(_name(request.name), grace)
+            child, ended = await self._registry.restart(request.name, request.grace_seconds)
         response = pb.RestartResponse(child=self._infos([child])[0])
         _copy_exit(response.exit, ended)
         return response
 
     @_boundary
     async def Remove(self, request: pb.RemoveRequest, context: Any) -> pb.RemoveResponse:
-        grace = _grace(request.grace_seconds)
-        _, ended = await self._registry.remove(_name(request.name), grace)
+        _, ended = await self._registry.remove(request.name, request.grace_seconds)
         response = pb.RemoveResponse()
         _copy_exit(response.exit, ended)
         return response

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,7 +41,7 @@ from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord,
 from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import LineSink
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, SupervisorError, Unavailable
-from supervisor.signals import signal_name
+from supervisor.signals import parse_signal, signal_name
 from supervisor.spec import ChildSpec
 
 __all__ = ["ChildDriver", "ChildStatistics", "PrepareHook"]
@@ -143,7 +142,6 @@ class ChildDriver:
         self._timer = 0  # the id of the one restart timer that may fire
         self._timer_scope: anyio.CancelScope | None = None
         self._task_group: TaskGroup | None = None
-        self.finished = anyio.Event()
         self._log = log.bind(child=spec.name)
 
     def __repr__(self) -> str:
@@ -183,11 +181,9 @@ class ChildDriver:
                 tg.cancel_scope.cancel()
         finally:
             self._send.close()
-            gone = NotFound(f"child {self.name!r} was removed")
             for waiter in self._waiters:
-                waiter.reply.fail(gone)
+                waiter.reply.fail(self._not_found())
             self._waiters.clear()
-            self.finished.set()
 
     def _refuse_queued(self) -> None:
         """Answer what was sent before the inbox closed: the child is gone."""
@@ -197,7 +193,11 @@ class ChildDriver:
             except (anyio.WouldBlock, anyio.EndOfStream):
                 return
             if isinstance(message, _Request | _Signal):
-                message.reply.fail(NotFound(f"child {self.name!r} was removed"))
+                message.reply.fail(self._not_found())
+
+    def _not_found(self) -> NotFound:
+        """What a request sent to a driver that has ended gets."""
+        return NotFound(f"child {self.name!r} was removed")
 
     async def _handle(self, message: _Message) -> None:
         try:
@@ -253,8 +253,10 @@ class ChildDriver:
 
     async def send_signal(self, sig: int, group: bool) -> None:
         """Deliver one signal to the running process (through its pidfd) or its whole session."""
-        if sig not in {int(s) for s in signal.valid_signals()} or sig <= 0:
-            raise InvalidArgument(f"signal: must be a valid signal number, got {sig}")
+        try:
+            parse_signal(sig)
+        except ValueError:
+            raise InvalidArgument(f"signal: must be a valid signal number, got {sig}") from None
         reply: Reply[ExitRecord | None] = Reply()
         await self._put(_Signal(sig, group, reply))
         await reply.wait()
@@ -263,7 +265,7 @@ class ChildDriver:
         try:
             await self._send.send(message)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            raise NotFound(f"child {self.name!r} was removed") from None
+            raise self._not_found() from None
 
     def kill_now(self) -> list[int]:
         """SIGKILL the leader and its group at once (supd must exit now); the session id to sweep, if any."""
@@ -290,7 +292,8 @@ class ChildDriver:
             case lc.Spawn():
                 await self._do_spawn()
             case lc.Terminate(grace, reason):
-                self._do_terminate(grace, reason)
+                if self._gen is not None:
+                    self._gen.terminate(grace, reason)
             case lc.ScheduleRestart(delay):
                 self._timer += 1
                 assert self._task_group is not None
@@ -358,10 +361,6 @@ class ChildDriver:
         self._log.error("child.spawn.failed", generation=self.generation, error=reason)
         self.output.append_event(self._event(EventKind.START_FAILED, reason))
         await self._feed(lc.StartFailed(time.monotonic(), reason))
-
-    def _do_terminate(self, grace: float, reason: str) -> None:
-        if self._gen is not None:
-            self._gen.terminate(grace, reason)
 
     async def _restart_timer(self, timer: int, delay: float) -> None:
         with anyio.CancelScope() as scope:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -71,11 +72,8 @@ def explain_spawn_error(spec: ChildSpec, exc: OSError) -> str:
     if spec.cwd and not os.path.isdir(spec.cwd):
         return f"working directory {spec.cwd!r} does not exist (or is not a directory)"
     if isinstance(exc, FileNotFoundError):
-        resolved = program if "/" in program else None
-        if resolved is None:
-            import shutil
-
-            resolved = shutil.which(program, path=spec.child_env().get("PATH", os.defpath))
+        path = spec.child_env().get("PATH", os.defpath)
+        resolved = program if "/" in program else shutil.which(program, path=path)
         if resolved is not None:
             full = os.path.join(spec.cwd or os.getcwd(), resolved)
             if os.path.exists(full):

@@ -62,9 +62,12 @@ class _NameLocks:
 
 
 def _grace(grace: float | None) -> float | None:
+    """A request's grace: None or 0 means the child's own stop grace; InvalidArgument outside the bound."""
     if grace is None or grace == 0:
         return None
-    if not 0 < grace <= MAX_STOP_GRACE_SECONDS:
+    if grace < 0:
+        raise InvalidArgument(f"grace_seconds: must be >= 0 (0 means the child's stop_grace_seconds), got {grace:g}")
+    if grace > MAX_STOP_GRACE_SECONDS:
         raise InvalidArgument(
             f"grace_seconds: must be > 0 and at most {MAX_STOP_GRACE_SECONDS:g} s"
             f" (0 means the child's stop_grace_seconds), got {grace:g}"
@@ -138,15 +141,17 @@ class Registry:
 
     async def stop(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
         """Stop with escalation: the child, and the exit of the process the stop ended (if any)."""
+        g = _grace(grace)
         self._refuse_if_closing()
         driver = self.get(name)
-        return driver, await driver.stop(_grace(grace))
+        return driver, await driver.stop(g)
 
     async def restart(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
         """Stop what runs (if anything), then start again; the flap history is kept."""
+        g = _grace(grace)
         self._refuse_if_closing()
         driver = self.get(name)
-        return driver, await driver.restart(_grace(grace))
+        return driver, await driver.restart(g)
 
     async def signal(self, name: str, sig: int, group: bool) -> None:
         self._refuse_if_closing()
@@ -154,8 +159,8 @@ class Registry:
 
     async def remove(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
         """Stop and forget a child: the child, and the exit of the process the removal ended (if any)."""
-        self._refuse_if_closing()
         g = _grace(grace)
+        self._refuse_if_closing()
         async with self._locks.hold(name):
             driver = self.get(name)
             return driver, await self._remove_locked(driver, g)
@@ -182,7 +187,7 @@ class Registry:
             async with anyio.create_task_group() as tg:
                 for driver in drivers:
                     tg.start_soon(self._shutdown_one, driver, deadline)
-        alive = [d for d in drivers if not d.finished.is_set()]
+        alive = [d for d in drivers if d.state is not lc.State.REMOVED]
         if alive:
             await self.kill_all(alive)
         return [d.name for d in alive]
@@ -205,8 +210,4 @@ class Registry:
         found = await anyio.to_thread.run_sync(scan_sessions, frozenset(sids))
         killed = sum(signal_member(m, signal.SIGKILL) for members in found.values() for m in members)
         log.warning("supd.children.killed", sessions=len(sids), processes=killed)
-
-    @property
-    def scanner(self) -> SessionScanner:
-        return self._scanner
 
