@@ -9,7 +9,9 @@ from __future__ import annotations
 import grpc
 
 __all__ = [
+    "Aborted",
     "AlreadyExists",
+    "DeadlineExceeded",
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
@@ -63,3 +65,15 @@ class Unimplemented(SupervisorError):
     """This supd does not have the capability asked for."""
 
     code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Aborted(SupervisorError):
+    """A compare-and-swap lost: what the request expected is no longer current."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+class DeadlineExceeded(SupervisorError):
+    """The operation could not finish within the caller's deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

@@ -21,6 +21,8 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor.backoff import Backoff
+from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
 from supervisor.errors import InvalidArgument
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -60,22 +62,6 @@ class RestartPolicy(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
-class Backoff:
-    """Delay before automatic restart n (1-based) since the last stable run."""
-
-    initial_seconds: float = 0.5
-    max_seconds: float = 30.0
-    multiplier: float = 2.0
-    reset_after_seconds: float = 60.0
-
-    def delay(self, n: int) -> float:
-        """The delay before the n-th consecutive restart."""
-        exponent = max(n - 1, 0)
-        # Cap the exponent so a long flapping history cannot overflow a float.
-        return min(self.max_seconds, self.initial_seconds * self.multiplier ** min(exponent, 64))
-
-
-@dataclasses.dataclass(frozen=True)
 class FlapLimit:
     """More than ``max_restarts`` automatic restarts within ``window_seconds`` is FATAL."""
 
@@ -99,6 +85,8 @@ class ChildSpec:
     stop_grace_seconds: float = 10.0
     ring_bytes: int = DEFAULT_RING_BYTES
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+    # How the child takes its stored state; None: it has none (Reload is refused).
+    state_delivery: StateDelivery | None = None
 
     def child_env(self) -> dict[str, str]:
         """The environment the process gets."""
@@ -141,6 +129,8 @@ class ChildSpec:
         _range("stop_grace_seconds", self.stop_grace_seconds, 0.0, 3600.0, low_open=True)
         _range("ring_bytes", self.ring_bytes, MIN_RING_BYTES, MAX_RING_BYTES, size=True)
         _range("max_line_bytes", self.max_line_bytes, MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES, size=True)
+        if self.state_delivery is not None:
+            self.state_delivery.validate()
         return self
 
     def check_runnable(self) -> ChildSpec:
@@ -252,6 +242,7 @@ def spec_from_proto(msg: pb.ChildSpec) -> ChildSpec:
         stop_grace_seconds=msg.stop_grace_seconds if msg.stop_grace_seconds else 10.0,
         ring_bytes=msg.ring_bytes or DEFAULT_RING_BYTES,
         max_line_bytes=msg.max_line_bytes or DEFAULT_MAX_LINE_BYTES,
+        state_delivery=delivery_from_proto(msg.state_delivery) if msg.HasField("state_delivery") else None,
     )
     return spec.validate().check_runnable()
 
@@ -271,6 +262,7 @@ def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
         stop_grace_seconds=spec.stop_grace_seconds,
         ring_bytes=spec.ring_bytes,
         max_line_bytes=spec.max_line_bytes,
+        state_delivery=delivery_to_proto(spec.state_delivery) if spec.state_delivery is not None else None,
     )
 
 
@@ -298,7 +290,7 @@ SPEC_KEYS: Mapping[str, frozenset[str]] = {
     "": frozenset(
         {
             "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
-            "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes",
+            "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes", "state_delivery",
         }
     ),
     "backoff": frozenset(f.name for f in dataclasses.fields(Backoff)),
@@ -372,5 +364,10 @@ def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
         stop_grace_seconds=_take(table, "stop_grace_seconds", float, "stop_grace_seconds", 10.0),
         ring_bytes=_take(table, "ring_bytes", int, "ring_bytes", DEFAULT_RING_BYTES),
         max_line_bytes=_take(table, "max_line_bytes", int, "max_line_bytes", DEFAULT_MAX_LINE_BYTES),
+        state_delivery=(
+            delivery_from_mapping(_take(table, "state_delivery", dict, "state_delivery", {}))
+            if "state_delivery" in table
+            else None
+        ),
     )
     return spec.validate()

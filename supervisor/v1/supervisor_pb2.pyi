@@ -237,6 +237,7 @@ class ChildSpec(_message.Message):
     STOP_GRACE_SECONDS_FIELD_NUMBER: _builtins.int
     RING_BYTES_FIELD_NUMBER: _builtins.int
     MAX_LINE_BYTES_FIELD_NUMBER: _builtins.int
+    STATE_DELIVERY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
     inherit_env: _builtins.bool
@@ -275,6 +276,12 @@ class ChildSpec(_message.Message):
     def flap_limit(self) -> Global___FlapLimit:
         """How many restarts within how long make the child FATAL."""
 
+    @_builtins.property
+    def state_delivery(self) -> Global___StateDelivery:
+        """How the child takes its stored state (Reload, and the replay after every
+        start). Unset: the child has no stored state.
+        """
+
     def __init__(
         self,
         *,
@@ -290,14 +297,247 @@ class ChildSpec(_message.Message):
         stop_grace_seconds: _builtins.float = ...,
         ring_bytes: _builtins.int = ...,
         max_line_bytes: _builtins.int = ...,
+        state_delivery: Global___StateDelivery | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "state_delivery", b"state_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "max_line_bytes", b"max_line_bytes", "name", b"name", "restart", b"restart", "ring_bytes", b"ring_bytes", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "max_line_bytes", b"max_line_bytes", "name", b"name", "restart", b"restart", "ring_bytes", b"ring_bytes", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChildSpec: _TypeAlias = ChildSpec  # noqa: Y015
+
+@_typing.final
+class StateDelivery(_message.Message):
+    """StateDelivery says how supd hands a child its state. Exactly one method."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HTTP_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    EXEC_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    MAX_STATE_BYTES_FIELD_NUMBER: _builtins.int
+    READY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    max_state_bytes: _builtins.int
+    """Largest state a Reload may carry, in bytes. Default 4 MiB; 1..64 MiB."""
+    ready_timeout_seconds: _builtins.float
+    """After a start: how long to wait for an http endpoint to accept a
+    connection before the first delivery attempt. Default 30; 0 < x <= 3600.
+    """
+    @_builtins.property
+    def http(self) -> Global___HttpDelivery:
+        """An HTTP request with the state as its body (Caddy's POST /load)."""
+
+    @_builtins.property
+    def file(self) -> Global___FileDelivery:
+        """A file replaced atomically, then an optional signal. Written before
+        every start too, so a starting child reads the current state.
+        """
+
+    @_builtins.property
+    def exec(self) -> Global___ExecDelivery:
+        """A command run with the state on its stdin."""
+
+    @_builtins.property
+    def retry(self) -> Global___DeliveryRetry:
+        """Retries of connection errors, timeouts and 5xx answers."""
+
+    def __init__(
+        self,
+        *,
+        http: Global___HttpDelivery | None = ...,
+        file: Global___FileDelivery | None = ...,
+        exec: Global___ExecDelivery | None = ...,
+        retry: Global___DeliveryRetry | None = ...,
+        max_state_bytes: _builtins.int = ...,
+        ready_timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec", "file", b"file", "http", b"http", "method", b"method", "retry", b"retry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exec", b"exec", "file", b"file", "http", b"http", "max_state_bytes", b"max_state_bytes", "method", b"method", "ready_timeout_seconds", b"ready_timeout_seconds", "retry", b"retry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_method: _TypeAlias = _typing.Literal["http", "file", "exec"]  # noqa: Y015
+    _WhichOneofArgType_method: _TypeAlias = _typing.Literal["method", b"method"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_method) -> _WhichOneofReturnType_method | None: ...
+
+Global___StateDelivery: _TypeAlias = StateDelivery  # noqa: Y015
+
+@_typing.final
+class HttpDelivery(_message.Message):
+    """HttpDelivery sends the state as a request body, with Content-Type set to the
+    revision's content type. A success code means accepted; another 4xx (or
+    other non-5xx) means rejected, with the body as the reason; a 5xx, a
+    timeout or a connection error is retried.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    SUCCESS_CODES_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    UNIX_SOCKET_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http:// or https:// URL, for example http://127.0.0.1:2019/load."""
+    method: _builtins.str
+    """POST (default), PUT or PATCH."""
+    timeout_seconds: _builtins.float
+    """Seconds one attempt may take. Default 10; 0 < x <= 3600."""
+    unix_socket: _builtins.str
+    """Connect over this Unix socket instead of the URL's host and port."""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra request headers."""
+
+    @_builtins.property
+    def success_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Status codes that mean accepted. Empty: any 2xx."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        method: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        success_codes: _abc.Iterable[_builtins.int] | None = ...,
+        timeout_seconds: _builtins.float = ...,
+        unix_socket: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "method", b"method", "success_codes", b"success_codes", "timeout_seconds", b"timeout_seconds", "unix_socket", b"unix_socket", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpDelivery: _TypeAlias = HttpDelivery  # noqa: Y015
+
+@_typing.final
+class FileDelivery(_message.Message):
+    """FileDelivery writes the state to a file atomically (a temporary file in the
+    same directory, fsync, rename), then sends signal to the child.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Absolute path of the file."""
+    mode: _builtins.int
+    """Permission bits of the file. Default 0600."""
+    signal: _builtins.int
+    """Signal sent to the child's process after the file is replaced, for
+    example 1 (SIGHUP); 0: none.
+    """
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        mode: _builtins.int = ...,
+        signal: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "path", b"path", "signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FileDelivery: _TypeAlias = FileDelivery  # noqa: Y015
+
+@_typing.final
+class ExecDelivery(_message.Message):
+    """ExecDelivery runs a command with the state on its stdin; exit 0 means
+    accepted, another exit means rejected with its stderr as the reason. The
+    command gets SUPD_CHILD, SUPD_CHILD_PID, SUPD_STATE_REVISION and
+    SUPD_STATE_CONTENT_TYPE in its environment.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGV_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    timeout_seconds: _builtins.float
+    """Seconds the command may run. Default 30; 0 < x <= 3600."""
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The program and its arguments."""
+
+    def __init__(
+        self,
+        *,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+        timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecDelivery: _TypeAlias = ExecDelivery  # noqa: Y015
+
+@_typing.final
+class DeliveryRetry(_message.Message):
+    """DeliveryRetry bounds the retries of a delivery. The delay before retry n is
+    backoff's initial * multiplier^(n-1), capped at max, with +-20% jitter.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETRIES_FIELD_NUMBER: _builtins.int
+    BACKOFF_FIELD_NUMBER: _builtins.int
+    BUDGET_SECONDS_FIELD_NUMBER: _builtins.int
+    retries: _builtins.int
+    """Retries after the first attempt. Unset: 3; 0: no retry."""
+    budget_seconds: _builtins.float
+    """Time all attempts together may take, in seconds (and never past the
+    caller's deadline). Default 30.
+    """
+    @_builtins.property
+    def backoff(self) -> Global___Backoff:
+        """Delays between attempts. Defaults 0.5 s, 30 s, x2 (reset_after_seconds
+        is not used).
+        """
+
+    def __init__(
+        self,
+        *,
+        retries: _builtins.int | None = ...,
+        backoff: Global___Backoff | None = ...,
+        budget_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "backoff", b"backoff", "retries", b"retries"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_retries", b"_retries", "backoff", b"backoff", "budget_seconds", b"budget_seconds", "retries", b"retries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__retries: _TypeAlias = _typing.Literal["retries"]  # noqa: Y015
+    _WhichOneofArgType__retries: _TypeAlias = _typing.Literal["_retries", b"_retries"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__retries) -> _WhichOneofReturnType__retries | None: ...
+
+Global___DeliveryRetry: _TypeAlias = DeliveryRetry  # noqa: Y015
 
 @_typing.final
 class ExitStatus(_message.Message):
@@ -391,6 +631,11 @@ class ChildInfo(_message.Message):
     EXPORT_EXPORTED_LINES_FIELD_NUMBER: _builtins.int
     EXPORT_DROPPED_LINES_FIELD_NUMBER: _builtins.int
     EXPORT_QUEUED_LINES_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    STATE_REVISION_FIELD_NUMBER: _builtins.int
+    STATE_APPLIED_REVISION_FIELD_NUMBER: _builtins.int
+    STATE_APPLIED_TIME_FIELD_NUMBER: _builtins.int
+    STATE_ERROR_FIELD_NUMBER: _builtins.int
     state: Global___ChildState.ValueType
     """Current state."""
     pid: _builtins.int
@@ -430,6 +675,18 @@ class ChildInfo(_message.Message):
     """Lines dropped: queue full, endpoint failing or rejecting them."""
     export_queued_lines: _builtins.int
     """Lines waiting to be sent."""
+    ready: _builtins.bool
+    """The child does its job: it runs and, when it has stored state, the
+    accepted revision is applied to the running process.
+    """
+    state_revision: _builtins.int
+    """Stored state: the revision the child last accepted; 0 when none."""
+    state_applied_revision: _builtins.int
+    """The revision applied to the running process; 0 when none yet."""
+    state_error: _builtins.str
+    """Why the accepted revision is not applied to the running process (the
+    last delivery error); empty when it is, or nothing was tried yet.
+    """
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
         """The spec the child runs with, defaults filled in."""
@@ -437,6 +694,10 @@ class ChildInfo(_message.Message):
     @_builtins.property
     def last_exit(self) -> Global___ExitStatus:
         """How the previous process ended, if one did."""
+
+    @_builtins.property
+    def state_applied_time(self) -> _timestamp_pb2.Timestamp:
+        """When state_applied_revision was applied."""
 
     def __init__(
         self,
@@ -461,10 +722,15 @@ class ChildInfo(_message.Message):
         export_exported_lines: _builtins.int = ...,
         export_dropped_lines: _builtins.int = ...,
         export_queued_lines: _builtins.int = ...,
+        ready: _builtins.bool = ...,
+        state_revision: _builtins.int = ...,
+        state_applied_revision: _builtins.int = ...,
+        state_applied_time: _timestamp_pb2.Timestamp | None = ...,
+        state_error: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec", "state_applied_time", b"state_applied_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -657,6 +923,10 @@ class Event(_message.Message):
         """The child was removed; the last message of its streams."""
         KIND_SHUTDOWN: Event._Kind.ValueType  # 8
         """supd is shutting down; the last message of every stream."""
+        KIND_STATE_APPLIED: Event._Kind.ValueType  # 9
+        """The child accepted a state revision (revision is set)."""
+        KIND_STATE_FAILED: Event._Kind.ValueType  # 10
+        """A delivery attempt of a state revision failed; message says why."""
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """What happened."""
@@ -679,6 +949,10 @@ class Event(_message.Message):
     """The child was removed; the last message of its streams."""
     KIND_SHUTDOWN: Event.Kind.ValueType  # 8
     """supd is shutting down; the last message of every stream."""
+    KIND_STATE_APPLIED: Event.Kind.ValueType  # 9
+    """The child accepted a state revision (revision is set)."""
+    KIND_STATE_FAILED: Event.Kind.ValueType  # 10
+    """A delivery attempt of a state revision failed; message says why."""
 
     SEQ_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
@@ -688,6 +962,7 @@ class Event(_message.Message):
     EXIT_FIELD_NUMBER: _builtins.int
     RESTART_IN_SECONDS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's sequence number, in the same sequence as lines."""
     kind: Global___Event.Kind.ValueType
@@ -700,6 +975,8 @@ class Event(_message.Message):
     """RESTARTING: the delay before the next start."""
     message: _builtins.str
     """A readable description of the event."""
+    revision: _builtins.int
+    """STATE_APPLIED and STATE_FAILED: the state revision."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -719,10 +996,11 @@ class Event(_message.Message):
         exit: Global___ExitStatus | None = ...,
         restart_in_seconds: _builtins.float = ...,
         message: _builtins.str = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "generation", b"generation", "kind", b"kind", "message", b"message", "pid", b"pid", "restart_in_seconds", b"restart_in_seconds", "seq", b"seq", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "generation", b"generation", "kind", b"kind", "message", b"message", "pid", b"pid", "restart_in_seconds", b"restart_in_seconds", "revision", b"revision", "seq", b"seq", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -861,51 +1139,187 @@ Global___HealthResponse: _TypeAlias = HealthResponse  # noqa: Y015
 
 @_typing.final
 class ReloadRequest(_message.Message):
-    """ReloadRequest stores and delivers a new revision of a child's state."""
+    """ReloadRequest delivers and stores a new revision of a child's state."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The child."""
     state: _builtins.bytes
-    """The new state, opaque to supd."""
+    """The new state, opaque to supd; at most the child's max_state_bytes."""
+    content_type: _builtins.str
+    """Its media type, sent as Content-Type by http delivery. Default
+    application/octet-stream.
+    """
+    expected_revision: _builtins.int
+    """Compare-and-swap: apply only if this is still the accepted revision
+    (0: the child has none yet); otherwise ABORTED naming the current one.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         state: _builtins.bytes = ...,
+        content_type: _builtins.str = ...,
+        expected_revision: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "expected_revision", b"expected_revision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision", "content_type", b"content_type", "expected_revision", b"expected_revision", "name", b"name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_revision: _TypeAlias = _typing.Literal["expected_revision"]  # noqa: Y015
+    _WhichOneofArgType__expected_revision: _TypeAlias = _typing.Literal["_expected_revision", b"_expected_revision"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_revision) -> _WhichOneofReturnType__expected_revision | None: ...
 
 Global___ReloadRequest: _TypeAlias = ReloadRequest  # noqa: Y015
 
 @_typing.final
 class ReloadResponse(_message.Message):
-    """ReloadResponse says which revision was stored."""
+    """ReloadResponse says which revision the child accepted and supd stored."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     REVISION_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    CHILD_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
-    """The revision stored."""
+    """The new accepted revision."""
+    attempts: _builtins.int
+    """Delivery attempts it took (1 without retries)."""
+    @_builtins.property
+    def child(self) -> Global___ChildInfo:
+        """The child after the reload."""
+
     def __init__(
         self,
         *,
         revision: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        child: Global___ChildInfo | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["child", b"child"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "child", b"child", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReloadResponse: _TypeAlias = ReloadResponse  # noqa: Y015
+
+@_typing.final
+class StateRevision(_message.Message):
+    """StateRevision is one stored revision of a child's state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    ACCEPTED_TIME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """Its number; revisions of a child count up from 1."""
+    state: _builtins.bytes
+    """The state's bytes (empty in GetStateResponse.history)."""
+    size_bytes: _builtins.int
+    """Its size in bytes."""
+    content_type: _builtins.str
+    """Its media type."""
+    accepted: _builtins.bool
+    """Whether the child accepted it."""
+    error: _builtins.str
+    """Why it was not accepted (rejected, unreachable, or supd stopped before
+    the delivery ended); empty when accepted.
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the Reload asked for it."""
+
+    @_builtins.property
+    def accepted_time(self) -> _timestamp_pb2.Timestamp:
+        """When the child accepted it."""
+
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        state: _builtins.bytes = ...,
+        size_bytes: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        accepted: _builtins.bool = ...,
+        accepted_time: _timestamp_pb2.Timestamp | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "accepted_time", b"accepted_time", "content_type", b"content_type", "error", b"error", "revision", b"revision", "size_bytes", b"size_bytes", "state", b"state", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StateRevision: _TypeAlias = StateRevision  # noqa: Y015
+
+@_typing.final
+class GetStateRequest(_message.Message):
+    """GetStateRequest asks for a child's stored state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The child."""
+    revision: _builtins.int
+    """A revision still kept; 0: the accepted one."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStateRequest: _TypeAlias = GetStateRequest  # noqa: Y015
+
+@_typing.final
+class GetStateResponse(_message.Message):
+    """GetStateResponse carries one revision and the recent history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def revision(self) -> Global___StateRevision:
+        """The revision asked for, with its bytes; unset when the child has none."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateRevision]:
+        """The revisions kept (newest first), without their bytes."""
+
+    def __init__(
+        self,
+        *,
+        revision: Global___StateRevision | None = ...,
+        history: _abc.Iterable[Global___StateRevision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStateResponse: _TypeAlias = GetStateResponse  # noqa: Y015
 
 @_typing.final
 class StopRequest(_message.Message):

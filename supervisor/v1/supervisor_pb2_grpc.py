@@ -55,6 +55,11 @@ class SupervisorStub:
                 request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ReloadRequest.SerializeToString,
                 response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ReloadResponse.FromString,
                 _registered_method=True)
+        self.GetState = channel.unary_unary(
+                '/supervisor.v1.Supervisor/GetState',
+                request_serializer=supervisor_dot_v1_dot_supervisor__pb2.GetStateRequest.SerializeToString,
+                response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.GetStateResponse.FromString,
+                _registered_method=True)
         self.Stop = channel.unary_unary(
                 '/supervisor.v1.Supervisor/Stop',
                 request_serializer=supervisor_dot_v1_dot_supervisor__pb2.StopRequest.SerializeToString,
@@ -116,8 +121,25 @@ class SupervisorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reload(self, request, context):
-        """Reload stores a new revision of a child's state and delivers it.
-        Answers UNIMPLEMENTED while this supd has no state store.
+        """Reload delivers a new revision of a child's state to its running process
+        with the child's state_delivery, and stores it durably as the accepted
+        revision only once the child accepted it; supd delivers the accepted
+        revision again after every start of the child and of supd. Connection
+        errors, timeouts and 5xx are retried (see DeliveryRetry); a rejection
+        (4xx, an exec's non-zero exit) is not. Errors: INVALID_ARGUMENT (state
+        larger than max_state_bytes), FAILED_PRECONDITION (no state_delivery, no
+        running process, or the child rejected the state: the message carries its
+        status and words), ABORTED (expected_revision is not the accepted one),
+        UNAVAILABLE (the child could not be reached within the retries),
+        DEADLINE_EXCEEDED. A failed Reload stores nothing as accepted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetState(self, request, context):
+        """GetState returns a child's accepted state revision (or another revision
+        still kept) and the recent history of revisions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +219,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Reload,
                     request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ReloadRequest.FromString,
                     response_serializer=supervisor_dot_v1_dot_supervisor__pb2.ReloadResponse.SerializeToString,
+            ),
+            'GetState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetState,
+                    request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.GetStateRequest.FromString,
+                    response_serializer=supervisor_dot_v1_dot_supervisor__pb2.GetStateResponse.SerializeToString,
             ),
             'Stop': grpc.unary_unary_rpc_method_handler(
                     servicer.Stop,
@@ -338,6 +365,33 @@ class Supervisor:
             '/supervisor.v1.Supervisor/Reload',
             supervisor_dot_v1_dot_supervisor__pb2.ReloadRequest.SerializeToString,
             supervisor_dot_v1_dot_supervisor__pb2.ReloadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.Supervisor/GetState',
+            supervisor_dot_v1_dot_supervisor__pb2.GetStateRequest.SerializeToString,
+            supervisor_dot_v1_dot_supervisor__pb2.GetStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

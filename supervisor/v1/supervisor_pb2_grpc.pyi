@@ -55,8 +55,21 @@ class SupervisorStub:
     Health: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.HealthRequest, _supervisor_pb2.HealthResponse]
     """Health reports the state of one child or of all of them."""
     Reload: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ReloadRequest, _supervisor_pb2.ReloadResponse]
-    """Reload stores a new revision of a child's state and delivers it.
-    Answers UNIMPLEMENTED while this supd has no state store.
+    """Reload delivers a new revision of a child's state to its running process
+    with the child's state_delivery, and stores it durably as the accepted
+    revision only once the child accepted it; supd delivers the accepted
+    revision again after every start of the child and of supd. Connection
+    errors, timeouts and 5xx are retried (see DeliveryRetry); a rejection
+    (4xx, an exec's non-zero exit) is not. Errors: INVALID_ARGUMENT (state
+    larger than max_state_bytes), FAILED_PRECONDITION (no state_delivery, no
+    running process, or the child rejected the state: the message carries its
+    status and words), ABORTED (expected_revision is not the accepted one),
+    UNAVAILABLE (the child could not be reached within the retries),
+    DEADLINE_EXCEEDED. A failed Reload stores nothing as accepted.
+    """
+    GetState: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.GetStateRequest, _supervisor_pb2.GetStateResponse]
+    """GetState returns a child's accepted state revision (or another revision
+    still kept) and the recent history of revisions.
     """
     Stop: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.StopRequest, _supervisor_pb2.StopResponse]
     """Stop stops a child: its stop signal to every process of the child's
@@ -102,8 +115,21 @@ class SupervisorAsyncStub(SupervisorStub):
     Health: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.HealthRequest, _supervisor_pb2.HealthResponse]  # type: ignore[assignment]
     """Health reports the state of one child or of all of them."""
     Reload: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ReloadRequest, _supervisor_pb2.ReloadResponse]  # type: ignore[assignment]
-    """Reload stores a new revision of a child's state and delivers it.
-    Answers UNIMPLEMENTED while this supd has no state store.
+    """Reload delivers a new revision of a child's state to its running process
+    with the child's state_delivery, and stores it durably as the accepted
+    revision only once the child accepted it; supd delivers the accepted
+    revision again after every start of the child and of supd. Connection
+    errors, timeouts and 5xx are retried (see DeliveryRetry); a rejection
+    (4xx, an exec's non-zero exit) is not. Errors: INVALID_ARGUMENT (state
+    larger than max_state_bytes), FAILED_PRECONDITION (no state_delivery, no
+    running process, or the child rejected the state: the message carries its
+    status and words), ABORTED (expected_revision is not the accepted one),
+    UNAVAILABLE (the child could not be reached within the retries),
+    DEADLINE_EXCEEDED. A failed Reload stores nothing as accepted.
+    """
+    GetState: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.GetStateRequest, _supervisor_pb2.GetStateResponse]  # type: ignore[assignment]
+    """GetState returns a child's accepted state revision (or another revision
+    still kept) and the recent history of revisions.
     """
     Stop: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.StopRequest, _supervisor_pb2.StopResponse]  # type: ignore[assignment]
     """Stop stops a child: its stop signal to every process of the child's
@@ -170,8 +196,27 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         request: _supervisor_pb2.ReloadRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.ReloadResponse, _abc.Awaitable[_supervisor_pb2.ReloadResponse]]:
-        """Reload stores a new revision of a child's state and delivers it.
-        Answers UNIMPLEMENTED while this supd has no state store.
+        """Reload delivers a new revision of a child's state to its running process
+        with the child's state_delivery, and stores it durably as the accepted
+        revision only once the child accepted it; supd delivers the accepted
+        revision again after every start of the child and of supd. Connection
+        errors, timeouts and 5xx are retried (see DeliveryRetry); a rejection
+        (4xx, an exec's non-zero exit) is not. Errors: INVALID_ARGUMENT (state
+        larger than max_state_bytes), FAILED_PRECONDITION (no state_delivery, no
+        running process, or the child rejected the state: the message carries its
+        status and words), ABORTED (expected_revision is not the accepted one),
+        UNAVAILABLE (the child could not be reached within the retries),
+        DEADLINE_EXCEEDED. A failed Reload stores nothing as accepted.
+        """
+
+    @_abc_1.abstractmethod
+    def GetState(
+        self,
+        request: _supervisor_pb2.GetStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.GetStateResponse, _abc.Awaitable[_supervisor_pb2.GetStateResponse]]:
+        """GetState returns a child's accepted state revision (or another revision
+        still kept) and the recent history of revisions.
         """
 
     @_abc_1.abstractmethod

@@ -157,6 +157,11 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             raise Unimplemented("Reload: this supd has no state store yet; stored state is not supported")
 
     @_boundary
+    async def GetState(self, request: pb.GetStateRequest, context: Any) -> pb.GetStateResponse:
+        self._registry.get(request.name)
+        raise Unimplemented("GetState: this supd has no state store yet")
+
+    @_boundary
     async def Stop(self, request: pb.StopRequest, context: Any) -> pb.StopResponse:
         with self._tracer.start_as_current_span("Stop", attributes={"supd.child.name": request.name}):
             child, ended = await self._registry.stop(request.name, request.grace_seconds)

@@ -1,0 +1,1 @@
+"""Stored state: the durable store, delivery to children, and replay after every start."""
