@@ -15,6 +15,7 @@ import grpc
 from supervisor import paths
 
 __all__ = [
+    "EXIT_CONFLICT",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
@@ -35,6 +36,7 @@ EXIT_UNREACHABLE = 3
 EXIT_NOT_FOUND = 4
 EXIT_TIMEOUT = 5
 EXIT_START_FAILED = 6  # spawn: supd declared the child but its first start failed (BACKOFF or FATAL)
+EXIT_CONFLICT = 7  # reload --expect-revision: another revision is the accepted one
 EXIT_INTERRUPTED = 130  # Ctrl-C during a command other than logs
 
 
@@ -64,6 +66,10 @@ def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, time
         return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
     if code == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _CONNECTION_LOST):
         return CliError(f"{what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.UNAVAILABLE and args.command_name == "reload" and "shutting down" not in details:
+        return CliError(f"{what(args)}: {details}", EXIT_FAILED)  # supd answered: the child could not be reached
+    if code == grpc.StatusCode.ABORTED:
+        return CliError(f"{what(args)}: {details}", EXIT_CONFLICT)
     if code == grpc.StatusCode.UNAVAILABLE:  # supd itself said so, e.g. while shutting down
         return CliError(f"{what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
     if code == grpc.StatusCode.NOT_FOUND:

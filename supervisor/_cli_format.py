@@ -152,11 +152,39 @@ def describe_event(name: str, event: pb.Event) -> str:
         text = "removed"
     elif kind == pb.Event.KIND_SHUTDOWN:
         text = "supd is shutting down"
+    elif kind == pb.Event.KIND_STATE_APPLIED:
+        text = f"state revision {event.revision} applied" + (f": {event.message}" if event.message else "")
+    elif kind == pb.Event.KIND_STATE_FAILED:
+        text = f"state revision {event.revision} not applied: {event.message or 'unknown reason'}"
     else:
         text = event.message or f"event {kind}"
     if event.generation and kind not in (pb.Event.KIND_REMOVED, pb.Event.KIND_SHUTDOWN):
         text += f" (generation {event.generation})"
     return f"supctl: [{name}] {text}"
+
+
+def state_text(name: str, resp: pb.GetStateResponse, child: pb.ChildInfo | None) -> str:
+    """``supctl state``: the revision shown, whether the running process holds it, and the history kept."""
+    lines = []
+    if not resp.HasField("revision"):
+        lines.append(f"{name}: no accepted state")
+    else:
+        r = resp.revision
+        status = "accepted" if r.accepted else f"not accepted: {r.error or 'pending'}"
+        lines.append(f"{name}: state revision {r.revision}, {r.size_bytes} bytes, {r.content_type}, {status}")
+    if child is not None and child.state_revision:
+        if child.state_applied_revision == child.state_revision:
+            applied = f"applied to the running process (generation {child.generation})"
+        elif child.state_error:
+            applied = f"NOT applied to the running process: {child.state_error}"
+        else:
+            applied = "not applied to a running process yet"
+        lines.append(f"  accepted revision {child.state_revision}: {applied}")
+    for h in resp.history:
+        when = h.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S") + "Z"
+        outcome = "accepted" if h.accepted else f"failed: {h.error}"
+        lines.append(f"  revision {h.revision}  {when}  {h.size_bytes} bytes  {outcome}")
+    return "\n".join(lines)
 
 
 def describe_gap(name: str, gap: pb.Gap) -> str:

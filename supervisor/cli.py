@@ -10,7 +10,6 @@ reproduces the child's output exactly.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ import grpc
 
 from supervisor import __version__, paths
 from supervisor import _cli_format as fmt
+from supervisor._cli_client import QUICK_TIMEOUT, SHUTDOWN_SLACK_SECONDS, STOPPING_TIMEOUT, Client
 from supervisor._cli_errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -35,6 +35,7 @@ from supervisor._cli_errors import (
     rpc_failure,
     what,
 )
+from supervisor._cli_state import add_state_commands
 from supervisor.signals import parse_signal, signal_name
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
@@ -50,13 +51,6 @@ __all__ = [
     "main",
 ]
 
-# Quick calls get a short deadline; calls that may wait out a child's stop grace
-# (at most 3600 s by the contract) get that plus a margin; logs gets none.
-QUICK_TIMEOUT = 30.0
-STOPPING_TIMEOUT = 3660.0
-# How long past its announced deadline `shutdown` waits for supd to be gone.
-SHUTDOWN_SLACK_SECONDS = 5.0
-
 EPILOG = """\
 exit codes:
     0  success
@@ -66,6 +60,7 @@ exit codes:
     4  no child of that name
     5  timed out (see --timeout)
     6  spawn: the child was declared but its first start failed (BACKOFF or FATAL; the reason is printed)
+    7  reload --expect-revision: the accepted revision is another one (it is printed)
   130  interrupted (Ctrl-C), except logs, which exits 0 (also on a closed pipe)
 
 The address defaults to $SUPD_ADDR, else the per-user default socket.
@@ -76,18 +71,6 @@ _POLICIES = {
     "on-failure": pb.RESTART_POLICY_ON_FAILURE,
     "never": pb.RESTART_POLICY_NEVER,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Client:
-    """What every command needs: the stub, the address it dials and the deadline asked for."""
-
-    stub: pb_grpc.SupervisorStub
-    address: str
-    timeout: float | None  # None: the command's own default
-
-    def deadline(self, default: float | None) -> float | None:
-        return self.timeout if self.timeout is not None else default
 
 
 # ---------------------------------------------------------------- argument types
@@ -403,6 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_rm)
+
+    add_state_commands(sub)
 
     p = sub.add_parser("shutdown", help="stop every child and supd itself, as SIGTERM does (works for any user)")
     p.add_argument("--no-wait", action="store_true", help="return once the shutdown has begun")

@@ -208,11 +208,13 @@ def _or(value: float, default: float) -> float:
     return value if value else default
 
 
-def spec_from_proto(msg: pb.ChildSpec) -> ChildSpec:
+def spec_from_proto(msg: pb.ChildSpec, *, check_runnable: bool = True) -> ChildSpec:
     """Build and validate a spec from a Spawn request, filling unset fields with defaults.
 
     Runs both ``validate`` and ``check_runnable``: a Spawn of a program that
-    does not exist is refused with INVALID_ARGUMENT. Raises InvalidArgument.
+    does not exist is refused with INVALID_ARGUMENT. A stored spec re-created
+    at boot skips ``check_runnable`` (a missing program is that child's failed
+    start, as for a config child). Raises InvalidArgument.
     """
     if msg.restart not in _POLICY_FROM_PB:
         _bad("restart", "must be one of ALWAYS, ON_FAILURE, NEVER", msg.restart)
@@ -244,7 +246,7 @@ def spec_from_proto(msg: pb.ChildSpec) -> ChildSpec:
         max_line_bytes=msg.max_line_bytes or DEFAULT_MAX_LINE_BYTES,
         state_delivery=delivery_from_proto(msg.state_delivery) if msg.HasField("state_delivery") else None,
     )
-    return spec.validate().check_runnable()
+    return spec.validate().check_runnable() if check_runnable else spec.validate()
 
 
 def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:

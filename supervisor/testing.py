@@ -79,12 +79,13 @@ def running_supervisor(
     start_timeout: float = 15.0,
     stop_timeout: float = 30.0,
 ) -> Iterator[SupervisorProcess]:
-    """Start supd on ``tmp_path/run/supd.sock`` and stop it afterwards."""
+    """Start supd on ``tmp_path/run/supd.sock`` with its store in ``tmp_path/state`` and stop it afterwards."""
     socket = tmp_path / "run" / "supd.sock"
     stderr_path = tmp_path / "supd.stderr"
+    store = [] if "--state-dir" in args else ["--state-dir", str(tmp_path / "state")]
     with stderr_path.open("wb") as err:
         proc = subprocess.Popen(
-            [*supd_command(), "--socket", str(socket), *args],
+            [*supd_command(), "--socket", str(socket), *store, *args],
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,

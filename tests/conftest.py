@@ -24,6 +24,12 @@ def zoo(*args: str) -> list[str]:
     return [sys.executable, ZOO, *args]
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every supd a test starts keeps its store under the test's own directory, never the user's."""
+    monkeypatch.setenv("SUPD_STATE_DIR", str(tmp_path / "state-env"))
+
+
 @pytest.fixture
 def sup(tmp_path: pathlib.Path) -> Iterator[SupervisorProcess]:
     with running_supervisor(tmp_path) as handle:

@@ -4,6 +4,7 @@ A config file looks like::
 
     [supervisor]
     shutdown_timeout_seconds = 30     # overall deadline for stopping every child
+    state_dir = "/var/lib/supd"       # the store: stored state and spawned children
 
     [children.web]
     argv = ["caddy", "run"]
@@ -34,7 +35,7 @@ from supervisor.spec import ChildSpec, FieldError, spec_from_mapping
 __all__ = ["SUPERVISOR_KEYS", "Config", "ConfigError", "load_config"]
 
 TOP_LEVEL_KEYS = frozenset({"supervisor", "children"})
-SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds"})
+SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds", "state_dir"})
 
 
 class ConfigError(Exception):

@@ -23,6 +23,7 @@ import time
 
 import anyio
 import structlog
+from google.protobuf.message import DecodeError
 
 from supervisor import __version__
 from supervisor._daemon.api.server import SocketError, SocketLock, build_server
@@ -32,9 +33,12 @@ from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.limits import raise_nofile_limit
 from supervisor._daemon.memory import tune_malloc
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
+from supervisor._daemon.state.keeper import StateKeeper
+from supervisor._daemon.state.store import AsyncStateStore, StateStore, StoreError
 from supervisor._daemon.telemetry.configure import Telemetry, TelemetrySettings, configure_logging
 from supervisor.errors import InvalidArgument, SupervisorError
-from supervisor.spec import ChildSpec
+from supervisor.spec import ChildSpec, spec_from_proto
+from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = ["main"]
 
@@ -42,6 +46,7 @@ log = structlog.get_logger("supd")
 EXIT_CONFIG = 2
 EXIT_SOCKET = 3
 EXIT_PLATFORM = 4
+EXIT_STORE = 5
 # What the shutdown deadline keeps back from the children for streams and telemetry, at most.
 RESERVE_SECONDS = 1.0
 # Telemetry's flush when supd exits for another reason than a shutdown (a socket error).
@@ -86,19 +91,34 @@ async def _watch_signals(shutdown: Shutdown) -> None:
 
 
 async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) -> int:
-    """Run until a signal or the Shutdown RPC; the exit code."""
+    """Run until a signal or the Shutdown RPC; the exit code. Raises SocketError, StoreError."""
     lock = SocketLock(settings.socket)
     lock.acquire()
     try:
+        store = await anyio.to_thread.run_sync(StateStore.open, settings.state_dir)
+    except BaseException:
+        lock.release()
+        raise
+    if store.interrupted:
+        log.warning("state.revisions.interrupted", count=store.interrupted, store=store.path)
+    try:
         exporter = telemetry.line_exporter
-        async with Registry([exporter] if exporter is not None else []) as registry, anyio.create_task_group() as tg:
+        async with (
+            StateKeeper(AsyncStateStore(store)) as keeper,
+            Registry([exporter] if exporter is not None else [], keeper=keeper) as registry,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(_watch_signals, shutdown)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)
-            log.info("supd.started", socket=settings.socket, pid=os.getpid(), version=__version__)
+            log.info(
+                "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path
+            )
             async with anyio.create_task_group() as boot:
                 limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
                 for spec in settings.children:
+                    boot.start_soon(_boot_child, registry, spec, limiter)
+                for spec in await _stored_children(keeper, settings.children):
                     boot.start_soon(_boot_child, registry, spec, limiter)
             await shutdown.begun.wait()
             await health.enter_graceful_shutdown()  # grpc.health.v1 says NOT_SERVING from the first moment
@@ -110,13 +130,36 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         log.info("supd.stopped", code=code)
         return code
     finally:
+        store.close()
         lock.release()
+
+
+async def _stored_children(keeper: StateKeeper, config: tuple[ChildSpec, ...]) -> list[ChildSpec]:
+    """The children declared by Spawn before supd restarted; a child of the same name in --config wins."""
+    declared = {spec.name for spec in config}
+    specs = []
+    for name, raw in await keeper.store.specs():
+        if name in declared:
+            log.warning(
+                "child.spec.stored_ignored", child=name,
+                detail="declared in --config too: the config's spec wins; the stored one stays until Remove",
+            )
+            continue
+        try:
+            specs.append(spec_from_proto(pb.ChildSpec.FromString(raw), check_runnable=False))
+        except SupervisorError as exc:
+            log.error("child.spec.stored_invalid", child=name, error=exc.message)
+        except DecodeError as exc:
+            log.error("child.spec.stored_invalid", child=name, error=f"cannot decode the stored spec: {exc}")
+    if specs:
+        log.info("supd.children.restored", children=[s.name for s in specs])
+    return specs
 
 
 async def _boot_child(registry: Registry, spec: ChildSpec, limiter: anyio.CapacityLimiter) -> None:
     async with limiter:
         try:
-            await registry.spawn(spec)
+            await registry.spawn(spec, persist=False)
         except SupervisorError as exc:
             log.error("child.spawn.refused", child=spec.name, error=exc.message)
 
@@ -182,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except SocketError as exc:
         print(f"supd: {exc}", file=sys.stderr)
         return EXIT_SOCKET
+    except StoreError as exc:
+        print(f"supd: {exc}", file=sys.stderr)
+        return EXIT_STORE
     finally:
         # Telemetry outlives everything else: the children's last lines and supd's last events.
         flush = shutdown.left() if shutdown.deadline is not None else TELEMETRY_FLUSH_SECONDS

@@ -13,7 +13,7 @@ import os
 
 from supervisor import __version__
 from supervisor._daemon.config_file import Config, ConfigError, load_config
-from supervisor.paths import default_socket_path, socket_path_of
+from supervisor.paths import STATE_DIR_ENV, default_socket_path, default_state_dir, socket_path_of
 from supervisor.spec import ChildSpec
 
 __all__ = ["ConfigError", "Settings", "build_parser", "parse_args"]
@@ -31,6 +31,7 @@ class Settings:
     log_level: str = "info"
     export_summary_seconds: float = 10.0
     export_queue_lines: int = 131_072
+    state_dir: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="least severe of supd's own events written to stderr (and exported): debug, info, warning or "
         "error (default info)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help=f"directory of supd's store: stored state and the children declared by Spawn (default: "
+        f"${STATE_DIR_ENV}, else [supervisor] state_dir of --config, else {default_state_dir()}; "
+        "in a pod, a volume)",
     )
     parser.add_argument("--version", action="version", version=f"supd {__version__}")
     parser.add_argument(
@@ -93,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         socket = from_env or default_socket_path()
     if not args.export_summary_seconds > 0:
         raise ConfigError(f"--export-summary-seconds: must be > 0, got {args.export_summary_seconds}")
+    state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV) or sup.get("state_dir") or default_state_dir()
+    if not isinstance(state_dir, str):
+        raise ConfigError(f"{args.config}: supervisor.state_dir: must be a string, got {state_dir!r}")
     if args.export_queue_lines < 1:
         raise ConfigError(f"--export-queue-lines: must be >= 1, got {args.export_queue_lines}")
     return Settings(
@@ -102,4 +113,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         log_level=args.log_level,
         export_summary_seconds=args.export_summary_seconds,
         export_queue_lines=args.export_queue_lines,
+        state_dir=os.path.abspath(state_dir),
     )

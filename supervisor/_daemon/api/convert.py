@@ -18,9 +18,11 @@ from supervisor.spec import spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 
 if TYPE_CHECKING:
+    from supervisor._daemon.state.keeper import StateStatus
+    from supervisor._daemon.state.store import StoredRevision
     from supervisor._daemon.telemetry.otlp.export import ChildExportStats
 
-__all__ = ["child_to_proto", "event_to_proto", "exit_to_proto", "timestamp"]
+__all__ = ["child_to_proto", "event_to_proto", "exit_to_proto", "revision_to_proto", "timestamp"]
 
 _KIND = {
     EventKind.STARTED: pb.Event.KIND_STARTED,
@@ -31,6 +33,8 @@ _KIND = {
     EventKind.START_FAILED: pb.Event.KIND_START_FAILED,
     EventKind.REMOVED: pb.Event.KIND_REMOVED,
     EventKind.SHUTDOWN: pb.Event.KIND_SHUTDOWN,
+    EventKind.STATE_APPLIED: pb.Event.KIND_STATE_APPLIED,
+    EventKind.STATE_FAILED: pb.Event.KIND_STATE_FAILED,
 }
 
 
@@ -68,6 +72,7 @@ def event_to_proto(event: ChildEvent, seq: int) -> pb.Event:
         pid=event.pid,
         restart_in_seconds=event.restart_in_seconds,
         message=event.message,
+        revision=event.revision,
     )
     if event.exit is not None:
         msg.exit.CopyFrom(exit_to_proto(event.exit))
@@ -87,8 +92,18 @@ _STATE = {
 }
 
 
-def child_to_proto(stats: ChildStatistics, export: ChildExportStats | None = None) -> pb.ChildInfo:
-    """The ChildInfo of one child snapshot, with its export counts when export is on."""
+def child_to_proto(
+    stats: ChildStatistics,
+    export: ChildExportStats | None = None,
+    state: StateStatus | None = None,
+    *,
+    state_applied: bool = True,
+) -> pb.ChildInfo:
+    """The ChildInfo of one child snapshot, with its export counts when export is on and its stored state.
+
+    ``ready``: the process runs and, when the child has stored state, its
+    accepted revision is applied to that process (``state_applied``).
+    """
     out = stats.output
     msg = pb.ChildInfo(
         spec=spec_to_proto(stats.spec),
@@ -106,7 +121,14 @@ def child_to_proto(stats: ChildStatistics, export: ChildExportStats | None = Non
         stderr_lines=out.stderr_lines,
         bytes_drained=out.bytes_drained,
         ring_evicted_records=out.ring_evicted_records,
+        ready=stats.state is State.RUNNING and state_applied,
     )
+    if state is not None:
+        msg.state_revision = state.accepted
+        msg.state_applied_revision = state.applied if state.applied_generation == stats.generation else 0
+        if msg.state_applied_revision:
+            msg.state_applied_time.CopyFrom(timestamp(state.applied_ns))
+        msg.state_error = state.error
     if stats.last_exit is not None:
         msg.last_exit.CopyFrom(exit_to_proto(stats.last_exit))
     if export is not None:
@@ -114,4 +136,20 @@ def child_to_proto(stats: ChildStatistics, export: ChildExportStats | None = Non
         msg.export_exported_lines = export.exported
         msg.export_dropped_lines = export.dropped
         msg.export_queued_lines = export.queued
+    return msg
+
+
+def revision_to_proto(stored: StoredRevision, *, with_state: bool = True) -> pb.StateRevision:
+    """One stored state revision; without its bytes for a history."""
+    msg = pb.StateRevision(
+        revision=stored.revision,
+        state=stored.state if with_state else b"",
+        size_bytes=stored.size_bytes,
+        content_type=stored.content_type,
+        time=timestamp(stored.created_ns),
+        accepted=stored.accepted,
+        error=stored.error,
+    )
+    if stored.accepted_ns:
+        msg.accepted_time.CopyFrom(timestamp(stored.accepted_ns))
     return msg

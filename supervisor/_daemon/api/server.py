@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from supervisor._daemon.api.service import SupervisorService
+from supervisor.delivery import MAX_MAX_STATE_BYTES
 from supervisor.paths import MAX_SOCKET_PATH_BYTES
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
@@ -26,8 +27,10 @@ __all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_p
 
 log = structlog.get_logger("supd.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
-# Largest message supd accepts (a Spawn with a big env); replies are capped by design.
-MAX_RECEIVE_BYTES = 16 * 1024 * 1024
+# Largest message supd accepts: a Reload of the largest state a child may take (max_state_bytes at most 64 MiB)
+# plus its envelope, so a state too big for its child gets INVALID_ARGUMENT naming the bound, not a transport
+# error. Replies are capped by design.
+MAX_RECEIVE_BYTES = MAX_MAX_STATE_BYTES + 1024 * 1024
 
 
 class SocketError(Exception):

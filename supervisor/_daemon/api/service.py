@@ -17,7 +17,7 @@ import grpc
 import structlog
 
 from supervisor import __version__
-from supervisor._daemon.api.convert import child_to_proto, exit_to_proto
+from supervisor._daemon.api.convert import child_to_proto, exit_to_proto, revision_to_proto
 from supervisor._daemon.children.driver import ChildDriver
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.output.records import ExitRecord
@@ -31,6 +31,7 @@ from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
+    from supervisor._daemon.state.keeper import StateKeeper
     from supervisor._daemon.telemetry.otlp.export import LineExporter
 
 __all__ = ["SupervisorService"]
@@ -91,7 +92,22 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     def _infos(self, children: list[ChildDriver]) -> list[pb.ChildInfo]:
         """Snapshots of ``children`` with their export counts from one consistent exporter snapshot."""
         export = self._exporter.statistics().children if self._exporter is not None else {}
-        return [child_to_proto(stats, export.get(stats.spec.name)) for stats in (c.statistics() for c in children)]
+        keeper = self._registry.keeper
+        return [
+            child_to_proto(
+                child.statistics(),
+                export.get(child.name),
+                keeper.status(child.name) if keeper is not None else None,
+                state_applied=keeper.applied(child) if keeper is not None else True,
+            )
+            for child in children
+        ]
+
+    def _keeper(self) -> StateKeeper:
+        keeper = self._registry.keeper
+        if keeper is None:
+            raise Unimplemented("this supd runs without a state store; stored state is not supported")
+        return keeper
 
     @_boundary
     async def Spawn(self, request: pb.SpawnRequest, context: Any) -> pb.SpawnResponse:
@@ -153,13 +169,23 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     @_boundary
     async def Reload(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
         with self._tracer.start_as_current_span("Reload", attributes={"supd.child.name": request.name}):
-            self._registry.get(request.name)
-            raise Unimplemented("Reload: this supd has no state store yet; stored state is not supported")
+            child = self._registry.get(request.name)
+            left = context.time_remaining()
+            deadline = time.monotonic() + left if left is not None else None
+            expected = request.expected_revision if request.HasField("expected_revision") else None
+            revision, done = await self._keeper().reload(
+                child, request.state, request.content_type, expected, deadline
+            )
+            return pb.ReloadResponse(revision=revision, attempts=done.attempts, child=self._infos([child])[0])
 
     @_boundary
     async def GetState(self, request: pb.GetStateRequest, context: Any) -> pb.GetStateResponse:
         self._registry.get(request.name)
-        raise Unimplemented("GetState: this supd has no state store yet")
+        stored, history = await self._keeper().get(request.name, request.revision)
+        response = pb.GetStateResponse(history=[revision_to_proto(r, with_state=False) for r in history])
+        if stored is not None:
+            response.revision.CopyFrom(revision_to_proto(stored))
+        return response
 
     @_boundary
     async def Stop(self, request: pb.StopRequest, context: Any) -> pb.StopResponse:

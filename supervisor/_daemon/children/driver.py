@@ -44,7 +44,7 @@ from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, Sup
 from supervisor.signals import parse_signal, signal_name
 from supervisor.spec import ChildSpec
 
-__all__ = ["ChildDriver", "ChildStatistics", "PrepareHook"]
+__all__ = ["ChildDriver", "ChildStatistics", "PrepareHook", "StartHook"]
 
 log = structlog.get_logger("supd.child")
 # How long one Prepare step (port reaping, stored state) may take.
@@ -52,6 +52,8 @@ PREPARE_TIMEOUT_SECONDS = 30.0
 
 PrepareHook = Callable[[ChildSpec], Awaitable[None]]
 """Awaited before every spawn; raising SupervisorError makes it a failed start with that message."""
+StartHook = Callable[["ChildDriver", int], None]
+"""Called with the driver and the generation number once a process started (stored state replays from here)."""
 
 _ANNOUNCE_KIND = {"restarting": EventKind.RESTARTING, "fatal": EventKind.FATAL, "stopped": EventKind.STOPPED}
 _CLOSE_KIND = {"remove": EventKind.REMOVED, "shutdown": EventKind.SHUTDOWN}
@@ -126,6 +128,7 @@ class ChildDriver:
         *,
         scanner: SessionScanner | None = None,
         prepare: Sequence[PrepareHook] = (),
+        on_start: Sequence[StartHook] = (),
     ) -> None:
         self.spec = spec
         self.output = ChildOutput(spec.name, spec.ring_bytes, spec.max_line_bytes, sinks)
@@ -134,6 +137,7 @@ class ChildDriver:
         self.last_exit: ExitRecord | None = None
         self._scanner = scanner or SessionScanner()
         self._prepare = tuple(prepare)
+        self._on_start = tuple(on_start)
         self._gen: Generation | None = None
         self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
         self._waiters: list[_Waiter] = []
@@ -356,6 +360,11 @@ class ChildDriver:
         assert self._task_group is not None
         await self._task_group.start(gen.run, self._report_end)
         await self._feed(lc.Started(time.monotonic()))
+        for hook in self._on_start:
+            try:
+                hook(self, number)
+            except Exception:  # noqa: BLE001 - a hook's bug must not fail a start that succeeded; logged
+                self._log.exception("child.start_hook.failed", generation=number)
 
     async def _start_failed(self, reason: str) -> None:
         self._log.error("child.spawn.failed", generation=self.generation, error=reason)
@@ -427,6 +436,27 @@ class ChildDriver:
         return FailedPrecondition(f"child {self.name!r} was removed")
 
     # Signals -----------------------------------------------------------------------
+
+    @property
+    def running_generation(self) -> int:
+        """The generation number of the process running now (STARTING or RUNNING); 0 when none runs."""
+        gen = self._gen
+        if gen is None or not gen.process.alive or self.state not in (lc.State.STARTING, lc.State.RUNNING):
+            return 0
+        return gen.number
+
+    @property
+    def running_pid(self) -> int:
+        """The pid of the process of ``running_generation``; 0 when none runs."""
+        gen = self._gen
+        return gen.process.pid if gen is not None and self.running_generation else 0
+
+    def signal_generation(self, generation: int, sig: int) -> bool:
+        """Send ``sig`` to that generation's process (through its pidfd); False when it no longer runs."""
+        gen = self._gen
+        if gen is None or gen.number != generation or not gen.process.alive:
+            return False
+        return gen.process.signal(sig)
 
     def _signal(self, sig: int, group: bool) -> None:
         gen = self._gen

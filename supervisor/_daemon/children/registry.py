@@ -15,6 +15,7 @@ import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -27,6 +28,9 @@ from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import LineSink
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from supervisor.spec import ChildSpec
+
+if TYPE_CHECKING:
+    from supervisor._daemon.state.keeper import StateKeeper
 
 __all__ = ["MAX_STOP_GRACE_SECONDS", "Registry"]
 
@@ -78,10 +82,19 @@ def _grace(grace: float | None) -> float | None:
 class Registry:
     """Name → ChildDriver. Use as ``async with Registry(...) as registry:``; leaving it ends every driver."""
 
-    def __init__(self, sinks: Sequence[LineSink] = (), *, prepare: Sequence[PrepareHook] = ()) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[LineSink] = (),
+        *,
+        prepare: Sequence[PrepareHook] = (),
+        keeper: StateKeeper | None = None,
+    ) -> None:
+        """``keeper`` stores spawned specs and state, and replays state after every start (None: no stored state)."""
         self._children: dict[str, ChildDriver] = {}
         self._sinks = tuple(sinks)
-        self._prepare = tuple(prepare)
+        self._prepare = tuple(prepare) + ((keeper.prepare,) if keeper is not None else ())
+        self._on_start = (keeper.started,) if keeper is not None else ()
+        self.keeper = keeper
         self._locks = _NameLocks()
         self._scanner = SessionScanner()
         self._task_group: TaskGroup | None = None
@@ -121,18 +134,28 @@ class Registry:
         if self.closing:
             raise Unavailable("supd is shutting down")
 
-    async def spawn(self, spec: ChildSpec, replace: bool = False) -> ChildDriver:
-        """Declare and start a child; with ``replace`` an existing one of that name is removed first."""
+    async def spawn(self, spec: ChildSpec, replace: bool = False, *, persist: bool = True) -> ChildDriver:
+        """Declare and start a child; with ``replace`` an existing one of that name is removed first.
+
+        With ``persist`` (a Spawn request) the spec is stored before the child
+        starts, so a restarted supd declares it again; config children and
+        children re-created from the store are not stored again. Replacing a
+        child keeps its stored state.
+        """
         self._refuse_if_closing()
         async with self._locks.hold(spec.name):
             old = self._children.get(spec.name)
             if old is not None:
                 if not replace:
                     raise AlreadyExists(f"a child named {spec.name!r} exists; use --replace (replace=true) to swap it")
-                await self._remove_locked(old, None)
+                await self._remove_locked(old, None, forget=False)
             self._refuse_if_closing()
+            if self.keeper is not None:
+                await self.keeper.declared(spec, persist=persist)
             assert self._task_group is not None
-            driver = ChildDriver(spec, self._sinks, scanner=self._scanner, prepare=self._prepare)
+            driver = ChildDriver(
+                spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start
+            )
             # No await between the closing check and the insertion: shutdown sees every driver.
             self._children[spec.name] = driver
             await self._task_group.start(driver.run)
@@ -165,7 +188,9 @@ class Registry:
             driver = self.get(name)
             return driver, await self._remove_locked(driver, g)
 
-    async def _remove_locked(self, driver: ChildDriver, grace: float | None) -> ExitRecord | None:
+    async def _remove_locked(
+        self, driver: ChildDriver, grace: float | None, *, forget: bool = True
+    ) -> ExitRecord | None:
         try:
             ended = await driver.remove(grace)
         finally:
@@ -173,6 +198,9 @@ class Registry:
                 del self._children[driver.name]
                 for sink in self._sinks:
                     sink.forget(driver.name)
+        if forget and self.keeper is not None:
+            # After the stop: a supd killed in between declares the child again, as the Remove never answered.
+            await self.keeper.forget(driver.name)
         return ended
 
     async def shutdown(self, deadline: float) -> list[str]:

@@ -76,6 +76,8 @@ class EventKind(enum.Enum):
     START_FAILED = "start_failed"
     REMOVED = "removed"
     SHUTDOWN = "shutdown"
+    STATE_APPLIED = "state_applied"
+    STATE_FAILED = "state_failed"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,6 +119,7 @@ class ChildEvent:
     pid: int = 0
     exit: ExitRecord | None = None
     restart_in_seconds: float = 0.0
+    revision: int = 0  # STATE_APPLIED and STATE_FAILED: the state revision
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
