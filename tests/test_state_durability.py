@@ -24,7 +24,7 @@ import time
 import grpc
 import pytest
 
-from supervisor.testing import supd_command, wait_until
+from supervisor.testing import supd_command
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -39,6 +39,7 @@ class Client(threading.Thread):
         super().__init__(daemon=True)
         self.address, self.round, self.sent, self.acked = address, round_, sent, acked
         self.spawned: list[str] = []
+        self.ready = threading.Event()  # set once this round's Spawn was acknowledged
 
     def run(self) -> None:
         with grpc.insecure_channel(self.address) as channel:
@@ -56,8 +57,10 @@ class Client(threading.Thread):
         )
         stub.Spawn(pb.SpawnRequest(spec=spec), timeout=10, wait_for_ready=True)
         self.spawned.append(name)
+        self.ready.set()
+        others = sorted(self.acked) or [name]
         for n in range(10_000):
-            for child in ("c0", name):
+            for child in (name, others[n % len(others)]):
                 payload = f"{child}:{self.round}:{n}:".encode() + os.urandom(random.choice((8, 4096, 65536)))
                 self.sent[payload] = child
                 resp = stub.Reload(pb.ReloadRequest(name=child, state=payload), timeout=10)
@@ -90,12 +93,8 @@ def _start(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[bytes], str]:
 def _check(address: str, spawned: set[str], sent: dict[bytes, str], acked: dict[str, int]) -> None:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.SupervisorStub(channel)
-        names = wait_until(
-            lambda: {c.spec.name for c in stub.List(pb.ListRequest(), timeout=5, wait_for_ready=True).children}
-            >= spawned and {c.spec.name for c in stub.List(pb.ListRequest(), timeout=5).children},
-            30, what="every acknowledged spawn to be declared again",
-        )
-        assert spawned <= names
+        names = {c.spec.name for c in stub.List(pb.ListRequest(), timeout=30, wait_for_ready=True).children}
+        assert spawned <= names, f"acknowledged spawns {sorted(spawned)}, declared after the restart {sorted(names)}"
         for child, revision in acked.items():
             got = stub.GetState(pb.GetStateRequest(name=child), timeout=5).revision
             assert got.accepted and got.revision >= revision, f"{child}: acknowledged {revision}, store has {got}"
@@ -116,8 +115,12 @@ def _rounds(tmp_path: pathlib.Path, rounds: int) -> None:
                 _check(address, spawned, sent, acked)
             client = Client(address, round_, sent, acked)
             client.start()
-            # A random instant: sometimes before the first Spawn is answered, mostly among the Reloads.
-            time.sleep(rng.uniform(0.0, 1.5))
+            # A random instant: one round in four during start-up or the Spawn, the others among the Reloads.
+            if rng.random() < 0.25:
+                time.sleep(rng.uniform(0.0, 1.0))
+            else:
+                assert client.ready.wait(30), "supd did not answer the Spawn"
+                time.sleep(rng.uniform(0.0, 0.5))
             proc.kill()
             proc.wait(10)
             client.join(20)

@@ -60,6 +60,7 @@ class StateStatus:
     accepted: int = 0  # the revision the child last accepted; 0: none
     applied: int = 0  # the revision applied to generation ``applied_generation``
     applied_generation: int = 0
+    applied_driver: int = 0  # id() of the driver of that generation: a replaced child counts generations anew
     applied_ns: int = 0  # wall clock, when it was applied
     error: str = ""  # why the accepted revision is not applied to the running process
     prepared: int = 0  # file delivery: the revision written just before the next start
@@ -100,8 +101,16 @@ class StateKeeper:
         st = self._status.get(driver.name)
         if driver.spec.state_delivery is None or st is None or not st.accepted:
             return True
-        generation = driver.running_generation
-        return bool(generation) and st.applied_generation == generation and st.applied == st.accepted
+        return self._holds(st, driver, driver.running_generation)
+
+    @staticmethod
+    def _holds(st: StateStatus, driver: ChildDriver, generation: int) -> bool:
+        """Whether ``generation`` of ``driver`` was given the accepted revision."""
+        return (
+            bool(generation)
+            and (st.applied_driver, st.applied_generation) == (id(driver), generation)
+            and st.applied == st.accepted
+        )
 
     def _lock(self, name: str) -> anyio.Lock:
         return self._locks.setdefault(name, anyio.Lock())
@@ -155,6 +164,8 @@ class StateKeeper:
         st = self._status.get(driver.name)
         if driver.spec.state_delivery is None or st is None or not st.accepted:
             return
+        st.applied = st.applied_generation = st.applied_driver = 0  # a new process holds nothing yet
+        st.error = ""
         if st.prepared and st.prepared == st.accepted:
             st.prepared = 0
             self._applied(driver, generation, st.accepted, "written before the start")
@@ -193,7 +204,7 @@ class StateKeeper:
                 st = self._status.get(name)
                 if st is None or driver.running_generation != generation:
                     return
-                if st.applied_generation == generation and st.applied == st.accepted:
+                if self._holds(st, driver, generation):
                     return
                 stored = await self._store.accepted(name)
                 if stored is None:
@@ -324,7 +335,8 @@ class StateKeeper:
 
     def _applied(self, driver: ChildDriver, generation: int, revision: int, detail: str) -> None:
         st = self._status.setdefault(driver.name, StateStatus())
-        st.applied, st.applied_generation, st.applied_ns, st.error = revision, generation, time.time_ns(), ""
+        st.applied, st.applied_generation, st.applied_driver = revision, generation, id(driver)
+        st.applied_ns, st.error = time.time_ns(), ""
         driver.output.append_event(self._event(driver, EventKind.STATE_APPLIED, detail, revision))
         log.info("state.applied", child=driver.name, generation=generation, revision=revision, detail=detail)
 
