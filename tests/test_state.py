@@ -201,7 +201,6 @@ def test_file_delivery_writes_before_start_and_signals_on_reload(
         " while :; do sleep 0.05; done"
     )
     delivery = pb.StateDelivery(file=pb.FileDelivery(path=str(target), mode=0o640, signal=signal.SIGHUP))
-    delivery = pb.StateDelivery(file=pb.FileDelivery(path=str(target), mode=0o640, signal=signal.SIGHUP))
     spawn(stub, "filer", ["/bin/sh", "-c", script], restart=pb.RESTART_POLICY_ALWAYS, state_delivery=delivery)
     follower = Follower(stub, pb.StreamRequest(name="filer", follow=True))
     wait_for(lambda: any(b"start" in line for _, line in follower.lines()), 10, what="the child to start")
