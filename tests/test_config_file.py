@@ -57,7 +57,7 @@ def _error(tmp_path: pathlib.Path, text: str) -> str:
         ),
         (
             "[supervisor]\nshutdown_timeout = 5\n",
-            "FILE:2: supervisor: unknown key 'shutdown_timeout' (known: shutdown_timeout_seconds)",
+            "FILE:2: supervisor: unknown key 'shutdown_timeout' (known: shutdown_timeout_seconds, state_dir)",
         ),
         ("[supervisr]\nx = 1\n", "FILE:1: unknown table or key 'supervisr' (known: [supervisor], [children.NAME])"),
         (
