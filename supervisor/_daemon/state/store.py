@@ -224,24 +224,24 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
     problems = [row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall()]
     if problems != ["ok"]:
         raise StoreError(f"{path}: the store is damaged (PRAGMA quick_check: {'; '.join(problems)}); {_MOVE_ASIDE}")
+    # Checked before anything is written: a file that is not ours is left exactly as it was.
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    if version == 0 and tables:
+        raise StoreError(f"{path}: not a supd store (it holds tables {', '.join(sorted(tables))}); {_MOVE_ASIDE}")
+    if version != 0 and _TABLES - tables:
+        raise StoreError(
+            f"{path}: the store is damaged (tables missing: {', '.join(sorted(_TABLES - tables))}); {_MOVE_ASIDE}"
+        )
     (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
     if mode != "wal":
         raise StoreError(f"{path}: cannot use write-ahead logging (journal_mode is {mode!r}); {_MOVE_ASIDE}")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("BEGIN IMMEDIATE")
     try:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        if version == 0 and not tables:
+        if version == 0:  # an empty file: ours, made by a first open
             for statement in _SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 0:
-            raise StoreError(f"{path}: not a supd store (it holds tables {', '.join(sorted(tables))}); {_MOVE_ASIDE}")
-        elif _TABLES - tables:
-            raise StoreError(
-                f"{path}: the store is damaged (tables missing: {', '.join(sorted(_TABLES - tables))}); {_MOVE_ASIDE}"
-            )
         interrupted = db.execute(f"UPDATE revisions SET error = ? WHERE {_PENDING}", (INTERRUPTED_ERROR,)).rowcount
         db.execute("COMMIT")
     except BaseException:
@@ -253,9 +253,9 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
 class StateStore:
     """Synchronous; one sqlite3 connection (check_same_thread=False) guarded by a threading.Lock.
 
-    Each method is one transaction.
-    Every method raises StoreError when the store is closed or SQLite fails
-    (disk full, I/O error); a write that raised left nothing behind.
+    Each method is one transaction. Every method raises StoreError when the
+    store is closed or SQLite fails (disk full, I/O error); a write that
+    raised left nothing behind.
     """
 
     def __init__(self, path: str, db: sqlite3.Connection, lock_fd: int, keep_revisions: int, interrupted: int) -> None:
@@ -290,12 +290,14 @@ class StateStore:
             if db is not None:
                 db.close()
             os.close(lock_fd)
-            if getattr(exc, "sqlite_errorname", "") in {"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"}:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name in {"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"}:
                 raise StoreError(
                     f"{path}: cannot open the store: {_cause(exc)}; give the user supd runs as (uid {os.getuid()})"
                     f" read and write access to it and to {directory}"
                 ) from exc
-            raise StoreError(f"{path}: not a usable supd store: {_cause(exc)}; {_MOVE_ASIDE}") from exc
+            what = "the store is damaged" if name == "SQLITE_CORRUPT" else "not a usable supd store"
+            raise StoreError(f"{path}: {what}: {_cause(exc)}; {_MOVE_ASIDE}") from exc
         except BaseException:
             if db is not None:
                 db.close()
