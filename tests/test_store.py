@@ -415,6 +415,20 @@ def test_remove_child_forgets_spec_and_revisions_of_that_child_only(store: State
     assert store.history("web") == []
 
 
+def test_a_write_that_fails_is_a_store_error_and_leaves_nothing_behind(store: StateStore):
+    assert store._db is not None
+    store.accept_revision("web", store.begin_revision("web", b"small", "text/plain", now()), now())
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages + 2}")  # a full disk, as SQLite sees it
+    with pytest.raises(StoreError) as full:
+        store.begin_revision("web", os.urandom(1 << 20), "application/octet-stream", now())
+    assert str(full.value).startswith(f"{store.path}: write failed: database or disk is full")
+    assert str(full.value).endswith("(SQLITE_FULL); free space on the file system that holds it")
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert numbers(store, "web") == [1]
+    assert store.begin_revision("web", b"again", "text/plain", now()) == 2  # the failed one took no number
+
+
 def test_pending_revisions_of_a_previous_run_are_failed_at_open(tmp_path: pathlib.Path):
     store = StateStore.open(str(tmp_path))
     store.accept_revision("web", store.begin_revision("web", b"old", "text/plain", now()), now())

@@ -74,6 +74,8 @@ _SCHEMA = (
         PRIMARY KEY (child, revision)
     )""",
 )
+# The log is cut back to this after a checkpoint, so that one large state does not keep it large.
+_WAL_LIMIT_BYTES = 64 << 20
 _TABLES = frozenset({"children", "revisions"})
 _MOVE_ASIDE = (
     f"supd never replaces it: move it (with any {DB_NAME}-wal and {DB_NAME}-shm beside it) aside"
@@ -135,6 +137,24 @@ def _cause(exc: BaseException) -> str:
     return f"{exc} ({name})" if name else str(exc)
 
 
+_ADVICE = {
+    "SQLITE_FULL": "free space on the file system that holds it",
+    "SQLITE_IOERR": "check the disk (the kernel log says more)",
+    "SQLITE_READONLY": "give the user supd runs as write access to it and its directory",
+    "SQLITE_CORRUPT": _MOVE_ASIDE,
+    "SQLITE_NOTADB": _MOVE_ASIDE,
+}
+
+
+def _advice(exc: sqlite3.Error) -> str:
+    """What to do about a failed read or write, as "; ..." (empty when there is nothing to say)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    for prefix, advice in _ADVICE.items():
+        if name.startswith(prefix):
+            return f"; {advice}"
+    return ""
+
+
 def _make_directory(directory: str) -> None:
     """Create ``directory`` and missing parents with mode 0700; StoreError when it cannot be."""
     missing: list[str] = []
@@ -194,13 +214,15 @@ def _create_file(path: str) -> None:
     else:
         try:
             os.fchmod(fd, 0o600)
+            directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)  # the new name is durable before anything is acknowledged in it
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the store: {_cause(exc)}") from exc
         finally:
             os.close(fd)
-        directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory)  # the new name is durable before anything is acknowledged in it
-        finally:
-            os.close(directory)
     try:
         os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
     except OSError as exc:
@@ -236,6 +258,7 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
     if mode != "wal":
         raise StoreError(f"{path}: cannot use write-ahead logging (journal_mode is {mode!r}); {_MOVE_ASIDE}")
     db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
     db.execute("BEGIN IMMEDIATE")
     try:
         if version == 0:  # an empty file: ours, made by a first open
@@ -245,7 +268,8 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
         interrupted = db.execute(f"UPDATE revisions SET error = ? WHERE {_PENDING}", (INTERRUPTED_ERROR,)).rowcount
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     return interrupted
 
@@ -334,7 +358,8 @@ class StateStore:
                 try:
                     yield db
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -343,7 +368,9 @@ class StateStore:
                         db.execute("ROLLBACK")
                     except sqlite3.Error:
                         log.exception("store.rollback.failed", path=self.path)
-                raise StoreError(f"{self.path}: {'write' if write else 'read'} failed: {_cause(exc)}") from exc
+                raise StoreError(
+                    f"{self.path}: {'write' if write else 'read'} failed: {_cause(exc)}{_advice(exc)}"
+                ) from exc
 
     # Specs of children declared by Spawn.
 
@@ -356,7 +383,10 @@ class StateStore:
             )
 
     def remove_child(self, name: str) -> None:
-        """Forget child ``name``: its spec and every revision; its revision numbers start again from 1."""
+        """Forget child ``name``: its spec and every revision; its revision numbers start again from 1.
+
+        Nothing to do (and no error) when the store does not know it.
+        """
         with self._transaction(write=True) as db:
             db.execute("DELETE FROM revisions WHERE child = ?", (name,))
             db.execute("DELETE FROM children WHERE name = ?", (name,))
