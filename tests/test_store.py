@@ -190,7 +190,7 @@ def refused(directory: pathlib.Path, match: str) -> StoreError:
 
 def test_garbage_bytes_are_not_a_database(tmp_path: pathlib.Path):
     (tmp_path / "supd.db").write_bytes(os.urandom(8192))
-    refused(tmp_path, "file is not a database")
+    refused(tmp_path, "supd.db: not a supd store: file is not a database (SQLITE_NOTADB)")
 
 
 def test_a_truncated_store_is_damaged(tmp_path: pathlib.Path):

@@ -139,6 +139,7 @@ def _cause(exc: BaseException) -> str:
 
 _ADVICE = {
     "SQLITE_FULL": "free space on the file system that holds it",
+    "SQLITE_BUSY": "another program holds it open (an sqlite3 shell?): close that one",
     "SQLITE_IOERR": "check the disk (the kernel log says more)",
     "SQLITE_READONLY": "give the user supd runs as write access to it and its directory",
     "SQLITE_CORRUPT": _MOVE_ASIDE,
@@ -320,8 +321,10 @@ class StateStore:
                     f"{path}: cannot open the store: {_cause(exc)}; give the user supd runs as (uid {os.getuid()})"
                     f" read and write access to it and to {directory}"
                 ) from exc
-            what = "the store is damaged" if name == "SQLITE_CORRUPT" else "not a usable supd store"
-            raise StoreError(f"{path}: {what}: {_cause(exc)}; {_MOVE_ASIDE}") from exc
+            if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+                what = "the store is damaged" if name.startswith("SQLITE_CORRUPT") else "not a supd store"
+                raise StoreError(f"{path}: {what}: {_cause(exc)}; {_MOVE_ASIDE}") from exc
+            raise StoreError(f"{path}: cannot open the store: {_cause(exc)}{_advice(exc)}") from exc
         except BaseException:
             if db is not None:
                 db.close()
