@@ -74,6 +74,8 @@ _SCHEMA = (
         PRIMARY KEY (child, revision)
     )""",
 )
+# The log is cut back to this after a checkpoint, so that one large state does not keep it large.
+_WAL_LIMIT_BYTES = 64 << 20
 _TABLES = frozenset({"children", "revisions"})
 _MOVE_ASIDE = (
     f"supd never replaces it: move it (with any {DB_NAME}-wal and {DB_NAME}-shm beside it) aside"
@@ -135,6 +137,25 @@ def _cause(exc: BaseException) -> str:
     return f"{exc} ({name})" if name else str(exc)
 
 
+_ADVICE = {
+    "SQLITE_FULL": "free space on the file system that holds it",
+    "SQLITE_BUSY": "another program holds it open (an sqlite3 shell?): close that one",
+    "SQLITE_IOERR": "check the disk (the kernel log says more)",
+    "SQLITE_READONLY": "give the user supd runs as write access to it and its directory",
+    "SQLITE_CORRUPT": _MOVE_ASIDE,
+    "SQLITE_NOTADB": _MOVE_ASIDE,
+}
+
+
+def _advice(exc: sqlite3.Error) -> str:
+    """What to do about a failed read or write, as "; ..." (empty when there is nothing to say)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    for prefix, advice in _ADVICE.items():
+        if name.startswith(prefix):
+            return f"; {advice}"
+    return ""
+
+
 def _make_directory(directory: str) -> None:
     """Create ``directory`` and missing parents with mode 0700; StoreError when it cannot be."""
     missing: list[str] = []
@@ -194,13 +215,15 @@ def _create_file(path: str) -> None:
     else:
         try:
             os.fchmod(fd, 0o600)
+            directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                os.fsync(directory)  # the new name is durable before anything is acknowledged in it
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the store: {_cause(exc)}") from exc
         finally:
             os.close(fd)
-        directory = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory)  # the new name is durable before anything is acknowledged in it
-        finally:
-            os.close(directory)
     try:
         os.close(os.open(path, os.O_RDWR | os.O_CLOEXEC))
     except OSError as exc:
@@ -224,28 +247,30 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
     problems = [row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall()]
     if problems != ["ok"]:
         raise StoreError(f"{path}: the store is damaged (PRAGMA quick_check: {'; '.join(problems)}); {_MOVE_ASIDE}")
+    # Checked before anything is written: a file that is not ours is left exactly as it was.
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    if version == 0 and tables:
+        raise StoreError(f"{path}: not a supd store (it holds tables {', '.join(sorted(tables))}); {_MOVE_ASIDE}")
+    if version != 0 and _TABLES - tables:
+        raise StoreError(
+            f"{path}: the store is damaged (tables missing: {', '.join(sorted(_TABLES - tables))}); {_MOVE_ASIDE}"
+        )
     (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
     if mode != "wal":
         raise StoreError(f"{path}: cannot use write-ahead logging (journal_mode is {mode!r}); {_MOVE_ASIDE}")
     db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
     db.execute("BEGIN IMMEDIATE")
     try:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        if version == 0 and not tables:
+        if version == 0:  # an empty file: ours, made by a first open
             for statement in _SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 0:
-            raise StoreError(f"{path}: not a supd store (it holds tables {', '.join(sorted(tables))}); {_MOVE_ASIDE}")
-        elif _TABLES - tables:
-            raise StoreError(
-                f"{path}: the store is damaged (tables missing: {', '.join(sorted(_TABLES - tables))}); {_MOVE_ASIDE}"
-            )
         interrupted = db.execute(f"UPDATE revisions SET error = ? WHERE {_PENDING}", (INTERRUPTED_ERROR,)).rowcount
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
     return interrupted
 
@@ -253,9 +278,9 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
 class StateStore:
     """Synchronous; one sqlite3 connection (check_same_thread=False) guarded by a threading.Lock.
 
-    Each method is one transaction.
-    Every method raises StoreError when the store is closed or SQLite fails
-    (disk full, I/O error); a write that raised left nothing behind.
+    Each method is one transaction. Every method raises StoreError when the
+    store is closed or SQLite fails (disk full, I/O error); a write that
+    raised left nothing behind.
     """
 
     def __init__(self, path: str, db: sqlite3.Connection, lock_fd: int, keep_revisions: int, interrupted: int) -> None:
@@ -290,12 +315,16 @@ class StateStore:
             if db is not None:
                 db.close()
             os.close(lock_fd)
-            if getattr(exc, "sqlite_errorname", "") in {"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"}:
+            name = getattr(exc, "sqlite_errorname", "")
+            if name in {"SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM"}:
                 raise StoreError(
                     f"{path}: cannot open the store: {_cause(exc)}; give the user supd runs as (uid {os.getuid()})"
                     f" read and write access to it and to {directory}"
                 ) from exc
-            raise StoreError(f"{path}: not a usable supd store: {_cause(exc)}; {_MOVE_ASIDE}") from exc
+            if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+                what = "the store is damaged" if name.startswith("SQLITE_CORRUPT") else "not a supd store"
+                raise StoreError(f"{path}: {what}: {_cause(exc)}; {_MOVE_ASIDE}") from exc
+            raise StoreError(f"{path}: cannot open the store: {_cause(exc)}{_advice(exc)}") from exc
         except BaseException:
             if db is not None:
                 db.close()
@@ -332,7 +361,8 @@ class StateStore:
                 try:
                     yield db
                 except BaseException:
-                    db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -341,7 +371,9 @@ class StateStore:
                         db.execute("ROLLBACK")
                     except sqlite3.Error:
                         log.exception("store.rollback.failed", path=self.path)
-                raise StoreError(f"{self.path}: {'write' if write else 'read'} failed: {_cause(exc)}") from exc
+                raise StoreError(
+                    f"{self.path}: {'write' if write else 'read'} failed: {_cause(exc)}{_advice(exc)}"
+                ) from exc
 
     # Specs of children declared by Spawn.
 
@@ -354,7 +386,10 @@ class StateStore:
             )
 
     def remove_child(self, name: str) -> None:
-        """Forget child ``name``: its spec and every revision; its revision numbers start again from 1."""
+        """Forget child ``name``: its spec and every revision; its revision numbers start again from 1.
+
+        Nothing to do (and no error) when the store does not know it.
+        """
         with self._transaction(write=True) as db:
             db.execute("DELETE FROM revisions WHERE child = ?", (name,))
             db.execute("DELETE FROM children WHERE name = ?", (name,))
