@@ -10,7 +10,7 @@ after those and the call under way. Every tenth round starts on a fresh
 directory, so that kills land in a first open too.
 
 ``SUPD_STORE_KILLS`` sets the number of kills (default 30, a few seconds: the
-form CI runs); ``SUPD_STORE_KILLS=300 pytest -m durability`` is the long form.
+form every test run has); ``SUPD_STORE_KILLS=300 pytest tests/test_store_durability.py`` is the long form.
 ``SUPD_STORE_SEED`` replays a run (the seed is printed).
 """
 
@@ -249,7 +249,6 @@ def writers() -> Iterator[Writers]:
         w.close()
 
 
-@pytest.mark.durability
 @pytest.mark.timeout(60 + 3 * KILLS)
 def test_kill_in_a_loop(tmp_path: pathlib.Path, writers: Writers, record_property: pytest.RecordProperty):
     seed = int(os.environ.get("SUPD_STORE_SEED", random.randrange(1 << 32)))
