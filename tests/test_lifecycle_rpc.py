@@ -182,13 +182,6 @@ def test_signal_reaches_the_process(stub):
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-def test_reload_answers_unimplemented_honestly(stub):
-    spawn(stub, "r", zoo("term-fast"))
-    with pytest.raises(grpc.RpcError) as err:
-        stub.Reload(pb.ReloadRequest(name="r", state=b"{}"), timeout=5)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_health_reports_state_pid_generation_uptime(stub):
     info = spawn(stub, "h", zoo("term-fast"))
     health = stub.Health(pb.HealthRequest(), timeout=5)

@@ -112,17 +112,23 @@ def _rounds(tmp_path: pathlib.Path, rounds: int) -> None:
         for round_ in range(rounds):
             proc, address = _start(tmp_path)
             if round_:
-                _check(address, spawned, sent, acked)
-            client = Client(address, round_, sent, acked)
-            client.start()
-            # A random instant: one round in four during start-up or the Spawn, the others among the Reloads.
-            if rng.random() < 0.25:
-                time.sleep(rng.uniform(0.0, 1.0))
-            else:
-                assert client.ready.wait(30), "supd did not answer the Spawn"
-                time.sleep(rng.uniform(0.0, 0.5))
-            proc.kill()
-            proc.wait(10)
+                try:
+                    _check(address, spawned, sent, acked)
+                except BaseException:
+                    proc.kill()
+                    raise
+            try:
+                client = Client(address, round_, sent, acked)
+                client.start()
+                # A random instant: one round in four during start-up or the Spawn, the others among the Reloads.
+                if rng.random() < 0.25:
+                    time.sleep(rng.uniform(0.0, 1.0))
+                else:
+                    assert client.ready.wait(30), "supd did not answer the Spawn"
+                    time.sleep(rng.uniform(0.0, 0.5))
+            finally:
+                proc.kill()
+                proc.wait(10)
             client.join(20)
             assert not client.is_alive()
             spawned.update(client.spawned)
