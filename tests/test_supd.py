@@ -133,3 +133,21 @@ def test_a_second_signal_during_shutdown_means_now(tmp_path: pathlib.Path):
         assert handle.proc.wait(20) == 1
         assert "supd.stopping.now" in handle.stderr_text()
         wait_for(lambda: process_gone(leader) and process_gone(grandchild), what="the group to be killed")
+
+
+def test_a_store_that_is_not_a_database_stops_supd_with_exit_5_and_is_left_alone(tmp_path: pathlib.Path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "supd.db").write_bytes(b"not a database, " * 100)
+    before = (state / "supd.db").read_bytes()
+    result = run_supd("--socket", str(tmp_path / "run" / "s.sock"), "--state-dir", str(state))
+    assert result.returncode == 5, result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("supd: ")]
+    assert str(state / "supd.db") in line and "Traceback" not in result.stderr
+    assert (state / "supd.db").read_bytes() == before, "a store supd cannot read is never replaced"
+
+
+def test_a_second_supd_on_the_same_store_is_refused(sup, tmp_path: pathlib.Path):
+    result = run_supd("--socket", str(tmp_path / "other" / "s.sock"), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 5, result.stderr
+    assert str(sup.proc.pid) in result.stderr and "Traceback" not in result.stderr
