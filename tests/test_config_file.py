@@ -73,6 +73,15 @@ def _error(tmp_path: pathlib.Path, text: str) -> str:
             "FILE:5: children.x: spec.backoff.max_seconds: must be of type float, got 'long'",
         ),
         (
+            '[children.x]\nargv = ["sh"]\n[children.x.state_delivery.http]\nurl = "http://h/load"\nurll = 1\n',
+            "FILE:5: children.x: spec.state_delivery.http.urll: unknown key"
+            " (known: headers, method, success_codes, timeout_seconds, unix_socket, url), got 1",
+        ),
+        (
+            '[children.x]\nargv = ["sh"]\n[children.x.state_delivery]\nfile = { path = "rel" }\n',
+            "FILE:4: children.x: spec.state_delivery.file.path: must be an absolute path to a file, got 'rel'",
+        ),
+        (
             '[children.x]\nargv = ["sh"]\nstop_signal = "SIGNOPE"\n',
             "FILE:3: children.x: spec.stop_signal: must be a signal name like SIGTERM or a number, got 'SIGNOPE'",
         ),

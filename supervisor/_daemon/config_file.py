@@ -102,10 +102,13 @@ def load_config(path: str) -> Config:
 def _field_keys(field: str) -> tuple[str, ...]:
     """The TOML keys of a spec field below ``[children.NAME]``.
 
-    ``backoff.max_seconds`` -> ("backoff", "max_seconds"); ``argv[2]`` -> ("argv",); ``env.PATH`` -> ("env", "PATH").
+    ``backoff.max_seconds`` -> ("backoff", "max_seconds"); ``argv[2]`` -> ("argv",); ``env.PATH`` -> ("env", "PATH");
+    ``state_delivery.http.url`` -> ("state_delivery", "http", "url").
     """
     head, _, rest = field.partition(".")
     head = head.partition("[")[0]
+    if head == "state_delivery" and rest:
+        return (head, *(part.partition("[")[0] for part in rest.split(".")))
     if head in ("backoff", "flap_limit", "env") and rest:
         return (head, rest)
     return (head,)
