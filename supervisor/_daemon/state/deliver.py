@@ -280,7 +280,9 @@ async def _http_client(m: HttpDelivery) -> AsyncIterator[httpx.AsyncClient]:
     """
     import httpx
 
-    transport = httpx.AsyncHTTPTransport(uds=m.unix_socket or None)
+    # Plain http never uses TLS (redirects are not followed): skip loading the CA bundle, 30-50 ms a delivery.
+    tls = m.url.startswith("https://")
+    transport = httpx.AsyncHTTPTransport(uds=m.unix_socket or None, verify=tls)
     client = httpx.AsyncClient(transport=transport, timeout=m.timeout_seconds)
     try:
         yield client
@@ -413,18 +415,23 @@ async def _exec_attempt(m: ExecDelivery, state: bytes, target: Target, seconds: 
             # The program exited or closed its stdin without reading it all: its exit status decides.
             log.debug("state.exec.stdin_closed", child=target.child, program=m.argv[0])
 
+    stderr_closed = anyio.Event()
+
     async def read_stderr() -> None:
         async for chunk in stderr:
             tail.extend(chunk)
             del tail[:-BODY_LIMIT]
+        stderr_closed.set()
 
     try:
         with anyio.fail_after(seconds):
             async with anyio.create_task_group() as tg:
+                # Both pipes at once: a program that writes much to stderr before it reads stdin must not stall.
                 tg.start_soon(feed)
+                tg.start_soon(read_stderr)
                 code = await process.wait()
                 with anyio.move_on_after(_STDERR_AFTER_EXIT_SECONDS) as late:
-                    await read_stderr()
+                    await stderr_closed.wait()
                 if late.cancelled_caught:
                     log.info("state.exec.stderr_left_open", child=target.child, program=m.argv[0])
                 tg.cancel_scope.cancel()
