@@ -24,6 +24,7 @@ from collections.abc import Iterator
 import anyio
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from supervisor._daemon.state.deliver import (
     BODY_LIMIT,
@@ -117,11 +118,14 @@ async def test_503s_are_retried_then_the_routes_are_served() -> None:
     routes = {"routes": {"app": "hello from app"}}
     failures: list[tuple[int, str]] = []
     with admin_server("--fail-first", "2") as admin:
-        with anyio.fail_after(10):
+        with anyio.fail_after(10), capture_logs() as logs:
             done = await deliver(
                 admin.delivery(), json.dumps(routes).encode(), WEB, on_attempt=lambda n, e: failures.append((n, e))
             )
         assert done == Delivered(attempts=3, detail="HTTP 200")
+        retries = [e for e in logs if e["event"] == "state.delivery.retry"]
+        assert [(e["attempt"], e["child"], e["rev"]) for e in retries] == [(1, "web", 3), (2, "web", 3)]
+        assert all(0 < e["wait_seconds"] <= 0.05 * 1.2 and "HTTP 503" in e["error"] for e in retries)
         assert [n for n, _ in failures] == [1, 2]
         assert all(e.startswith("HTTP 503: ") and "starting up" in e for _, e in failures)
         assert (await admin.get("/config/")).json() == routes
@@ -194,6 +198,32 @@ async def test_the_callers_deadline_cuts_a_hung_attempt() -> None:
     assert caught.value.stopped_by == "deadline"
     assert "no answer within" in caught.value.last_error
     assert 0.9 < elapsed < 1.5, f"a 1 s deadline answered after {elapsed:.2f}s"
+
+
+async def test_a_verdict_stands_when_the_body_is_cut_short() -> None:
+    # A 400 whose body never ends: the status decides (not retried), with the words that came.
+    async def half_answer(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+            await stream.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 100\r\n\r\nunknown key")
+            await anyio.sleep_forever()
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, half_answer)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        http = HttpDelivery(url=f"http://127.0.0.1:{port}/load", timeout_seconds=0.3)
+        with pytest.raises(DeliveryRejected) as caught, anyio.fail_after(10):
+            await deliver(StateDelivery(http, FAST), b"{}", WEB)
+        tg.cancel_scope.cancel()
+    assert (caught.value.attempts, caught.value.status) == (1, "HTTP 400")
+    assert caught.value.reason.startswith("unknown key [the rest of the body was lost: ")
+
+
+async def test_no_attempt_when_the_deadline_has_passed() -> None:
+    delivery = StateDelivery(HttpDelivery(url=f"http://127.0.0.1:{free_port()}/load"), retry=FAST)
+    with pytest.raises(DeliveryFailed) as caught, anyio.fail_after(10):
+        await deliver(delivery, b"{}", WEB, deadline=time.monotonic() - 1)
+    assert (caught.value.stopped_by, caught.value.last_error) == ("deadline", "no time left before the deadline")
 
 
 async def test_the_content_type_is_the_revisions_unless_the_headers_set_it() -> None:

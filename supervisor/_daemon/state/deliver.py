@@ -300,24 +300,25 @@ async def _http_attempt(
     headers = dict(m.headers)
     if not any(key.lower() == "content-type" for key in headers):
         headers["Content-Type"] = content_type
+    status, body, cut_short = 0, bytearray(), ""
     try:
         with anyio.fail_after(seconds):
             async with client.stream(m.method, m.url, content=state, headers=headers, timeout=seconds) as answer:
                 status = answer.status_code
                 if m.accepts(status):
                     return f"HTTP {status}"
-                body = bytearray()
                 async for chunk in answer.aiter_bytes():
                     body.extend(chunk)
                     if len(body) > BODY_LIMIT:
                         break
-    except TimeoutError:
-        raise _Retryable(f"no answer within {seconds:.2f}s") from None
-    except httpx.TimeoutException as exc:
-        raise _Retryable(f"no answer within {seconds:.2f}s ({type(exc).__name__})") from None
-    except httpx.HTTPError as exc:
-        raise _Retryable(_transport_error(exc)) from None
-    words = bounded_text(bytes(body))
+    except (TimeoutError, httpx.HTTPError) as exc:
+        if status:  # the verdict came with the status line; only the words were cut short
+            cut_short = f" [the rest of the body was lost: {_transport_error(exc)}]"
+        elif isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            raise _Retryable(f"no answer within {seconds:.2f}s") from None
+        else:
+            raise _Retryable(_transport_error(exc)) from None
+    words = bounded_text(bytes(body)) + cut_short
     if status >= 500:
         raise _Retryable(f"HTTP {status}: {words}" if words else f"HTTP {status}")
     raise _Refused(f"HTTP {status}", words)
@@ -328,6 +329,8 @@ def _transport_error(exc: BaseException) -> str:
 
     ``ConnectError: Connection refused`` rather than anyio's ``All connection attempts failed``.
     """
+    if isinstance(exc, TimeoutError):
+        return "timed out"
     name = type(exc).__name__
     cause, depth = exc.__cause__ or exc.__context__, 0
     while cause is not None and depth < 8:
