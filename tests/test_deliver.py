@@ -432,3 +432,15 @@ async def test_a_program_that_exits_without_reading_its_stdin_is_judged_by_its_e
         assert (await deliver(sh("exit 0"), os.urandom(8 * MiB), WEB)).detail == "exit 0"
     with pytest.raises(DeliveryRejected, match="exit 5: nope"), anyio.fail_after(10):
         await deliver(sh("echo nope >&2; exit 5"), os.urandom(8 * MiB), WEB)
+
+
+# --- footprint ----------------------------------------------------------------------------------------------
+
+
+def test_httpx_is_loaded_only_by_an_http_delivery() -> None:
+    code = (
+        "import sys, supervisor._daemon.state.deliver as d; "
+        "print(all(hasattr(d, n) for n in d.__all__), 'httpx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False"]
