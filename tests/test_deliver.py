@@ -40,6 +40,7 @@ from supervisor.backoff import Backoff
 from supervisor.delivery import DeliveryRetry, ExecDelivery, FileDelivery, HttpDelivery, StateDelivery
 
 from conftest import process_gone, wait_for
+from inproc import until
 
 pytestmark = pytest.mark.anyio
 
@@ -407,6 +408,25 @@ async def test_exec_timeout_until_the_retries_are_spent() -> None:
         await deliver(sh("echo waiting >&2; exec sleep 60", timeout=0.3, retry=retry), b"{}", WEB)
     assert (caught.value.attempts, caught.value.stopped_by) == (2, "retries")
     assert caught.value.last_error == "no exit within 0.30s, its process group killed: waiting"
+
+
+async def test_a_cancelled_delivery_ends_at_once_and_leaves_nothing_running(tmp_path: pathlib.Path) -> None:
+    # Cancelled in a wait between retries...
+    slow = DeliveryRetry(retries=3, backoff=Backoff(initial_seconds=30, max_seconds=30), budget_seconds=120)
+    refused = StateDelivery(HttpDelivery(url=f"http://127.0.0.1:{free_port()}/load"), retry=slow)
+    started = time.monotonic()
+    with anyio.move_on_after(0.3) as scope:
+        await deliver(refused, b"{}", WEB)
+    assert scope.cancelled_caught and time.monotonic() - started < 5
+    # ...and in a hung program, whose whole group is killed.
+    pids = tmp_path / "pids"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(deliver, sh('sleep 60 & echo $! > "$1.tmp"; mv "$1.tmp" "$1"; wait', str(pids), timeout=30),
+                      b"{}", WEB)
+        await until(pids.exists, what="the hung program's pid file")
+        tg.cancel_scope.cancel()
+    grandchild = int(pids.read_text())
+    wait_for(lambda: process_gone(grandchild), 5, what="the cancelled program's grandchild to be killed")
 
 
 async def test_exec_program_not_found_fails_at_once() -> None:

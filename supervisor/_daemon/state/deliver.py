@@ -162,7 +162,7 @@ async def deliver(
     method = delivery.method
     where = _where(method)
     attempts = 0
-    stopped_by = "retries"
+    stopped_by = "error"  # until the stop rule says it was the retries, the budget or the deadline
 
     def left() -> float:
         return end - time.monotonic()
@@ -208,14 +208,7 @@ async def deliver(
                         raise
         except _Refused as exc:
             raise DeliveryRejected(target, attempts, exc.status, exc.reason) from None
-        except _Local as exc:
-            if stopped_by == "retries":
-                stopped_by = "error"
-            raise DeliveryFailed(
-                target, attempts, elapsed=time.monotonic() - started, last_error=str(exc), where=where,
-                stopped_by=stopped_by,
-            ) from None
-        except _Retryable as exc:
+        except (_Local, _Retryable) as exc:
             raise DeliveryFailed(
                 target, attempts, elapsed=time.monotonic() - started, last_error=str(exc), where=where,
                 stopped_by=stopped_by,
