@@ -50,6 +50,7 @@ __all__ = [
     "DeliveryFailed",
     "DeliveryRejected",
     "Target",
+    "bounded_text",
     "deliver",
     "wait_accepting",
     "write_state_file",
@@ -363,6 +364,7 @@ def write_state_file(file: FileDelivery, state: bytes) -> None:
 
 
 async def _file_attempt(m: FileDelivery, state: bytes, target: Target) -> str:
+    """Write the file (in a worker thread), then signal a running child. Raises _Local; never retried."""
     try:
         await anyio.to_thread.run_sync(write_state_file, m, state)
     except OSError as exc:
@@ -370,7 +372,7 @@ async def _file_attempt(m: FileDelivery, state: bytes, target: Target) -> str:
     detail = f"wrote {m.path}"
     if not m.signal:
         return detail
-    name = signal.Signals(m.signal).name
+    name = _signal_name(m.signal)
     if not target.pid:
         return detail  # no process yet: it reads the file when it starts
     if target.send_signal is None:
@@ -385,6 +387,12 @@ async def _file_attempt(m: FileDelivery, state: bytes, target: Target) -> str:
 
 
 async def _exec_attempt(m: ExecDelivery, state: bytes, target: Target, seconds: float) -> str:
+    """Run the program once with ``state`` on its stdin, for at most ``seconds``; "exit 0" when it accepts.
+
+    Raises _Refused (another exit, or death by a signal, with the last BODY_LIMIT bytes of its stderr),
+    _Retryable (no exit in time: its whole process group is killed) or _Local (the program could not start).
+    Processes it leaves behind after a normal exit are its own; only a timeout or a cancellation kills them.
+    """
     env = {
         **os.environ,
         "SUPD_CHILD": target.child,
