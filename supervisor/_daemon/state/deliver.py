@@ -401,10 +401,13 @@ async def _exec_attempt(m: ExecDelivery, state: bytes, target: Target, seconds: 
         "SUPD_STATE_CONTENT_TYPE": target.content_type,
     }
     try:
-        process = await anyio.open_process(
-            list(m.argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env=env, start_new_session=True,
-        )
+        # Shielded: a cancellation while the pipes are being attached would kill only the leader (asyncio's
+        # transport cleanup) and leave the rest of its group running; from here on, ``finally`` kills the group.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                list(m.argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=env, start_new_session=True,
+            )
     except OSError as exc:
         raise _Local(f"could not run {m.argv[0]}: {exc.strerror or exc}") from exc
     assert process.stdin is not None and process.stderr is not None
