@@ -181,7 +181,7 @@ async def test_the_budget_ends_retries_early() -> None:
     elapsed = time.monotonic() - started
     assert caught.value.stopped_by == "budget"
     assert 1 < caught.value.attempts < 101
-    assert elapsed < 0.5 + 0.5, f"the 0.5 s budget took {elapsed:.2f}s"
+    assert elapsed < 0.5 + 1.0, f"the 0.5 s budget took {elapsed:.2f}s"
 
 
 async def test_the_callers_deadline_cuts_a_hung_attempt() -> None:
@@ -198,7 +198,7 @@ async def test_the_callers_deadline_cuts_a_hung_attempt() -> None:
         elapsed = time.monotonic() - started
     assert caught.value.stopped_by == "deadline"
     assert "no answer within" in caught.value.last_error
-    assert 0.9 < elapsed < 1.5, f"a 1 s deadline answered after {elapsed:.2f}s"
+    assert 0.9 < elapsed < 2.0, f"a 1 s deadline answered after {elapsed:.2f}s"
 
 
 async def test_a_verdict_stands_when_the_body_is_cut_short() -> None:
