@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import selectors
+import shutil
 import signal
 import socket
 import stat
@@ -464,3 +465,46 @@ def test_httpx_is_loaded_only_by_an_http_delivery() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "False"]
+
+
+# --- the real Caddy (seed 02) ---------------------------------------------------------------------------------
+
+CADDY = shutil.which("caddy")
+
+
+@pytest.mark.skipif(CADDY is None and not os.environ.get("CI"), reason="caddy is not installed")
+async def test_caddy_takes_a_config_and_refuses_bad_json_in_its_own_words(tmp_path: pathlib.Path) -> None:
+    assert CADDY, "caddy is missing: .ci/run installs it with apt-get"
+    admin_port, http_port = free_port(), free_port()
+    admin = {"listen": f"127.0.0.1:{admin_port}"}
+    (tmp_path / "caddy.json").write_text(json.dumps({"admin": admin}))
+    config = {
+        "admin": admin,
+        "apps": {"http": {"servers": {"app": {
+            "listen": [f"127.0.0.1:{http_port}"],
+            "automatic_https": {"disable": True},
+            "routes": [{"handle": [{"handler": "static_response", "body": "hello from caddy"}]}],
+        }}}},
+    }
+    delivery = StateDelivery(HttpDelivery(url=f"http://127.0.0.1:{admin_port}/load"), retry=FAST)
+    with running_caddy(tmp_path), anyio.fail_after(20):
+        assert await wait_accepting(delivery, time.monotonic() + 15)
+        assert (await deliver(delivery, json.dumps(config).encode(), WEB)).detail == "HTTP 200"
+        async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(verify=False)) as client:
+            assert (await client.get(f"http://127.0.0.1:{http_port}/")).text == "hello from caddy"
+        with pytest.raises(DeliveryRejected) as caught:
+            await deliver(delivery, b"{bad", WEB)
+    assert caught.value.status == "HTTP 400" and caught.value.attempts == 1
+    assert "invalid character" in caught.value.reason, caught.value.reason  # Go's JSON decoder speaking
+
+
+@contextlib.contextmanager
+def running_caddy(home: pathlib.Path) -> Iterator[None]:
+    env = {"XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home), "PATH": "/usr/bin:/bin"}
+    caddy = subprocess.Popen([CADDY or "caddy", "run", "--config", str(home / "caddy.json")], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        caddy.terminate()
+        caddy.wait(20)
