@@ -43,7 +43,7 @@ from supervisor._daemon.state.deliver import (
 )
 from supervisor._daemon.state.store import AsyncStateStore, StoredRevision
 from supervisor.delivery import FileDelivery, HttpDelivery
-from supervisor.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.errors import Aborted, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.spec import ChildSpec, spec_to_proto
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StateKeeper", "StateStatus"]
@@ -240,7 +240,8 @@ class StateKeeper:
         Raises InvalidArgument (too big, a bad content type), FailedPrecondition
         (no state_delivery, no running process, or the child rejected it:
         DeliveryRejected), Aborted (``expected_revision`` is not the accepted
-        one), Unavailable (DeliveryFailed: not reachable within the retries).
+        one), Unavailable (DeliveryFailed: not reachable within the retries or the budget), DeadlineExceeded
+        (the caller's deadline came first).
         ``deadline`` is ``time.monotonic()``-based.
         """
         name = driver.name
@@ -283,6 +284,8 @@ class StateKeeper:
                 with anyio.CancelScope(shield=True):
                     await self._store.fail_revision(name, revision, exc.message)
                 log.warning("state.reload.failed", child=name, revision=revision, error=exc.message)
+                if isinstance(exc, DeliveryFailed) and exc.stopped_by == "deadline":
+                    raise DeadlineExceeded(exc.message) from exc
                 raise
             except BaseException:
                 with anyio.CancelScope(shield=True):
