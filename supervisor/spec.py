@@ -24,6 +24,7 @@ from typing import Any
 from supervisor.backoff import Backoff
 from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
 from supervisor.errors import InvalidArgument
+from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -87,6 +88,15 @@ class ChildSpec:
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     # How the child takes its stored state; None: it has none (Reload is refused).
     state_delivery: StateDelivery | None = None
+    # Probes with the kubelet's meaning (supervisor/probes.py); None: not declared.
+    liveness_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
+
+    def probes(self) -> dict[str, Probe]:
+        """The probes declared, by their short name: ``liveness``, ``readiness``, ``startup``."""
+        found = {"startup": self.startup_probe, "liveness": self.liveness_probe, "readiness": self.readiness_probe}
+        return {name: probe for name, probe in found.items() if probe is not None}
 
     def child_env(self) -> dict[str, str]:
         """The environment the process gets."""
@@ -131,6 +141,8 @@ class ChildSpec:
         _range("max_line_bytes", self.max_line_bytes, MIN_MAX_LINE_BYTES, MAX_MAX_LINE_BYTES, size=True)
         if self.state_delivery is not None:
             self.state_delivery.validate()
+        for name, probe in self.probes().items():
+            probe.validate(f"{name}_probe")
         return self
 
     def check_runnable(self) -> ChildSpec:
@@ -245,6 +257,9 @@ def spec_from_proto(msg: pb.ChildSpec, *, check_runnable: bool = True) -> ChildS
         ring_bytes=msg.ring_bytes or DEFAULT_RING_BYTES,
         max_line_bytes=msg.max_line_bytes or DEFAULT_MAX_LINE_BYTES,
         state_delivery=delivery_from_proto(msg.state_delivery) if msg.HasField("state_delivery") else None,
+        liveness_probe=probe_from_proto(msg.liveness_probe, "liveness_probe"),
+        readiness_probe=probe_from_proto(msg.readiness_probe, "readiness_probe"),
+        startup_probe=probe_from_proto(msg.startup_probe, "startup_probe"),
     )
     return spec.validate().check_runnable() if check_runnable else spec.validate()
 
@@ -265,6 +280,9 @@ def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
         ring_bytes=spec.ring_bytes,
         max_line_bytes=spec.max_line_bytes,
         state_delivery=delivery_to_proto(spec.state_delivery) if spec.state_delivery is not None else None,
+        liveness_probe=probe_to_proto(spec.liveness_probe),
+        readiness_probe=probe_to_proto(spec.readiness_probe),
+        startup_probe=probe_to_proto(spec.startup_probe),
     )
 
 
@@ -293,6 +311,7 @@ SPEC_KEYS: Mapping[str, frozenset[str]] = {
         {
             "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
             "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes", "state_delivery",
+            "liveness_probe", "readiness_probe", "startup_probe",
         }
     ),
     "backoff": frozenset(f.name for f in dataclasses.fields(Backoff)),
@@ -371,5 +390,10 @@ def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
             if "state_delivery" in table
             else None
         ),
+        **{
+            field: probe_from_mapping(_take(table, field, dict, field, {}), field)
+            for field in ("liveness_probe", "readiness_probe", "startup_probe")
+            if field in table
+        },
     )
     return spec.validate()

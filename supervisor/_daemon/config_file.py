@@ -107,7 +107,7 @@ def _field_keys(field: str) -> tuple[str, ...]:
     """
     head, _, rest = field.partition(".")
     head = head.partition("[")[0]
-    if head == "state_delivery" and rest:
+    if head in ("state_delivery", "liveness_probe", "readiness_probe", "startup_probe") and rest:
         return (head, *(part.partition("[")[0] for part in rest.split(".")))
     if head in ("backoff", "flap_limit", "env") and rest:
         return (head, rest)

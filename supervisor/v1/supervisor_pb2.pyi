@@ -58,6 +58,46 @@ RESTART_POLICY_NEVER: RestartPolicy.ValueType  # 3
 """Never restart."""
 Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
 
+class _ChildHealth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChildHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChildHealth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHILD_HEALTH_UNSPECIFIED: _ChildHealth.ValueType  # 0
+    """Unset."""
+    CHILD_HEALTH_DOWN: _ChildHealth.ValueType  # 1
+    """No process runs (stopped, exited, backing off, fatal, starting)."""
+    CHILD_HEALTH_NOT_READY: _ChildHealth.ValueType  # 2
+    """The process runs but is not ready yet or any more (its startup or
+    readiness probe has not passed, or its stored state is not applied).
+    """
+    CHILD_HEALTH_READY: _ChildHealth.ValueType  # 3
+    """The process runs and is ready."""
+    CHILD_HEALTH_UNHEALTHY: _ChildHealth.ValueType  # 4
+    """The process runs but its liveness or startup probe is failing; at the
+    failure threshold it is restarted.
+    """
+
+class ChildHealth(_ChildHealth, metaclass=_ChildHealthEnumTypeWrapper):
+    """ChildHealth says whether a child does its job."""
+
+CHILD_HEALTH_UNSPECIFIED: ChildHealth.ValueType  # 0
+"""Unset."""
+CHILD_HEALTH_DOWN: ChildHealth.ValueType  # 1
+"""No process runs (stopped, exited, backing off, fatal, starting)."""
+CHILD_HEALTH_NOT_READY: ChildHealth.ValueType  # 2
+"""The process runs but is not ready yet or any more (its startup or
+readiness probe has not passed, or its stored state is not applied).
+"""
+CHILD_HEALTH_READY: ChildHealth.ValueType  # 3
+"""The process runs and is ready."""
+CHILD_HEALTH_UNHEALTHY: ChildHealth.ValueType  # 4
+"""The process runs but its liveness or startup probe is failing; at the
+failure threshold it is restarted.
+"""
+Global___ChildHealth: _TypeAlias = ChildHealth  # noqa: Y015
+
 class _ChildState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -238,6 +278,9 @@ class ChildSpec(_message.Message):
     RING_BYTES_FIELD_NUMBER: _builtins.int
     MAX_LINE_BYTES_FIELD_NUMBER: _builtins.int
     STATE_DELIVERY_FIELD_NUMBER: _builtins.int
+    LIVENESS_PROBE_FIELD_NUMBER: _builtins.int
+    READINESS_PROBE_FIELD_NUMBER: _builtins.int
+    STARTUP_PROBE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
     inherit_env: _builtins.bool
@@ -282,6 +325,22 @@ class ChildSpec(_message.Message):
         start). Unset: the child has no stored state.
         """
 
+    @_builtins.property
+    def liveness_probe(self) -> Global___Probe:
+        """Restarts the child after failure_threshold consecutive failures."""
+
+    @_builtins.property
+    def readiness_probe(self) -> Global___Probe:
+        """Decides whether the child is ready. Without one, a running child is
+        ready once its startup probe (if any) passed.
+        """
+
+    @_builtins.property
+    def startup_probe(self) -> Global___Probe:
+        """Holds liveness and readiness off until it succeeds once; failure_threshold
+        consecutive failures restart the child.
+        """
+
     def __init__(
         self,
         *,
@@ -298,14 +357,270 @@ class ChildSpec(_message.Message):
         ring_bytes: _builtins.int = ...,
         max_line_bytes: _builtins.int = ...,
         state_delivery: Global___StateDelivery | None = ...,
+        liveness_probe: Global___Probe | None = ...,
+        readiness_probe: Global___Probe | None = ...,
+        startup_probe: Global___Probe | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "state_delivery", b"state_delivery"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "max_line_bytes", b"max_line_bytes", "name", b"name", "restart", b"restart", "ring_bytes", b"ring_bytes", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChildSpec: _TypeAlias = ChildSpec  # noqa: Y015
+
+@_typing.final
+class Probe(_message.Message):
+    """Probe checks that a child does its job, with the kubelet's meaning and
+    defaults. Exactly one action.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXEC_FIELD_NUMBER: _builtins.int
+    TCP_FIELD_NUMBER: _builtins.int
+    HTTP_FIELD_NUMBER: _builtins.int
+    GRPC_FIELD_NUMBER: _builtins.int
+    INITIAL_DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    SUCCESS_THRESHOLD_FIELD_NUMBER: _builtins.int
+    FAILURE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    initial_delay_seconds: _builtins.float
+    """Seconds after the start before the first probe. Default 0."""
+    period_seconds: _builtins.float
+    """Seconds between probes. Default 10; 0 < x <= 86400 (fractions allowed)."""
+    timeout_seconds: _builtins.float
+    """Seconds one probe may take; a probe cut there is a failure. Default 1."""
+    success_threshold: _builtins.int
+    """Consecutive successes that make a failing probe succeed. Default 1; must
+    be 1 for liveness and startup.
+    """
+    failure_threshold: _builtins.int
+    """Consecutive failures that make the probe fail. Default 3."""
+    @_builtins.property
+    def exec(self) -> Global___ExecAction:
+        """A command; exit 0 is success."""
+
+    @_builtins.property
+    def tcp(self) -> Global___TcpAction:
+        """A TCP connection; connecting is success."""
+
+    @_builtins.property
+    def http(self) -> Global___HttpAction:
+        """An HTTP GET; a status in success_codes (default 200-399) is success."""
+
+    @_builtins.property
+    def grpc(self) -> Global___GrpcAction:
+        """grpc.health.v1.Health/Check; SERVING is success."""
+
+    def __init__(
+        self,
+        *,
+        exec: Global___ExecAction | None = ...,
+        tcp: Global___TcpAction | None = ...,
+        http: Global___HttpAction | None = ...,
+        grpc: Global___GrpcAction | None = ...,
+        initial_delay_seconds: _builtins.float = ...,
+        period_seconds: _builtins.float = ...,
+        timeout_seconds: _builtins.float = ...,
+        success_threshold: _builtins.int = ...,
+        failure_threshold: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "exec", b"exec", "grpc", b"grpc", "http", b"http", "tcp", b"tcp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "exec", b"exec", "failure_threshold", b"failure_threshold", "grpc", b"grpc", "http", b"http", "initial_delay_seconds", b"initial_delay_seconds", "period_seconds", b"period_seconds", "success_threshold", b"success_threshold", "tcp", b"tcp", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["exec", "tcp", "http", "grpc"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___Probe: _TypeAlias = Probe  # noqa: Y015
+
+@_typing.final
+class ExecAction(_message.Message):
+    """ExecAction runs a command in the child's environment and working directory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARGV_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The program and its arguments."""
+
+    def __init__(
+        self,
+        *,
+        argv: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecAction: _TypeAlias = ExecAction  # noqa: Y015
+
+@_typing.final
+class TcpAction(_message.Message):
+    """TcpAction connects to host:port."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """Default 127.0.0.1."""
+    port: _builtins.int
+    """1..65535."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TcpAction: _TypeAlias = TcpAction  # noqa: Y015
+
+@_typing.final
+class HttpAction(_message.Message):
+    """HttpAction GETs a URL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    SUCCESS_CODES_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """http:// or https:// URL, for example http://127.0.0.1:8080/healthz."""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Extra request headers."""
+
+    @_builtins.property
+    def success_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Status codes that mean success. Empty: 200-399."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        success_codes: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "success_codes", b"success_codes", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpAction: _TypeAlias = HttpAction  # noqa: Y015
+
+@_typing.final
+class GrpcAction(_message.Message):
+    """GrpcAction calls grpc.health.v1.Health/Check on host:port."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """Default 127.0.0.1."""
+    port: _builtins.int
+    """1..65535."""
+    service: _builtins.str
+    """The service name to check; empty: the server as a whole."""
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        service: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "port", b"port", "service", b"service"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrpcAction: _TypeAlias = GrpcAction  # noqa: Y015
+
+@_typing.final
+class ProbeStatus(_message.Message):
+    """ProbeStatus is the last result of one of a child's probes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUCCESS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_SUCCESSES_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    probe: _builtins.str
+    """"liveness", "readiness" or "startup"."""
+    kind: _builtins.str
+    """exec, tcp, http or grpc."""
+    success: _builtins.bool
+    """Whether the last probe succeeded; unset before the first."""
+    message: _builtins.str
+    """What the last probe saw: "HTTP 200", "exit 1: <output>", "timed out after 1s", ..."""
+    consecutive_successes: _builtins.int
+    """Consecutive successes and failures so far."""
+    consecutive_failures: _builtins.int
+    runs: _builtins.int
+    """Probes run for the current process."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the last probe ended; unset before the first."""
+
+    def __init__(
+        self,
+        *,
+        probe: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        success: _builtins.bool = ...,
+        message: _builtins.str = ...,
+        consecutive_successes: _builtins.int = ...,
+        consecutive_failures: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        runs: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "consecutive_successes", b"consecutive_successes", "kind", b"kind", "message", b"message", "probe", b"probe", "runs", b"runs", "success", b"success", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbeStatus: _TypeAlias = ProbeStatus  # noqa: Y015
 
 @_typing.final
 class StateDelivery(_message.Message):
@@ -636,6 +951,9 @@ class ChildInfo(_message.Message):
     STATE_APPLIED_REVISION_FIELD_NUMBER: _builtins.int
     STATE_APPLIED_TIME_FIELD_NUMBER: _builtins.int
     STATE_ERROR_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    HEALTH_REASON_FIELD_NUMBER: _builtins.int
+    PROBES_FIELD_NUMBER: _builtins.int
     state: Global___ChildState.ValueType
     """Current state."""
     pid: _builtins.int
@@ -687,6 +1005,10 @@ class ChildInfo(_message.Message):
     """Why the accepted revision is not applied to the running process (the
     last delivery error); empty when it is, or nothing was tried yet.
     """
+    health: Global___ChildHealth.ValueType
+    """Whether the child does its job (ready is health == CHILD_HEALTH_READY)."""
+    health_reason: _builtins.str
+    """Why the child is not ready or unhealthy; empty when ready."""
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
         """The spec the child runs with, defaults filled in."""
@@ -698,6 +1020,10 @@ class ChildInfo(_message.Message):
     @_builtins.property
     def state_applied_time(self) -> _timestamp_pb2.Timestamp:
         """When state_applied_revision was applied."""
+
+    @_builtins.property
+    def probes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProbeStatus]:
+        """The last result of each probe the child declares."""
 
     def __init__(
         self,
@@ -727,10 +1053,13 @@ class ChildInfo(_message.Message):
         state_applied_revision: _builtins.int = ...,
         state_applied_time: _timestamp_pb2.Timestamp | None = ...,
         state_error: _builtins.str = ...,
+        health: Global___ChildHealth.ValueType = ...,
+        health_reason: _builtins.str = ...,
+        probes: _abc.Iterable[Global___ProbeStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec", "state_applied_time", b"state_applied_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -927,6 +1256,14 @@ class Event(_message.Message):
         """The child accepted a state revision (revision is set)."""
         KIND_STATE_FAILED: Event._Kind.ValueType  # 10
         """A delivery attempt of a state revision failed; message says why."""
+        KIND_READY: Event._Kind.ValueType  # 11
+        """The child became ready."""
+        KIND_NOT_READY: Event._Kind.ValueType  # 12
+        """The child stopped being ready; message says why."""
+        KIND_UNHEALTHY: Event._Kind.ValueType  # 13
+        """A liveness or startup probe reached its failure threshold: the child is
+        restarted; message says which probe failed and how.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """What happened."""
@@ -953,6 +1290,14 @@ class Event(_message.Message):
     """The child accepted a state revision (revision is set)."""
     KIND_STATE_FAILED: Event.Kind.ValueType  # 10
     """A delivery attempt of a state revision failed; message says why."""
+    KIND_READY: Event.Kind.ValueType  # 11
+    """The child became ready."""
+    KIND_NOT_READY: Event.Kind.ValueType  # 12
+    """The child stopped being ready; message says why."""
+    KIND_UNHEALTHY: Event.Kind.ValueType  # 13
+    """A liveness or startup probe reached its failure threshold: the child is
+    restarted; message says which probe failed and how.
+    """
 
     SEQ_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
@@ -963,6 +1308,7 @@ class Event(_message.Message):
     RESTART_IN_SECONDS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    PROBE_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """The event's sequence number, in the same sequence as lines."""
     kind: Global___Event.Kind.ValueType
@@ -977,6 +1323,10 @@ class Event(_message.Message):
     """A readable description of the event."""
     revision: _builtins.int
     """STATE_APPLIED and STATE_FAILED: the state revision."""
+    probe: _builtins.str
+    """READY, NOT_READY and UNHEALTHY: the probe that decided ("liveness",
+    "readiness", "startup"; empty when stored state decided).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When it happened."""
@@ -997,10 +1347,11 @@ class Event(_message.Message):
         restart_in_seconds: _builtins.float = ...,
         message: _builtins.str = ...,
         revision: _builtins.int = ...,
+        probe: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "generation", b"generation", "kind", b"kind", "message", b"message", "pid", b"pid", "restart_in_seconds", b"restart_in_seconds", "revision", b"revision", "seq", b"seq", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exit", b"exit", "generation", b"generation", "kind", b"kind", "message", b"message", "pid", b"pid", "probe", b"probe", "restart_in_seconds", b"restart_in_seconds", "revision", b"revision", "seq", b"seq", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
