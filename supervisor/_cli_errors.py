@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_START_FAILED",
     "EXIT_TIMEOUT",
+    "EXIT_UNHEALTHY",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "CliError",
@@ -37,6 +38,7 @@ EXIT_NOT_FOUND = 4
 EXIT_TIMEOUT = 5
 EXIT_START_FAILED = 6  # spawn: supd declared the child but its first start failed (BACKOFF or FATAL)
 EXIT_CONFLICT = 7  # reload --expect-revision: another revision is the accepted one
+EXIT_UNHEALTHY = 8  # health: a child asked about is not READY
 EXIT_INTERRUPTED = 130  # Ctrl-C during a command other than logs
 
 

@@ -77,11 +77,12 @@ def _last_exit(child: pb.ChildInfo) -> str:
 
 def list_table(children: Sequence[pb.ChildInfo]) -> str:
     """The ``supctl ls`` table, columns sized to their contents, LAST-EXIT unpadded last."""
-    header = ("NAME", "STATE", "PID", "GEN", "RESTARTS", "UPTIME", "LAST-EXIT")
+    header = ("NAME", "STATE", "HEALTH", "PID", "GEN", "RESTARTS", "UPTIME", "LAST-EXIT")
     rows = [header] + [
         (
             c.spec.name,
             state_name(c.state),
+            health_name(c.health),
             str(c.pid) if c.pid else "-",
             str(c.generation),
             str(c.restart_count),
@@ -94,6 +95,22 @@ def list_table(children: Sequence[pb.ChildInfo]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows
     )
+
+
+def health_name(health: int) -> str:
+    """``READY``, ``NOT_READY``, ``UNHEALTHY`` or ``DOWN``."""
+    try:
+        return pb.ChildHealth.Name(health).removeprefix("CHILD_HEALTH_")  # type: ignore[arg-type]
+    except ValueError:
+        return str(health)
+
+
+def _probe_line(p: pb.ProbeStatus) -> str:
+    if not p.runs:
+        return f"  {p.probe + ':':<13}{p.kind}, not run yet"
+    outcome = "ok" if p.success else "FAILED"
+    streak = f"{p.consecutive_successes} ok in a row" if p.success else f"{p.consecutive_failures} failed in a row"
+    return f"  {p.probe + ':':<13}{p.kind}, {outcome} ({streak}, {p.runs} runs): {p.message}"
 
 
 def health_text(resp: pb.HealthResponse) -> str:
@@ -110,6 +127,9 @@ def health_text(resp: pb.HealthResponse) -> str:
             "",
             c.spec.name,
             f"  state:       {state}",
+            f"  health:      {health_name(c.health)}" + (f" ({c.health_reason})" if c.health_reason else ""),
+            *(_probe_line(p) for p in c.probes),
+            *([f"  state rev:   {_state_rev(c)}"] if c.state_revision else []),
             f"  pid:         {c.pid or '-'}",
             f"  generation:  {c.generation}",
             f"  restarts:    {c.restart_count}",
@@ -122,6 +142,12 @@ def health_text(resp: pb.HealthResponse) -> str:
             f"  export:      {_export(c)}",
         ]
     return "\n".join(lines)
+
+
+def _state_rev(c: pb.ChildInfo) -> str:
+    if c.state_applied_revision == c.state_revision:
+        return f"{c.state_revision}, applied"
+    return f"{c.state_revision}, not applied" + (f": {c.state_error}" if c.state_error else "")
 
 
 def _export(c: pb.ChildInfo) -> str:
@@ -156,6 +182,12 @@ def describe_event(name: str, event: pb.Event) -> str:
         text = f"state revision {event.revision} applied" + (f": {event.message}" if event.message else "")
     elif kind == pb.Event.KIND_STATE_FAILED:
         text = f"state revision {event.revision} not applied: {event.message or 'unknown reason'}"
+    elif kind == pb.Event.KIND_READY:
+        text = event.message or "ready"
+    elif kind == pb.Event.KIND_NOT_READY:
+        text = f"not ready: {event.message or 'unknown reason'}"
+    elif kind == pb.Event.KIND_UNHEALTHY:
+        text = f"UNHEALTHY: {event.message or 'a probe failed'}"
     else:
         text = event.message or f"event {kind}"
     if event.generation and kind not in (pb.Event.KIND_REMOVED, pb.Event.KIND_SHUTDOWN):

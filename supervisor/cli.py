@@ -29,6 +29,7 @@ from supervisor._cli_errors import (
     EXIT_OK,
     EXIT_START_FAILED,
     EXIT_TIMEOUT,
+    EXIT_UNHEALTHY,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
@@ -61,6 +62,7 @@ exit codes:
     5  timed out (see --timeout)
     6  spawn: the child was declared but its first start failed (BACKOFF or FATAL; the reason is printed)
     7  reload --expect-revision: the accepted revision is another one (it is printed)
+    8  health: a child asked about is not READY (for a container HEALTHCHECK)
   130  interrupted (Ctrl-C), except logs, which exits 0 (also on a closed pipe)
 
 The address defaults to $SUPD_ADDR, else the per-user default socket.
@@ -184,12 +186,24 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_health(client: Client, args: argparse.Namespace) -> int:
-    """Health of one child or of all, readable or as one JSON document."""
+    """Health of one child or of all, readable or as one JSON document; EXIT_UNHEALTHY unless every one is READY.
+
+    A child that is meant to be down (stopped on request, or exited with restart=never) does not count
+    against the code when all children are asked about; asked about by name, only READY is healthy.
+    """
     resp = client.stub.Health(pb.HealthRequest(name=args.name or ""), timeout=client.deadline(QUICK_TIMEOUT))
     if args.json:
         print(json.dumps(fmt.message_dict(resp), indent=2))
     else:
         print(fmt.health_text(resp))
+    resting = (pb.CHILD_STATE_STOPPED, pb.CHILD_STATE_EXITED)
+    unwell = [
+        c.spec.name for c in resp.children
+        if c.health != pb.CHILD_HEALTH_READY and (args.name or c.state not in resting)
+    ]
+    if unwell:
+        print(f"supctl: not healthy: {', '.join(unwell)}", file=sys.stderr)
+        return EXIT_UNHEALTHY
     return EXIT_OK
 
 

@@ -26,7 +26,8 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from supervisor import __version__
-from supervisor._daemon.api.server import SocketError, SocketLock, build_server
+from supervisor._daemon.api.health_board import HealthBoard
+from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
 from supervisor._daemon.children.registry import Registry
@@ -111,6 +112,9 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             tg.start_soon(_watch_signals, shutdown)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)
+            board = HealthBoard(health, service.child_ready, reserved=frozenset({SERVICE_NAME}))
+            registry.watchers.append(board.changed)
+            tg.start_soon(board.run)
             log.info(
                 "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path
             )

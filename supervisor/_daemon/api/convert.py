@@ -12,12 +12,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from supervisor._daemon.children.driver import ChildStatistics
 from supervisor._daemon.children.lifecycle import State
+from supervisor._daemon.health.assess import Health
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord
 from supervisor.signals import signal_name
 from supervisor.spec import spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 
 if TYPE_CHECKING:
+    from supervisor._daemon.health.prober import ProbeState
     from supervisor._daemon.state.keeper import StateStatus
     from supervisor._daemon.state.store import StoredRevision
     from supervisor._daemon.telemetry.otlp.export import ChildExportStats
@@ -35,6 +37,9 @@ _KIND = {
     EventKind.SHUTDOWN: pb.Event.KIND_SHUTDOWN,
     EventKind.STATE_APPLIED: pb.Event.KIND_STATE_APPLIED,
     EventKind.STATE_FAILED: pb.Event.KIND_STATE_FAILED,
+    EventKind.READY: pb.Event.KIND_READY,
+    EventKind.NOT_READY: pb.Event.KIND_NOT_READY,
+    EventKind.UNHEALTHY: pb.Event.KIND_UNHEALTHY,
 }
 
 
@@ -73,6 +78,7 @@ def event_to_proto(event: ChildEvent, seq: int) -> pb.Event:
         restart_in_seconds=event.restart_in_seconds,
         message=event.message,
         revision=event.revision,
+        probe=event.probe,
     )
     if event.exit is not None:
         msg.exit.CopyFrom(exit_to_proto(event.exit))
@@ -92,17 +98,38 @@ _STATE = {
 }
 
 
+_HEALTH = {
+    Health.DOWN: pb.CHILD_HEALTH_DOWN,
+    Health.NOT_READY: pb.CHILD_HEALTH_NOT_READY,
+    Health.READY: pb.CHILD_HEALTH_READY,
+    Health.UNHEALTHY: pb.CHILD_HEALTH_UNHEALTHY,
+}
+
+
+def probe_to_proto(state: ProbeState) -> pb.ProbeStatus:
+    """The last result of one probe."""
+    msg = pb.ProbeStatus(
+        probe=state.name,
+        kind=state.kind,
+        consecutive_successes=state.successes,
+        consecutive_failures=state.failures,
+        runs=state.runs,
+    )
+    if state.last is not None:
+        msg.success, msg.message = state.last.success, state.last.message
+        msg.time.CopyFrom(timestamp(state.time_ns))
+    return msg
+
+
 def child_to_proto(
     stats: ChildStatistics,
     export: ChildExportStats | None = None,
     state: StateStatus | None = None,
-    *,
-    state_applied: bool = True,
+    health: tuple[Health, str] = (Health.DOWN, ""),
 ) -> pb.ChildInfo:
-    """The ChildInfo of one child snapshot, with its export counts when export is on and its stored state.
+    """The ChildInfo of one child snapshot, with its export counts when export is on, its stored state and health.
 
-    ``ready``: the process runs and, when the child has stored state, its
-    accepted revision is applied to that process (``state_applied``).
+    ``health`` comes from ``health.assess.assess``; ``ready`` is health READY.
     """
     out = stats.output
     msg = pb.ChildInfo(
@@ -121,7 +148,10 @@ def child_to_proto(
         stderr_lines=out.stderr_lines,
         bytes_drained=out.bytes_drained,
         ring_evicted_records=out.ring_evicted_records,
-        ready=stats.state is State.RUNNING and state_applied,
+        ready=health[0] is Health.READY,
+        health=_HEALTH[health[0]],
+        health_reason=health[1],
+        probes=[probe_to_proto(p) for p in stats.probes],
     )
     if state is not None:
         msg.state_revision = state.accepted

@@ -18,8 +18,9 @@ import structlog
 
 from supervisor import __version__
 from supervisor._daemon.api.convert import child_to_proto, exit_to_proto, revision_to_proto
-from supervisor._daemon.children.driver import ChildDriver
+from supervisor._daemon.children.driver import ChildDriver, ChildStatistics
 from supervisor._daemon.children.registry import Registry
+from supervisor._daemon.health.assess import Health, assess
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import read_stream
@@ -95,13 +96,29 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         keeper = self._registry.keeper
         return [
             child_to_proto(
-                child.statistics(),
+                stats := child.statistics(),
                 export.get(child.name),
                 keeper.status(child.name) if keeper is not None else None,
-                state_applied=keeper.applied(child) if keeper is not None else True,
+                self._assess(child, stats),
             )
             for child in children
         ]
+
+    def _assess(self, child: ChildDriver, stats: ChildStatistics) -> tuple[Health, str]:
+        keeper = self._registry.keeper
+        if keeper is None or keeper.applied(child):
+            return assess(stats)
+        st = keeper.status(child.name)
+        reason = st.error or f"stored state revision {st.accepted} is not applied to this process yet"
+        return assess(stats, state_applied=False, state_reason=reason)
+
+    def child_ready(self, name: str) -> bool | None:
+        """Whether the child ``name`` is ready (grpc.health.v1); None when there is no such child."""
+        try:
+            child = self._registry.get(name)
+        except SupervisorError:
+            return None
+        return self._assess(child, child.statistics())[0] is Health.READY
 
     def _keeper(self) -> StateKeeper:
         keeper = self._registry.keeper

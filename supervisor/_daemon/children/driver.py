@@ -36,6 +36,7 @@ from supervisor._daemon.children.generation import Generation
 from supervisor._daemon.children.process import Process, SpawnError
 from supervisor._daemon.children.reply import Reply
 from supervisor._daemon.children.sessions import SessionScanner
+from supervisor._daemon.health.prober import Prober, ProbeState, Verdict
 from supervisor._daemon.output.child_output import ChildOutput, OutputStatistics, Pipes
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord, Origin
 from supervisor._daemon.output.ring import Ring
@@ -44,7 +45,7 @@ from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, Sup
 from supervisor.signals import parse_signal, signal_name
 from supervisor.spec import ChildSpec
 
-__all__ = ["ChildDriver", "ChildStatistics", "PrepareHook", "StartHook"]
+__all__ = ["ChangeHook", "ChildDriver", "ChildStatistics", "PrepareHook", "StartHook"]
 
 log = structlog.get_logger("supd.child")
 # How long one Prepare step (port reaping, stored state) may take.
@@ -54,8 +55,15 @@ PrepareHook = Callable[[ChildSpec], Awaitable[None]]
 """Awaited before every spawn; raising SupervisorError makes it a failed start with that message."""
 StartHook = Callable[["ChildDriver", int], None]
 """Called with the driver and the generation number once a process started (stored state replays from here)."""
+ChangeHook = Callable[["ChildDriver"], None]
+"""Called after every message the driver handled (its state or readiness may have changed)."""
 
-_ANNOUNCE_KIND = {"restarting": EventKind.RESTARTING, "fatal": EventKind.FATAL, "stopped": EventKind.STOPPED}
+_ANNOUNCE_KIND = {
+    "restarting": EventKind.RESTARTING,
+    "fatal": EventKind.FATAL,
+    "stopped": EventKind.STOPPED,
+    "unhealthy": EventKind.UNHEALTHY,
+}
 _CLOSE_KIND = {"remove": EventKind.REMOVED, "shutdown": EventKind.SHUTDOWN}
 
 
@@ -71,7 +79,10 @@ class ChildStatistics:
     uptime_seconds: float
     next_start_in_seconds: float
     fatal_reason: str
-    ready: bool
+    ready: bool  # the probes' verdict (True without probes once running); stored state is the keeper's
+    not_ready_reason: str
+    unhealthy_reason: str  # a liveness or startup probe failing, or the restart it caused
+    probes: tuple[ProbeState, ...]
     last_exit: ExitRecord | None
     output: OutputStatistics
 
@@ -106,7 +117,12 @@ class _GenerationEnded:
     info: ExitRecord
 
 
-_Message = _Request | _Signal | _TimerFired | _GenerationEnded
+@dataclasses.dataclass
+class _ProbeVerdict:
+    verdict: Verdict
+
+
+_Message = _Request | _Signal | _TimerFired | _GenerationEnded | _ProbeVerdict
 
 
 @dataclasses.dataclass
@@ -129,6 +145,7 @@ class ChildDriver:
         scanner: SessionScanner | None = None,
         prepare: Sequence[PrepareHook] = (),
         on_start: Sequence[StartHook] = (),
+        on_change: Sequence[ChangeHook] = (),
     ) -> None:
         self.spec = spec
         self.output = ChildOutput(spec.name, spec.ring_bytes, spec.max_line_bytes, sinks)
@@ -138,6 +155,9 @@ class ChildDriver:
         self._scanner = scanner or SessionScanner()
         self._prepare = tuple(prepare)
         self._on_start = tuple(on_start)
+        self._on_change = tuple(on_change)
+        self._prober: Prober | None = None
+        self._prober_scope: anyio.CancelScope | None = None
         self._gen: Generation | None = None
         self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
         self._waiters: list[_Waiter] = []
@@ -216,6 +236,8 @@ class ChildDriver:
                     await self._feed(lc.BackoffElapsed(time.monotonic()))
                 case _GenerationEnded(gen, info):
                     await self._on_generation_ended(gen, info)
+                case _ProbeVerdict(verdict):
+                    await self._on_verdict(verdict)
         except SupervisorError as exc:
             if isinstance(message, _Request | _Signal):
                 message.reply.fail(exc)
@@ -360,11 +382,57 @@ class ChildDriver:
         assert self._task_group is not None
         await self._task_group.start(gen.run, self._report_end)
         await self._feed(lc.Started(time.monotonic()))
+        await self._start_probes(number, proc.started_at)
         for hook in self._on_start:
             try:
                 hook(self, number)
             except Exception:  # noqa: BLE001 - a hook's bug must not fail a start that succeeded; logged
                 self._log.exception("child.start_hook.failed", generation=number)
+
+    # Probes ------------------------------------------------------------------------------
+
+    async def _start_probes(self, generation: int, started_at: float) -> None:
+        """Probe the new process; without probes it is ready as soon as it runs."""
+        if not self.spec.probes():
+            await self._feed(lc.Ready(time.monotonic()))
+            return
+        prober = self._prober = Prober(self.spec, generation, started_at, self._report_verdict)
+        scope = self._prober_scope = anyio.CancelScope()
+        assert self._task_group is not None
+        self._task_group.start_soon(self._run_prober, prober, scope)
+
+    async def _run_prober(self, prober: Prober, scope: anyio.CancelScope) -> None:
+        with scope:
+            await prober.run()
+
+    def _stop_probes(self) -> None:
+        if self._prober_scope is not None:
+            self._prober_scope.cancel()
+            self._prober_scope = None
+
+    async def _report_verdict(self, verdict: Verdict) -> None:
+        try:
+            await self._put(_ProbeVerdict(verdict))
+        except NotFound:
+            return  # removed meanwhile: nothing to decide
+
+    async def _on_verdict(self, verdict: Verdict) -> None:
+        if verdict.generation != self.generation or self.state is not lc.State.RUNNING:
+            return  # about a process that is gone or going
+        now = time.monotonic()
+        if verdict.unhealthy:
+            self._log.warning("child.unhealthy", probe=verdict.probe, reason=verdict.reason)
+            await self._feed(lc.Unhealthy(now, self.spec.stop_grace_seconds, verdict.reason))
+            return
+        if verdict.ready:
+            await self._feed(lc.Ready(now))
+            message = f"ready ({verdict.probe} probe: {verdict.reason})" if verdict.reason else "ready"
+            self.output.append_event(self._event(EventKind.READY, message, probe=verdict.probe))
+            self._log.info("child.ready", probe=verdict.probe)
+        else:
+            await self._feed(lc.NotReady(now, verdict.reason))
+            self.output.append_event(self._event(EventKind.NOT_READY, verdict.reason, probe=verdict.probe))
+            self._log.warning("child.not_ready", probe=verdict.probe, reason=verdict.reason)
 
     async def _start_failed(self, reason: str) -> None:
         self._log.error("child.spawn.failed", generation=self.generation, error=reason)
@@ -388,10 +456,13 @@ class ChildDriver:
             self._log.error("child.exit.unreported", pid=gen.process.pid, generation=gen.number)
 
     async def _on_generation_ended(self, gen: Generation, info: ExitRecord) -> None:
+        if gen.number == self.generation:
+            self._stop_probes()
+        cur = self.lifecycle
         record = finish_exit(
             info,
             gen.number,
-            requested=self.lifecycle.state is lc.State.STOPPING,
+            requested=cur.state is lc.State.STOPPING and cur.then is not lc.Then.UNHEALTHY,
             grace=gen.grace,
             leader_killed=gen.leader_killed,
             leftovers_killed=gen.leftovers_killed,
@@ -407,7 +478,15 @@ class ChildDriver:
         await self._feed(lc.Exited(time.monotonic(), info.failed))
 
     def _settle(self) -> None:
-        """Answer every waiter whose outcome is known now."""
+        """Answer every waiter whose outcome is known now; tell the change hooks."""
+        self._answer_waiters()
+        for hook in self._on_change:
+            try:
+                hook(self)
+            except Exception:  # noqa: BLE001 - a hook's bug must not stop the driver; logged
+                self._log.exception("child.change_hook.failed")
+
+    def _answer_waiters(self) -> None:
         state = self.lifecycle.state
         removed = state is lc.State.REMOVED
         settled = state not in (lc.State.STARTING, lc.State.STOPPING)
@@ -470,6 +549,15 @@ class ChildDriver:
 
     # Snapshots ----------------------------------------------------------------------
 
+    def _failing_probe(self) -> str:
+        """Why a running child is unhealthy now: its liveness or startup probe failing (not yet at the threshold)."""
+        if self._prober is None or self.state is not lc.State.RUNNING or self._prober.generation != self.generation:
+            return ""
+        for state in self._prober.statuses.values():
+            if state.name != "readiness" and state.failures and state.last is not None:
+                return f"{state.name} probe failing ({state.failures} in a row): {state.last.message}"
+        return ""
+
     def _event(self, kind: EventKind, message: str, **fields: Any) -> ChildEvent:
         return ChildEvent(kind=kind, time_ns=time.time_ns(), generation=self.generation, message=message, **fields)
 
@@ -488,7 +576,10 @@ class ChildDriver:
             uptime_seconds=now - gen.process.started_at if running and gen else 0.0,
             next_start_in_seconds=max(0.0, cur.next_start_at - now) if cur.next_start_at else 0.0,
             fatal_reason=cur.fatal_reason if cur.state is lc.State.FATAL else "",
-            ready=cur.ready,
+            ready=cur.ready and cur.state is lc.State.RUNNING,
+            not_ready_reason=cur.not_ready_reason,
+            unhealthy_reason=cur.unhealthy_reason or self._failing_probe(),
+            probes=tuple(dataclasses.replace(p) for p in self._prober.statuses.values()) if self._prober else (),
             last_exit=self.last_exit,
             output=self.output.statistics(),
         )

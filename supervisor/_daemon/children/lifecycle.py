@@ -11,6 +11,7 @@ States::
 
     STOPPED --start--> STARTING --Started--> RUNNING --exit--> EXITED | BACKOFF | FATAL
     RUNNING/STARTING --stop|restart|remove|shutdown--> STOPPING --exit--> STOPPED | STARTING | REMOVED
+    RUNNING --Unhealthy (a liveness or startup probe at its threshold)--> STOPPING --exit--> BACKOFF | FATAL | EXITED
     BACKOFF --BackoffElapsed--> STARTING
     any --remove|shutdown (nothing running)--> REMOVED (terminal: every later request is refused)
 
@@ -50,6 +51,7 @@ __all__ = [
     "StopRequested",
     "Terminate",
     "Then",
+    "Unhealthy",
     "step",
 ]
 
@@ -72,6 +74,7 @@ class Then(enum.Enum):
     START = "start"  # an explicit Restart: start again
     REMOVE = "remove"  # the child is removed
     SHUTDOWN = "shutdown"  # supd is exiting
+    UNHEALTHY = "unhealthy"  # a probe failed: what follows is an automatic restart, as after a failed exit
 
 
 _IDLE = (State.STOPPED, State.EXITED, State.FATAL, State.BACKOFF)
@@ -157,8 +160,17 @@ class NotReady:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Unhealthy:
+    """A liveness or startup probe reached its failure threshold: stop within ``grace`` s, then restart."""
+
+    now: float
+    grace: float
+    reason: str
+
+
 Request = StartRequested | RestartRequested | StopRequested | RemoveRequested | ShutdownRequested
-Event = Request | Prepared | Started | StartFailed | Exited | BackoffElapsed | Ready | NotReady
+Event = Request | Prepared | Started | StartFailed | Exited | BackoffElapsed | Ready | NotReady | Unhealthy
 
 # Actions ------------------------------------------------------------------
 
@@ -196,7 +208,7 @@ class CancelRestart:
 
 @dataclasses.dataclass(frozen=True)
 class Announce:
-    """Tell listeners: kind is "restarting", "fatal" or "stopped"."""
+    """Tell listeners: kind is "restarting", "fatal", "stopped" or "unhealthy"."""
 
     kind: str
     message: str
@@ -236,6 +248,7 @@ class Lifecycle:
     fatal_reason: str = ""
     ready: bool = False
     not_ready_reason: str = ""
+    unhealthy_reason: str = ""  # while STOPPING with then UNHEALTHY: the probe failure that caused it
 
 
 def step(lc: Lifecycle, spec: ChildSpec, event: Event) -> tuple[Lifecycle, list[Action]]:
@@ -257,6 +270,9 @@ def step(lc: Lifecycle, spec: ChildSpec, event: Event) -> tuple[Lifecycle, list[
             return _after_exit(dataclasses.replace(lc, started_at=now), spec, now, True, reason)
         case Exited(now, failed) if lc.state in _LIVE:
             return _after_exit(lc, spec, now, failed, "")
+        case Exited(now) | StartFailed(now) if lc.state is State.STOPPING and lc.then is Then.UNHEALTHY:
+            base = dataclasses.replace(lc, then=Then.STOP, unhealthy_reason="")
+            return _after_exit(base, spec, now, True, "", cause=f"restarted: {lc.unhealthy_reason}")
         case Exited() | StartFailed() if lc.state is State.STOPPING:
             return _after_stop(lc)
         case BackoffElapsed() if lc.state is State.BACKOFF:
@@ -265,6 +281,9 @@ def step(lc: Lifecycle, spec: ChildSpec, event: Event) -> tuple[Lifecycle, list[
             return dataclasses.replace(lc, ready=True, not_ready_reason=""), []
         case NotReady(_, reason) if lc.state is State.RUNNING:
             return dataclasses.replace(lc, ready=False, not_ready_reason=reason), []
+        case Unhealthy(_, grace, reason) if lc.state is State.RUNNING:
+            stopping = dataclasses.replace(_stopping(lc, Then.UNHEALTHY), unhealthy_reason=reason)
+            return stopping, [Announce("unhealthy", reason), Terminate(grace, "unhealthy")]
     return lc, []
 
 
@@ -287,7 +306,7 @@ def _request(lc: Lifecycle, spec: ChildSpec, event: Request) -> tuple[Lifecycle,
         case RestartRequested() if s is State.STOPPING and lc.then is Then.REMOVE:
             return lc, [Refuse(f"child {spec.name!r} is being removed")]
         case RestartRequested() if s is State.STOPPING:
-            return dataclasses.replace(lc, then=Then.START), []
+            return dataclasses.replace(lc, then=Then.START, unhealthy_reason=""), []
         case RestartRequested() if s is State.FATAL:
             return Lifecycle(state=State.STARTING), [Prepare()]  # the way out of FATAL starts afresh
         case RestartRequested() if s in _IDLE:
@@ -296,8 +315,8 @@ def _request(lc: Lifecycle, spec: ChildSpec, event: Request) -> tuple[Lifecycle,
             return dataclasses.replace(lc, state=State.STARTING, next_start_at=None), [*cancel, Prepare()]
         case StopRequested(_, grace) if s in _LIVE:
             return _stopping(lc, Then.STOP), [Terminate(grace, "stop")]
-        case StopRequested() if s is State.STOPPING and lc.then is Then.START:
-            return dataclasses.replace(lc, then=Then.STOP), []
+        case StopRequested() if s is State.STOPPING and lc.then in (Then.START, Then.UNHEALTHY):
+            return dataclasses.replace(lc, then=Then.STOP, unhealthy_reason=""), []
         case StopRequested() if s is State.BACKOFF:
             return dataclasses.replace(lc, state=State.STOPPED, next_start_at=None), [
                 CancelRestart(),
@@ -310,7 +329,7 @@ def _request(lc: Lifecycle, spec: ChildSpec, event: Request) -> tuple[Lifecycle,
             if s in _LIVE:
                 return _stopping(lc, then), [Terminate(grace, then.value)]
             if s is State.STOPPING:
-                return dataclasses.replace(lc, then=then), [Terminate(grace, then.value)]
+                return dataclasses.replace(lc, then=then, unhealthy_reason=""), [Terminate(grace, then.value)]
             cancel = [CancelRestart()] if s is State.BACKOFF else []
             return _removed(lc, then, cancel)
     raise AssertionError(f"unhandled request {event!r}")  # pragma: no cover - the match is exhaustive
@@ -340,12 +359,15 @@ def _after_stop(lc: Lifecycle) -> tuple[Lifecycle, list[Action]]:
 
 
 def _after_exit(
-    lc: Lifecycle, spec: ChildSpec, now: float, failed: bool, start_error: str
+    lc: Lifecycle, spec: ChildSpec, now: float, failed: bool, start_error: str, *, cause: str = ""
 ) -> tuple[Lifecycle, list[Action]]:
-    """Decide between EXITED, BACKOFF and FATAL once a process ended by itself (or never started)."""
+    """Decide between EXITED, BACKOFF and FATAL once a process ended by itself (or never started).
+
+    ``cause`` says why it ended when supd ended it (a failing probe).
+    """
     ran = now - lc.started_at if lc.started_at is not None else 0.0
     streak = 0 if ran >= spec.backoff.reset_after_seconds else lc.streak
-    base = dataclasses.replace(lc, started_at=None, streak=streak, ready=False)
+    base = dataclasses.replace(lc, state=State.EXITED, started_at=None, streak=streak, ready=False)
     wants = spec.restart is RestartPolicy.ALWAYS or (spec.restart is RestartPolicy.ON_FAILURE and failed)
     if not wants:
         if start_error:
@@ -359,6 +381,8 @@ def _after_exit(
         reason = f"flapping: {len(recent)} restarts within {window:g}s (limit {limit})"
         if start_error:
             reason += f"; last start failed: {start_error}"
+        elif cause:
+            reason += f"; last {cause}"
         return dataclasses.replace(base, state=State.FATAL, fatal_reason=reason, recent_restarts=recent), [
             Announce("fatal", reason)
         ]
@@ -371,5 +395,5 @@ def _after_exit(
         recent_restarts=recent,
         next_start_at=now + delay,
     )
-    why = f"start failed: {start_error}" if start_error else "exited"
+    why = f"start failed: {start_error}" if start_error else cause or "exited"
     return nxt, [ScheduleRestart(delay), Announce("restarting", f"{why}; restarting in {delay:g}s", delay)]

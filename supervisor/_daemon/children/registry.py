@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -95,6 +95,10 @@ class Registry:
         self._prepare = tuple(prepare) + ((keeper.prepare,) if keeper is not None else ())
         self._on_start = (keeper.started,) if keeper is not None else ()
         self.keeper = keeper
+        # Called with a child's name whenever it may have changed, removal included (grpc.health.v1 listens).
+        self.watchers: list[Callable[[str], None]] = []
+        if keeper is not None:
+            keeper.watchers = self.watchers
         self._locks = _NameLocks()
         self._scanner = SessionScanner()
         self._task_group: TaskGroup | None = None
@@ -154,7 +158,8 @@ class Registry:
                 await self.keeper.declared(spec, persist=persist)
             assert self._task_group is not None
             driver = ChildDriver(
-                spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start
+                spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start,
+                on_change=(self._changed,),
             )
             # No await between the closing check and the insertion: shutdown sees every driver.
             self._children[spec.name] = driver
@@ -201,7 +206,12 @@ class Registry:
         if forget and self.keeper is not None:
             # After the stop: a supd killed in between declares the child again, as the Remove never answered.
             await self.keeper.forget(driver.name)
+        self._changed(driver)
         return ended
+
+    def _changed(self, driver: ChildDriver) -> None:
+        for watcher in self.watchers:
+            watcher(driver.name)
 
     async def shutdown(self, deadline: float) -> list[str]:
         """Stop every child in parallel by ``deadline`` (monotonic); the names still alive then.

@@ -78,6 +78,9 @@ class EventKind(enum.Enum):
     SHUTDOWN = "shutdown"
     STATE_APPLIED = "state_applied"
     STATE_FAILED = "state_failed"
+    READY = "ready"
+    NOT_READY = "not_ready"
+    UNHEALTHY = "unhealthy"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ class ChildEvent:
     exit: ExitRecord | None = None
     restart_in_seconds: float = 0.0
     revision: int = 0  # STATE_APPLIED and STATE_FAILED: the state revision
+    probe: str = ""  # READY, NOT_READY and UNHEALTHY: the probe that decided
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -75,6 +75,8 @@ class StateKeeper:
         self._locks: dict[str, anyio.Lock] = {}
         self._replays: dict[str, anyio.CancelScope] = {}
         self._task_group: TaskGroup | None = None
+        # Called with a child's name when whether its state is applied may have changed.
+        self.watchers: list[Callable[[str], None]] = []
 
     async def __aenter__(self) -> StateKeeper:
         for name, revision in (await self._store.accepted_revisions()).items():
@@ -166,6 +168,7 @@ class StateKeeper:
             return
         st.applied = st.applied_generation = st.applied_driver = 0  # a new process holds nothing yet
         st.error = ""
+        self._changed(driver.name)
         if st.prepared and st.prepared == st.accepted:
             st.prepared = 0
             self._applied(driver, generation, st.accepted, "written before the start")
@@ -216,6 +219,7 @@ class StateKeeper:
                     )
                 except (DeliveryRejected, DeliveryFailed) as exc:
                     st.error = exc.message
+                    self._changed(name)
                     log.warning(
                         "state.replay.failed", child=name, generation=generation, revision=stored.revision,
                         error=exc.message, round=round_,
@@ -341,7 +345,12 @@ class StateKeeper:
         st.applied, st.applied_generation, st.applied_driver = revision, generation, id(driver)
         st.applied_ns, st.error = time.time_ns(), ""
         driver.output.append_event(self._event(driver, EventKind.STATE_APPLIED, detail, revision))
+        self._changed(driver.name)
         log.info("state.applied", child=driver.name, generation=generation, revision=revision, detail=detail)
+
+    def _changed(self, name: str) -> None:
+        for watcher in self.watchers:
+            watcher(name)
 
     @staticmethod
     def _event(driver: ChildDriver, kind: EventKind, message: str, revision: int) -> ChildEvent:
