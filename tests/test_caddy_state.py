@@ -161,13 +161,18 @@ def test_a_sigkilled_caddy_is_restarted_and_serves_its_routes_again_without_a_cl
     os.kill(old.pid, signal.SIGKILL)
     wait_for(lambda: process_gone(old.pid), 10, what="the killed caddy to be gone")
     # No Reload from here on: supd restarts Caddy and delivers the accepted revision to the new process.
-    wait_for(lambda: caddy.served() == (200, b"back again"), 15, what="the restarted caddy to serve /hello again")
+    seen: list[pb.ChildInfo] = []
 
     def ready() -> pb.ChildInfo | None:
         c = info(caddy.stub)
+        seen.append(c)
         return c if c.ready and c.generation > old.generation else None
 
-    child = wait_for(ready, 10, what="the restarted caddy to be ready")
+    child = wait_for(ready, 15, what="the restarted caddy to be ready")
+    early = [(c.generation, c.state_revision, c.state_applied_revision)
+             for c in seen if c.ready and c.state_applied_revision != c.state_revision]
+    assert not early, f"ready before its state was applied (generation, revision, applied): {early}"
+    assert caddy.served() == (200, b"back again"), "ready, so the restarted caddy serves /hello"
     assert child.pid != old.pid and child.state == pb.CHILD_STATE_RUNNING
     assert child.state_applied_revision == child.state_revision == 1 and child.state_error == ""
     applied = follower.wait_event(pb.Event.KIND_STATE_APPLIED)
