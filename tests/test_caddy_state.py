@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
+from supervisor.testing import running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -85,11 +86,14 @@ def reload(stub: pb_grpc.SupervisorStub, state: bytes) -> pb.ReloadResponse:
 class Caddy:
     """Caddy run by supd (restart ALWAYS, short backoff), its admin API as the http state delivery."""
 
-    def __init__(self, stub: pb_grpc.SupervisorStub, tmp_path: pathlib.Path) -> None:
+    def __init__(self, tmp_path: pathlib.Path) -> None:
         assert CADDY, "caddy is missing: .ci/run installs it with apt-get"
-        self.stub = stub
+        self.tmp_path = tmp_path
         self.admin, self.http = free_port(), free_port()
-        initial = tmp_path / "caddy-admin-only.json"
+
+    def spawn(self, stub: pb_grpc.SupervisorStub) -> None:
+        self.stub = stub
+        initial = self.tmp_path / "caddy-admin-only.json"
         initial.write_text(json.dumps({"admin": {"listen": f"127.0.0.1:{self.admin}"}}))
         delivery = pb.StateDelivery(
             http=pb.HttpDelivery(url=f"http://127.0.0.1:{self.admin}/load", timeout_seconds=5),
@@ -97,8 +101,9 @@ class Caddy:
             ready_timeout_seconds=15,
         )
         # caddy run ignores its autosaved config (no --resume): a restarted Caddy holds only the admin block.
-        env = {"XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path),
-               "PATH": "/usr/bin:/bin"}
+        home = str(self.tmp_path)
+        env = {"XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home, "HOME": home, "PATH": "/usr/bin:/bin"}
+        assert CADDY
         spawn(
             stub, "caddy", [CADDY, "run", "--config", str(initial)], env=env,
             restart=pb.RESTART_POLICY_ALWAYS, backoff=pb.Backoff(initial_seconds=0.05, max_seconds=0.2),
@@ -115,7 +120,9 @@ class Caddy:
 
 @pytest.fixture
 def caddy(stub: pb_grpc.SupervisorStub, tmp_path: pathlib.Path) -> Caddy:
-    return Caddy(stub, tmp_path)
+    c = Caddy(tmp_path)
+    c.spawn(stub)
+    return c
 
 
 def test_a_reloaded_config_is_served_by_caddy(caddy: Caddy) -> None:
@@ -181,3 +188,30 @@ def test_a_sigkilled_caddy_is_restarted_and_serves_its_routes_again_without_a_cl
     follower.cancel()
     status, held = fetch(caddy.admin, "/config/")
     assert status == 200 and json.loads(held) == caddy.config("back again")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="supd builds a TLS context (httpx's, from SSL_CERT_FILE) for every http delivery, plain http:// too:"
+    " a missing CA file makes Reload INTERNAL and kills supd when it replays (supervisor/_daemon/state/deliver.py,"
+    " _http_client)",
+)
+def test_plain_http_delivery_does_not_depend_on_tls_settings(tmp_path: pathlib.Path) -> None:
+    """Caddy's admin API is plain HTTP: a CA bundle setting that does not fit (a pod's SSL_CERT_FILE for
+    another image) must neither fail its Reload nor take supd down when it replays Caddy's state."""
+    caddy = Caddy(tmp_path)
+    config = json.dumps(caddy.config("no TLS involved")).encode()
+    with running_supervisor(tmp_path) as first:
+        caddy.spawn(first.stub())
+        reload(caddy.stub, config)
+    # The same store, now with a CA bundle setting that names no file: the replay at start, then a Reload.
+    with running_supervisor(tmp_path, env={"SSL_CERT_FILE": str(tmp_path / "missing-ca.pem")}) as second:
+        stub = second.stub()
+        wait_for(lambda: second.proc.poll() is not None or caddy.served() == (200, b"no TLS involved"), 15,
+                 what="the replay to the re-created caddy")
+        assert second.proc.poll() is None, f"supd exited while replaying: {second.stderr_text()[-2000:]}"
+        child = wait_for(lambda: (c := info(stub)).ready and c, 10, what="the re-created caddy to be ready")
+        assert child.state_applied_revision == child.state_revision == 1
+        caddy.stub = stub
+        assert reload(stub, json.dumps(caddy.config("reloaded")).encode()).revision == 2
+        assert caddy.served() == (200, b"reloaded")
