@@ -9,16 +9,18 @@ One supd (its store in a temporary directory) runs one child, ``tests/admin_serv
 
 1. Reload latency: N Reloads of a ~2 KiB JSON, interleaved with the same POST
    sent straight to the child from this process with httpx (supd's own client
-   library), once with a new ``httpx.AsyncClient`` per request (what supd's
-   delivery does) and once over one kept-alive client; beside them a Health RPC
-   (the gRPC round trip alone) and the store's two fsynced transactions of a
-   Reload (begin + accept, a StateStore of this process in the same file system).
+   library): with a new ``httpx.AsyncClient`` per request (what supd's delivery
+   does), the same with one TLS context made once and reused, and over one
+   kept-alive client; beside them the cost of ``httpx.AsyncHTTPTransport()``
+   alone, a Health RPC (the gRPC round trip alone) and the store's two fsynced
+   transactions of a Reload (begin + accept, a StateStore of this process in the
+   same file system).
 2. SIGKILL to state applied: K times, the child is SIGKILLed; a Stream follows
    its events (EXITED, STARTED, STATE_APPLIED); once the EXITED event is here,
-   this process polls the port every 0.5 ms. Per kill: the time to supd's EXITED and STARTED stamps, to the port
-   accepting a connection again, to supd's STATE_APPLIED stamp and to the event's
-   arrival here; then applied minus accepting. Target: state applied ≤ 100 ms
-   after the port accepts.
+   this process polls the port every 0.5 ms. Per kill: the time to supd's
+   EXITED and STARTED stamps, to the port accepting a connection again, to
+   supd's STATE_APPLIED stamp and to the event's arrival here; then applied
+   minus accepting. Target: state applied ≤ 100 ms after the port accepts.
 
 The exit status is 1 when something failed (a Reload refused, a restarted child
 not holding the state); a missed target is printed as MISSED, not a failure.
