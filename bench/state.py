@@ -305,6 +305,9 @@ def print_report(result: dict[str, Any]) -> bool:
     added50 = a["reload"]["p50"] - a["direct_new_client"]["p50"]
     added99 = a["reload"]["p99"] - a["direct_new_client"]["p99"]
     print(f"{'what supd adds (Reload - direct POST as supd)':48}{added50:8.2f}{added99:8.2f}")
+    reused50 = a["reload"]["p50"] - a["direct_reused_tls"]["p50"]
+    reused99 = a["reload"]["p99"] - a["direct_reused_tls"]["p99"]
+    print(f"{'Reload - direct POST with a reused TLS context':48}{reused50:8.2f}{reused99:8.2f}")
 
     rows = result["kills"]
     print(f"\n2. SIGKILL of the child to its state applied again, {len(rows)} kills (ms after the kill)")
