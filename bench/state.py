@@ -21,6 +21,9 @@ One supd (its store in a temporary directory) runs one child, ``tests/admin_serv
    EXITED and STARTED stamps, to the port accepting a connection again, to
    supd's STATE_APPLIED stamp and to the event's arrival here; then applied
    minus accepting. Target: state applied ≤ 100 ms after the port accepts.
+3. Health beside Reloads: Health latency (one call every 2 ms, for
+   ``--health-seconds``) with supd idle, then while another thread sends
+   Reloads back to back: what a delivery costs supd's other clients.
 
 The exit status is 1 when something failed (a Reload refused, a restarted child
 not holding the state); a missed target is printed as MISSED, not a failure.
@@ -51,7 +54,7 @@ import httpx
 import structlog
 
 from supervisor._daemon.state.store import StateStore
-from supervisor.testing import running_supervisor, wait_until
+from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -282,6 +285,43 @@ def kill_to_applied(stub: pb_grpc.SupervisorStub, port: int, kills: int, poll: f
     return rows
 
 
+# --- 3. Health beside Reloads ---------------------------------------------------------------------------------
+
+
+def health_beside_reloads(sup: SupervisorProcess, seconds: float, size: int) -> dict[str, Any]:
+    """Health latency (one call every 2 ms) for ``seconds`` with supd idle, then with Reloads back to back."""
+
+    def probe() -> list[float]:
+        with sup.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            out, end = [], time.monotonic() + seconds
+            while time.monotonic() < end:
+                out.append(timed(lambda: stub.Health(pb.HealthRequest(name=NAME), timeout=10)) * 1000)
+                time.sleep(0.002)
+            return out
+
+    idle = probe()
+    stop, count = threading.Event(), [0]
+
+    def reloader() -> None:
+        with sup.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            while not stop.is_set():
+                body = payload(count[0], size)
+                stub.Reload(pb.ReloadRequest(name=NAME, state=body, content_type="application/json"), timeout=30)
+                count[0] += 1
+
+    thread = threading.Thread(target=reloader)
+    thread.start()
+    try:
+        busy = probe()
+    finally:
+        stop.set()
+        thread.join(60)
+    return {"idle": {**summary(idle), "samples_ms": idle}, "reloading": {**summary(busy), "samples_ms": busy},
+            "reloads": count[0], "seconds": seconds}
+
+
 # --- printing ----------------------------------------------------------------------------------------------------
 
 
@@ -334,6 +374,12 @@ def print_report(result: dict[str, Any]) -> bool:
     for i, r in enumerate(rows, 1):
         print(f"  {i:3d}  {r['accepting_ms']:7.1f}  {r['applied_received_ms']:7.1f}  "
               f"{r['applied_after_accepting_ms']:+7.1f}")
+    h = result["health"]
+    print(f"\n3. Health latency, one call every 2 ms for {h['seconds']:g} s each (ms)")
+    print(f"{'':48}{'calls':>8}{'p50':>8}{'p99':>8}{'max':>8}")
+    for key, label in [("idle", "supd idle"), ("reloading", f"Reloads back to back ({h['reloads']} done)")]:
+        s = h[key]
+        print(f"{label:48}{s['n']:8d}{s['p50']:8.2f}{s['p99']:8.2f}{s['max']:8.2f}")
     return met
 
 
@@ -342,6 +388,7 @@ def main() -> int:
     parser.add_argument("--reloads", type=int, default=200)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--state-bytes", type=int, default=2048)
+    parser.add_argument("--health-seconds", type=float, default=3.0, help="length of each Health probe (part 3)")
     parser.add_argument("--poll-ms", type=float, default=0.5, help="port polling interval")
     parser.add_argument("--json", type=pathlib.Path, help="write every figure and sample here")
     args = parser.parse_args()
@@ -371,6 +418,7 @@ def main() -> int:
                 "cpus": os.cpu_count(), "reloads": args.reloads, "state_bytes": args.state_bytes,
                 "reload": reload_latency(stub, port, args.reloads, args.state_bytes, str(tmp_path / "bench-store")),
             }
+            result["health"] = health_beside_reloads(sup, args.health_seconds, args.state_bytes)
             result["kills"] = kill_to_applied(stub, port, args.kills, args.poll_ms / 1000)
             if sup.proc.poll() is not None:
                 raise SystemExit(f"FAILED: supd exited with {sup.proc.returncode}")
