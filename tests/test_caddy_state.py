@@ -9,6 +9,7 @@ endpoint away from the delivery URL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -17,6 +18,7 @@ import signal
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -93,7 +95,7 @@ class Caddy:
 
     def spawn(self, stub: pb_grpc.SupervisorStub) -> None:
         self.stub = stub
-        initial = self.tmp_path / "caddy-admin-only.json"
+        initial = self.tmp_path / "caddy-admin-only.json"  # no_caddy_left_behind finds Caddy by this path
         initial.write_text(json.dumps({"admin": {"listen": f"127.0.0.1:{self.admin}"}}))
         delivery = pb.StateDelivery(
             http=pb.HttpDelivery(url=f"http://127.0.0.1:{self.admin}/load", timeout_seconds=5),
@@ -116,6 +118,29 @@ class Caddy:
 
     def served(self) -> tuple[int, bytes]:
         return fetch(self.http, "/hello")
+
+
+def caddy_pids(config: pathlib.Path) -> list[int]:
+    """Pids of the processes running Caddy with ``config`` (a path unique to one test)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = pathlib.Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # ended meanwhile
+            if str(config).encode() in argv:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_caddy_left_behind(tmp_path: pathlib.Path) -> Iterator[None]:
+    """After the test and its supd are gone: a Caddy that outlived a supd which died is killed, not leaked."""
+    yield
+    for pid in caddy_pids(tmp_path / "caddy-admin-only.json"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
