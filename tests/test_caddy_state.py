@@ -215,12 +215,6 @@ def test_a_sigkilled_caddy_is_restarted_and_serves_its_routes_again_without_a_cl
     assert status == 200 and json.loads(held) == caddy.config("back again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="supd builds a TLS context (httpx's, from SSL_CERT_FILE) for every http delivery, plain http:// too:"
-    " a missing CA file makes Reload INTERNAL and kills supd when it replays (supervisor/_daemon/state/deliver.py,"
-    " _http_client)",
-)
 def test_plain_http_delivery_does_not_depend_on_tls_settings(tmp_path: pathlib.Path) -> None:
     """Caddy's admin API is plain HTTP: a CA bundle setting that does not fit (a pod's SSL_CERT_FILE for
     another image) must neither fail its Reload nor take supd down when it replays Caddy's state."""

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -274,15 +275,27 @@ async def _http_client(m: HttpDelivery) -> AsyncIterator[httpx.AsyncClient]:
     """
     import httpx
 
-    # Plain http never uses TLS (redirects are not followed): skip loading the CA bundle, 30-50 ms a delivery.
-    tls = m.url.startswith("https://")
-    transport = httpx.AsyncHTTPTransport(uds=m.unix_socket or None, verify=tls)
+    # Plain http never uses TLS (redirects are not followed): no CA bundle to load. https loads it once, in a
+    # worker thread: building a context takes 30-60 ms, too long for the event loop and for every delivery.
+    verify: ssl.SSLContext | bool = await _tls_context() if m.url.startswith("https://") else False
+    transport = httpx.AsyncHTTPTransport(uds=m.unix_socket or None, verify=verify)
     client = httpx.AsyncClient(transport=transport, timeout=m.timeout_seconds)
     try:
         yield client
     finally:
         with anyio.CancelScope(shield=True):
             await client.aclose()
+
+
+_TLS: list[ssl.SSLContext] = []
+
+
+async def _tls_context() -> ssl.SSLContext:
+    """The one TLS context of https deliveries (system CAs, or SSL_CERT_FILE), built once off the event loop."""
+    if not _TLS:
+        context = await anyio.to_thread.run_sync(ssl.create_default_context)
+        _TLS[:] = [context]
+    return _TLS[0]
 
 
 async def _http_attempt(

@@ -185,6 +185,12 @@ class StateKeeper:
         with scope:
             try:
                 await self._replay_until_applied(driver, generation)
+            except Exception as exc:  # noqa: BLE001 - a replay's bug must not end supd; logged and shown in Health
+                log.exception("state.replay.crashed", child=driver.name, generation=generation)
+                st = self._status.get(driver.name)
+                if st is not None:
+                    st.error = f"internal error while replaying the state: {exc!r}"
+                    self._changed(driver.name)
             finally:
                 if self._replays.get(driver.name) is scope:
                     del self._replays[driver.name]
