@@ -119,8 +119,8 @@ def follow_logs(sup: SupervisorProcess, *args: str) -> subprocess.Popen[bytes]:
 def test_spawn_ls_logs_round_trip(sup: SupervisorProcess) -> None:
     spawn_finished_child(sup)
     table = ok(sup, "ls").splitlines()
-    assert table[0].split() == ["NAME", "STATE", "PID", "GEN", "RESTARTS", "UPTIME", "LAST-EXIT"]
-    assert table[1].split()[:5] == ["web", "EXITED", "-", "1", "0"]
+    assert table[0].split() == ["NAME", "STATE", "HEALTH", "PID", "GEN", "RESTARTS", "UPTIME", "LAST-EXIT"]
+    assert table[1].split()[:6] == ["web", "EXITED", "DOWN", "-", "1", "0"]
 
     result = supctl(sup, "logs", "web")
     assert result.returncode == 0, result.stderr

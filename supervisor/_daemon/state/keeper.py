@@ -185,7 +185,7 @@ class StateKeeper:
         with scope:
             try:
                 await self._replay_until_applied(driver, generation)
-            except Exception as exc:  # noqa: BLE001 - a replay's bug must not end supd; logged and shown in Health
+            except Exception as exc:
                 log.exception("state.replay.crashed", child=driver.name, generation=generation)
                 st = self._status.get(driver.name)
                 if st is not None:
