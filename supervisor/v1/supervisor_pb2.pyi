@@ -75,8 +75,10 @@ class _ChildHealthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChildHeal
     CHILD_HEALTH_READY: _ChildHealth.ValueType  # 3
     """The process runs and is ready."""
     CHILD_HEALTH_UNHEALTHY: _ChildHealth.ValueType  # 4
-    """The process runs but its liveness or startup probe is failing; at the
-    failure threshold it is restarted.
+    """The process runs but its liveness probe is failing (at the failure
+    threshold it is restarted), or it is being stopped because its liveness
+    or startup probe reached the threshold. A startup probe that has not
+    passed yet means NOT_READY: the child is still starting.
     """
 
 class ChildHealth(_ChildHealth, metaclass=_ChildHealthEnumTypeWrapper):
@@ -93,8 +95,10 @@ readiness probe has not passed, or its stored state is not applied).
 CHILD_HEALTH_READY: ChildHealth.ValueType  # 3
 """The process runs and is ready."""
 CHILD_HEALTH_UNHEALTHY: ChildHealth.ValueType  # 4
-"""The process runs but its liveness or startup probe is failing; at the
-failure threshold it is restarted.
+"""The process runs but its liveness probe is failing (at the failure
+threshold it is restarted), or it is being stopped because its liveness
+or startup probe reached the threshold. A startup probe that has not
+passed yet means NOT_READY: the child is still starting.
 """
 Global___ChildHealth: _TypeAlias = ChildHealth  # noqa: Y015
 

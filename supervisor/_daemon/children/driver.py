@@ -62,7 +62,6 @@ _ANNOUNCE_KIND = {
     "restarting": EventKind.RESTARTING,
     "fatal": EventKind.FATAL,
     "stopped": EventKind.STOPPED,
-    "unhealthy": EventKind.UNHEALTHY,
 }
 _CLOSE_KIND = {"remove": EventKind.REMOVED, "shutdown": EventKind.SHUTDOWN}
 
@@ -422,6 +421,7 @@ class ChildDriver:
         now = time.monotonic()
         if verdict.unhealthy:
             self._log.warning("child.unhealthy", probe=verdict.probe, reason=verdict.reason)
+            self.output.append_event(self._event(EventKind.UNHEALTHY, verdict.reason, probe=verdict.probe))
             await self._feed(lc.Unhealthy(now, self.spec.stop_grace_seconds, verdict.reason))
             return
         if verdict.ready:
@@ -550,12 +550,15 @@ class ChildDriver:
     # Snapshots ----------------------------------------------------------------------
 
     def _failing_probe(self) -> str:
-        """Why a running child is unhealthy now: its liveness or startup probe failing (not yet at the threshold)."""
+        """Why a running child is unhealthy now: its liveness probe failing, not yet at its threshold.
+
+        A startup probe that has not passed yet means the child is still starting (not ready), not unhealthy.
+        """
         if self._prober is None or self.state is not lc.State.RUNNING or self._prober.generation != self.generation:
             return ""
-        for state in self._prober.statuses.values():
-            if state.name != "readiness" and state.failures and state.last is not None:
-                return f"{state.name} probe failing ({state.failures} in a row): {state.last.message}"
+        state = self._prober.statuses.get("liveness")
+        if state is not None and state.failures and state.last is not None:
+            return f"liveness probe failing ({state.failures} in a row): {state.last.message}"
         return ""
 
     def _event(self, kind: EventKind, message: str, **fields: Any) -> ChildEvent:

@@ -208,7 +208,7 @@ class CancelRestart:
 
 @dataclasses.dataclass(frozen=True)
 class Announce:
-    """Tell listeners: kind is "restarting", "fatal", "stopped" or "unhealthy"."""
+    """Tell listeners: kind is "restarting", "fatal" or "stopped"."""
 
     kind: str
     message: str
@@ -283,7 +283,7 @@ def step(lc: Lifecycle, spec: ChildSpec, event: Event) -> tuple[Lifecycle, list[
             return dataclasses.replace(lc, ready=False, not_ready_reason=reason), []
         case Unhealthy(_, grace, reason) if lc.state is State.RUNNING:
             stopping = dataclasses.replace(_stopping(lc, Then.UNHEALTHY), unhealthy_reason=reason)
-            return stopping, [Announce("unhealthy", reason), Terminate(grace, "unhealthy")]
+            return stopping, [Terminate(grace, "unhealthy")]
     return lc, []
 
 

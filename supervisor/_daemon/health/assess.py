@@ -20,7 +20,7 @@ class Health(enum.Enum):
     DOWN = "down"  # no process runs
     NOT_READY = "not_ready"  # runs, but its startup or readiness probe has not passed, or its state is not applied
     READY = "ready"
-    UNHEALTHY = "unhealthy"  # its liveness or startup probe is failing, or it is being restarted for that
+    UNHEALTHY = "unhealthy"  # its liveness probe is failing, or a probe's failures are restarting it
 
 
 def assess(stats: ChildStatistics, *, state_applied: bool = True, state_reason: str = "") -> tuple[Health, str]:
@@ -40,8 +40,12 @@ def assess(stats: ChildStatistics, *, state_applied: bool = True, state_reason: 
         if stats.not_ready_reason:
             return Health.NOT_READY, stats.not_ready_reason
         startup = next((p for p in stats.probes if p.name == "startup"), None)
-        waiting = "startup" if startup is not None and not startup.passed else "readiness"
-        return Health.NOT_READY, f"the {waiting} probe has not passed yet"
+        waiting = startup if startup is not None and not startup.passed else None
+        waiting = waiting or next((p for p in stats.probes if p.name == "readiness"), None)
+        if waiting is None:
+            return Health.NOT_READY, "starting"
+        last = f" (last: {waiting.last.message})" if waiting.last is not None else ""
+        return Health.NOT_READY, f"the {waiting.name} probe has not passed yet{last}"
     if not state_applied:
         return Health.NOT_READY, state_reason or "its stored state is not applied yet"
     return Health.READY, ""
