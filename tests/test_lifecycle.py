@@ -213,3 +213,45 @@ def test_readiness_is_tracked_only_while_running():
     assert lc.step(lc.Lifecycle(), s, lc.Ready(1)) == (lc.Lifecycle(), [])
     stopping, _ = lc.step(ready, s, lc.StopRequested(3, 1))
     assert not stopping.ready
+
+
+def test_unhealthy_stops_then_restarts_like_a_failed_exit():
+    s = spec(RestartPolicy.NEVER)
+    state, actions = lc.step(running(spec()), spec(), lc.Unhealthy(5, 2.0, "liveness probe failed 3 times: HTTP 500"))
+    assert state.state is lc.State.STOPPING and state.then is lc.Then.UNHEALTHY and not state.ready
+    assert actions == [lc.Terminate(2.0, "unhealthy")]
+    state, actions = lc.step(state, spec(), lc.Exited(6, failed=False))  # even a clean exit counts as a failure
+    assert state.state is lc.State.BACKOFF and state.restart_count == 1
+    assert [a.message for a in actions if isinstance(a, lc.Announce)] == [
+        "restarted: liveness probe failed 3 times: HTTP 500; restarting in 1s"
+    ]
+    # Under restart=never the unhealthy child stays down, as the kubelet's would.
+    state, _ = run(running(s), s, lc.Unhealthy(5, 2.0, "x"), lc.Exited(6, failed=True))
+    assert state.state is lc.State.EXITED
+
+
+def test_a_stop_or_restart_during_an_unhealthy_stop_wins():
+    unhealthy, _ = lc.step(running(spec()), spec(), lc.Unhealthy(5, 2.0, "x"))
+    stopped, _ = run(unhealthy, spec(), lc.StopRequested(5, 1.0), lc.Exited(6, failed=True))
+    assert stopped.state is lc.State.STOPPED and stopped.restart_count == 0
+    restarted, actions = run(unhealthy, spec(), lc.RestartRequested(5, 1.0), lc.Exited(6, failed=True))
+    assert restarted.state is lc.State.STARTING and actions[-1] == lc.Prepare()
+
+
+def test_unhealthy_counts_towards_the_flap_limit():
+    s = spec(limit=2)
+    state = running(s)
+    now = 0.0
+    for _ in range(3):
+        now += 1
+        state, _ = run(state, s, lc.Unhealthy(now, 1.0, "liveness"), lc.Exited(now, failed=False))
+        if state.state is lc.State.FATAL:
+            break
+        state, _ = run(state, s, lc.BackoffElapsed(now), lc.Prepared(now), lc.Started(now))
+    assert state.state is lc.State.FATAL and "last restarted: liveness" in state.fatal_reason
+
+
+def test_probe_verdicts_outside_running_change_nothing():
+    stopped = lc.Lifecycle()
+    assert lc.step(stopped, spec(), lc.Unhealthy(1, 1.0, "x")) == (stopped, [])
+    assert lc.step(stopped, spec(), lc.Ready(1)) == (stopped, [])
