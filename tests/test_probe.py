@@ -188,8 +188,10 @@ async def test_tcp_connected_and_refused() -> None:
         async with ProbeRunner() as runner:
             up = await runner.run(TcpProbe(port=tcp.port), 5)
             down = await runner.run(TcpProbe(port=port), 5)
+            v6 = await runner.run(TcpProbe(port=port, host="::1"), 5)
     assert (up.success, up.message) == (True, "connected")
     assert (down.success, down.message) == (False, f"connection refused (127.0.0.1:{port})")
+    assert not v6.success and v6.message.endswith(f"([::1]:{port})"), v6.message  # refused, or no IPv6 here
 
 
 # --- http ---------------------------------------------------------------------------------------------------
@@ -249,9 +251,12 @@ async def test_http_success_codes_and_no_redirect_followed() -> None:
             moved = await runner.run(HttpProbe(url=web.url + "/redirect"), 5)
             not_listed = await runner.run(HttpProbe(url=web.url + "/healthz", success_codes=(204,)), 5)
             missing = await runner.run(HttpProbe(url=web.url + "/nope"), 5)
+            big = await runner.run(HttpProbe(url=web.url + "/big"), 5)
     assert (moved.success, moved.message) == (True, "HTTP 302")  # 200-399, and /nowhere (404) never asked for
     assert (not_listed.success, not_listed.message) == (False, "HTTP 200: ok")
     assert (missing.success, missing.message) == (False, "HTTP 404: no such path /nope")
+    assert big.output == "x" * OUTPUT_LIMIT + "…"
+    assert big.message == f"HTTP 500: {big.output}"
 
 
 async def test_http_fail_first_and_ready_after() -> None:
@@ -306,8 +311,7 @@ async def test_grpc_named_service_and_unknown_service() -> None:
             api = await runner.run(GrpcProbe(port=rpc.port, service="api"), 5)
             unknown = await runner.run(GrpcProbe(port=rpc.port, service="nope"), 5)
     assert (api.success, api.message) == (True, "SERVING")
-    assert not unknown.success
-    assert unknown.message.startswith("grpc NOT_FOUND"), unknown.message
+    assert (unknown.success, unknown.message) == (False, "grpc NOT_FOUND: service 'nope' unknown to the server")
 
 
 async def test_grpc_nothing_listening_is_unavailable_and_a_later_server_is_seen_at_once() -> None:

@@ -226,7 +226,7 @@ class ProbeRunner:
                 if probe.accepts(status):
                     return ProbeResult(True, f"HTTP {status}", 0.0, status=status)
                 # The head of the body: the status is the verdict, so an endless body must not hold it.
-                async for chunk in answer.aiter_raw():
+                async for chunk in answer.aiter_bytes():
                     body.extend(chunk)
                     if len(body) > OUTPUT_LIMIT:
                         break
@@ -246,7 +246,7 @@ class ProbeRunner:
     async def _grpc_check(self, probe: GrpcProbe, *, deadline_seconds: float) -> ProbeResult:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        channel = await self._channel(f"{probe.host}:{probe.port}")
+        channel = await self._channel(_host_port(probe.host, probe.port))
         channel.calls += 1
         try:
             stub = health_pb2_grpc.HealthStub(channel.channel)
@@ -257,6 +257,8 @@ class ProbeRunner:
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 return _failed(_DEADLINE)
             details = exc.details() or ""
+            if code == grpc.StatusCode.NOT_FOUND and not details:  # the health protocol's word for it
+                details = f"service {probe.service!r} unknown to the server"
             return _failed(f"grpc {code.name}: {details}" if details else f"grpc {code.name}")
         finally:
             channel.calls -= 1
@@ -359,10 +361,15 @@ async def _tcp(probe: TcpProbe) -> ProbeResult:
     try:
         stream = await anyio.connect_tcp(probe.host, probe.port)
     except OSError as exc:
-        return _failed(_os_error(exc, f"{probe.host}:{probe.port}"))
+        return _failed(_os_error(exc, _host_port(probe.host, probe.port)))
     with anyio.CancelScope(shield=True):
         await stream.aclose()
     return ProbeResult(True, "connected", 0.0)
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets: ``[::1]:8080``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _os_error(exc: BaseException, where: str) -> str:
