@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import anyio
@@ -44,6 +45,13 @@ class Server:
 
     def __init__(self, proc: subprocess.Popen[str], port: int) -> None:
         self.proc, self.port = proc, port
+        self.serving = True  # grpc: the status of service ""
+
+    def toggle(self) -> None:
+        """grpc: flip service "" between SERVING and NOT_SERVING, and wait until the server says it did."""
+        self.proc.send_signal(signal.SIGUSR1)
+        self.serving = not self.serving
+        assert self.line() == f"status {'SERVING' if self.serving else 'NOT_SERVING'}"
 
     @property
     def url(self) -> str:
@@ -84,6 +92,35 @@ def server(kind: str, *args: str, port: int = 0) -> Iterator[Server]:
         code = proc.wait(10)
         proc.stdout.close()  # type: ignore[union-attr]
     assert code == 0, f"probe_servers.py {kind} exited {code} on SIGTERM"
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[Server]:
+    with server("http") as web:
+        yield web
+
+
+@pytest.fixture
+def web(http_server: Server) -> Iterator[Server]:
+    """The module's http server, its /healthz answering 200 again after the test."""
+    yield http_server
+    no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    no_proxy.open(urllib.request.Request(http_server.url + "/control/ok", method="POST"), timeout=10).close()
+
+
+@pytest.fixture(scope="module")
+def grpc_server() -> Iterator[Server]:
+    with server("grpc") as rpc:
+        yield rpc
+
+
+@pytest.fixture
+def rpc(grpc_server: Server) -> Iterator[Server]:
+    """The module's grpc server, running and SERVING again after the test."""
+    yield grpc_server
+    grpc_server.proc.send_signal(signal.SIGCONT)
+    if not grpc_server.serving:
+        grpc_server.toggle()
 
 
 def free_port() -> int:
@@ -197,42 +234,39 @@ async def test_tcp_connected_and_refused() -> None:
 # --- http ---------------------------------------------------------------------------------------------------
 
 
-async def test_http_200_sends_its_headers_and_a_user_agent() -> None:
-    with server("http") as web:
-        async with ProbeRunner() as runner:
-            result = await runner.run(HttpProbe(url=web.url + "/healthz", headers={"X-Check": "liveness"}), 5)
-            seen = (await web.get("/control/last")).json()
-            agent = await runner.run(HttpProbe(url=web.url + "/healthz", headers={"User-Agent": "mine"}), 5)
-            seen_then = (await web.get("/control/last")).json()
+async def test_http_200_sends_its_headers_and_a_user_agent(web: Server) -> None:
+    async with ProbeRunner() as runner:
+        result = await runner.run(HttpProbe(url=web.url + "/healthz", headers={"X-Check": "liveness"}), 5)
+        seen = (await web.get("/control/last")).json()
+        agent = await runner.run(HttpProbe(url=web.url + "/healthz", headers={"User-Agent": "mine"}), 5)
+        seen_then = (await web.get("/control/last")).json()
     assert (result.success, result.message, result.status, result.output) == (True, "HTTP 200", 200, "")
     assert seen["x-check"] == "liveness"
     assert seen["user-agent"].startswith("supd-probe/")
     assert agent.success and seen_then["user-agent"] == "mine"
 
 
-async def test_http_500_reports_status_and_body_then_recovers() -> None:
-    with server("http") as web:
-        async with ProbeRunner() as runner:
-            probe = HttpProbe(url=web.url + "/healthz")
-            await web.post("/control/fail")
-            failed = await runner.run(probe, 5)
-            await web.post("/control/ok")
-            recovered = await runner.run(probe, 5)
+async def test_http_500_reports_status_and_body_then_recovers(web: Server) -> None:
+    async with ProbeRunner() as runner:
+        probe = HttpProbe(url=web.url + "/healthz")
+        await web.post("/control/fail")
+        failed = await runner.run(probe, 5)
+        await web.post("/control/ok")
+        recovered = await runner.run(probe, 5)
     assert (failed.success, failed.status) == (False, 500)
     assert failed.message == "HTTP 500: failing: told to fail"
     assert failed.output == "failing: told to fail"
     assert recovered.success
 
 
-async def test_http_that_hangs_is_cut_at_its_timeout_while_the_server_runs() -> None:
-    with server("http") as web:
-        async with ProbeRunner() as runner:
-            probe = HttpProbe(url=web.url + "/healthz")
-            await web.post("/control/hang")
-            result = await runner.run(probe, CUT)
-            assert (await web.get("/control/last")).status_code == 200  # alive, only /healthz does not answer
-            await web.post("/control/ok")
-            recovered = await runner.run(probe, 5)
+async def test_http_that_hangs_is_cut_at_its_timeout_while_the_server_runs(web: Server) -> None:
+    async with ProbeRunner() as runner:
+        probe = HttpProbe(url=web.url + "/healthz")
+        await web.post("/control/hang")
+        result = await runner.run(probe, CUT)
+        assert (await web.get("/control/last")).status_code == 200  # alive, only /healthz does not answer
+        await web.post("/control/ok")
+        recovered = await runner.run(probe, 5)
     timed_out(result)
     assert result.status == 0
     assert recovered.success
@@ -245,13 +279,12 @@ async def test_http_connection_refused() -> None:
     assert (result.success, result.message, result.status) == (False, f"connection refused (127.0.0.1:{port})", 0)
 
 
-async def test_http_success_codes_and_no_redirect_followed() -> None:
-    with server("http") as web:
-        async with ProbeRunner() as runner:
-            moved = await runner.run(HttpProbe(url=web.url + "/redirect"), 5)
-            not_listed = await runner.run(HttpProbe(url=web.url + "/healthz", success_codes=(204,)), 5)
-            missing = await runner.run(HttpProbe(url=web.url + "/nope"), 5)
-            big = await runner.run(HttpProbe(url=web.url + "/big"), 5)
+async def test_http_success_codes_and_no_redirect_followed(web: Server) -> None:
+    async with ProbeRunner() as runner:
+        moved = await runner.run(HttpProbe(url=web.url + "/redirect"), 5)
+        not_listed = await runner.run(HttpProbe(url=web.url + "/healthz", success_codes=(204,)), 5)
+        missing = await runner.run(HttpProbe(url=web.url + "/nope"), 5)
+        big = await runner.run(HttpProbe(url=web.url + "/big"), 5)
     assert (moved.success, moved.message) == (True, "HTTP 302")  # 200-399, and /nowhere (404) never asked for
     assert (not_listed.success, not_listed.message) == (False, "HTTP 200: ok")
     assert (missing.success, missing.message) == (False, "HTTP 404: no such path /nope")
@@ -262,25 +295,26 @@ async def test_http_success_codes_and_no_redirect_followed() -> None:
 async def test_http_fail_first_and_ready_after() -> None:
     with server("http", "--fail-first", "2") as web, server("http", "--ready-after", "0.3") as slow:
         async with ProbeRunner() as runner:
-            probe = HttpProbe(url=web.url + "/healthz")
+            probe, later = HttpProbe(url=web.url + "/healthz"), HttpProbe(url=slow.url + "/healthz")
             messages = [(await runner.run(probe, 5)).message for _ in range(3)]
-            first = await runner.run(HttpProbe(url=slow.url + "/healthz"), 5)
+            first = await runner.run(later, 5)
             with anyio.fail_after(5):
-                while not (await runner.run(HttpProbe(url=slow.url + "/healthz"), 5)).success:  # noqa: ASYNC110 - polled as a prober does
+                while not (await runner.run(later, 5)).success:  # noqa: ASYNC110 - polled, as a prober does
                     await anyio.sleep(0.02)
     assert messages == ["HTTP 503: starting: 1 left", "HTTP 503: starting: 0 left", "HTTP 200"]
     assert first.message == "HTTP 503: not ready"
 
 
-async def test_proxies_in_the_environment_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_proxies_in_the_environment_are_not_used(
+    monkeypatch: pytest.MonkeyPatch, web: Server, rpc: Server
+) -> None:
     for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "grpc_proxy"):
         monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    with server("http") as web, server("grpc") as rpc:
-        async with ProbeRunner() as runner:
-            http = await runner.run(HttpProbe(url=web.url + "/healthz"), 5)
-            grpc = await runner.run(GrpcProbe(port=rpc.port), 5)
+    async with ProbeRunner() as runner:
+        http = await runner.run(HttpProbe(url=web.url + "/healthz"), 5)
+        grpc = await runner.run(GrpcProbe(port=rpc.port), 5)
     assert http.success, http.message
     assert grpc.success, grpc.message
 
@@ -288,18 +322,15 @@ async def test_proxies_in_the_environment_are_not_used(monkeypatch: pytest.Monke
 # --- grpc ---------------------------------------------------------------------------------------------------
 
 
-async def test_grpc_serving_then_not_serving_then_serving() -> None:
-    with server("grpc") as rpc:
-        async with ProbeRunner() as runner:
-            probe = GrpcProbe(port=rpc.port)
-            serving = await runner.run(probe, 5)
-            rpc.proc.send_signal(signal.SIGUSR1)
-            assert rpc.line() == "status NOT_SERVING"
-            not_serving = await runner.run(probe, 5)
-            rpc.proc.send_signal(signal.SIGUSR1)
-            assert rpc.line() == "status SERVING"
-            again = await runner.run(probe, 5)
-            assert "grpc_channels=1" in repr(runner)  # one channel, kept across runs
+async def test_grpc_serving_then_not_serving_then_serving(rpc: Server) -> None:
+    async with ProbeRunner() as runner:
+        probe = GrpcProbe(port=rpc.port)
+        serving = await runner.run(probe, 5)
+        rpc.toggle()
+        not_serving = await runner.run(probe, 5)
+        rpc.toggle()
+        again = await runner.run(probe, 5)
+        assert "grpc_channels=1" in repr(runner)  # one channel, kept across runs
     assert (serving.success, serving.message) == (True, "SERVING")
     assert (not_serving.success, not_serving.message) == (False, "NOT_SERVING")
     assert again.success
@@ -328,15 +359,14 @@ async def test_grpc_nothing_listening_is_unavailable_and_a_later_server_is_seen_
     assert (up.success, up.message) == (True, "SERVING")
 
 
-async def test_grpc_server_frozen_is_cut_at_its_timeout() -> None:
-    with server("grpc") as rpc:
-        async with ProbeRunner() as runner:
-            probe = GrpcProbe(port=rpc.port)
-            assert (await runner.run(probe, 5)).success
-            rpc.proc.send_signal(signal.SIGSTOP)
-            frozen = await runner.run(probe, CUT)
-            rpc.proc.send_signal(signal.SIGCONT)
-            thawed = await runner.run(probe, 5)
+async def test_grpc_server_frozen_is_cut_at_its_timeout(rpc: Server) -> None:
+    async with ProbeRunner() as runner:
+        probe = GrpcProbe(port=rpc.port)
+        assert (await runner.run(probe, 5)).success
+        rpc.proc.send_signal(signal.SIGSTOP)
+        frozen = await runner.run(probe, CUT)
+        rpc.proc.send_signal(signal.SIGCONT)
+        thawed = await runner.run(probe, 5)
     timed_out(frozen)
     assert thawed.success, thawed.message
 
@@ -344,46 +374,42 @@ async def test_grpc_server_frozen_is_cut_at_its_timeout() -> None:
 # --- cancellation and concurrency ---------------------------------------------------------------------------
 
 
-async def test_cancelled_http_and_grpc_runs_end_at_once_and_close_cleanly() -> None:
-    with server("http") as web, server("grpc") as rpc:
-        await web.post("/control/hang")
-        rpc.proc.send_signal(signal.SIGSTOP)
-        async with ProbeRunner() as runner:
-            started = time.monotonic()
-            with anyio.move_on_after(0.2):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(runner.run, HttpProbe(url=web.url + "/healthz"), 60)
-                    tg.start_soon(runner.run, GrpcProbe(port=rpc.port), 60)
-            assert time.monotonic() - started < 2
-            rpc.proc.send_signal(signal.SIGCONT)
-            await web.post("/control/ok")
-            assert (await runner.run(HttpProbe(url=web.url + "/healthz"), 5)).success
-            assert (await runner.run(GrpcProbe(port=rpc.port), 5)).success
-        assert "closed" in repr(runner)
-
-
-async def test_fifty_probes_that_hang_take_one_timeout_not_fifty() -> None:
-    with server("http") as web, server("grpc") as rpc:
-        await web.post("/control/hang")
-        rpc.proc.send_signal(signal.SIGSTOP)
-        probes = (
-            [ExecProbe(("sh", "-c", "sleep 60 & wait"))] * 20
-            + [HttpProbe(url=web.url + "/healthz")] * 15
-            + [GrpcProbe(port=rpc.port)] * 15
-        )
-        results: list[ProbeResult] = []
-
-        async def one(probe: ExecProbe | HttpProbe | GrpcProbe) -> None:
-            async with ProbeRunner() as runner:  # one per child, as the prober makes them
-                results.append(await runner.run(probe, CUT))
-
+async def test_cancelled_http_and_grpc_runs_end_at_once_and_close_cleanly(web: Server, rpc: Server) -> None:
+    await web.post("/control/hang")
+    rpc.proc.send_signal(signal.SIGSTOP)
+    async with ProbeRunner() as runner:
         started = time.monotonic()
-        async with anyio.create_task_group() as tg:
-            for probe in probes:
-                tg.start_soon(one, probe)
-        took = time.monotonic() - started
+        with anyio.move_on_after(0.2):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(runner.run, HttpProbe(url=web.url + "/healthz"), 60)
+                tg.start_soon(runner.run, GrpcProbe(port=rpc.port), 60)
+        assert time.monotonic() - started < 2
         rpc.proc.send_signal(signal.SIGCONT)
         await web.post("/control/ok")
+        assert (await runner.run(HttpProbe(url=web.url + "/healthz"), 5)).success
+        assert (await runner.run(GrpcProbe(port=rpc.port), 5)).success
+    assert "closed" in repr(runner)
+
+
+async def test_fifty_probes_that_hang_take_one_timeout_not_fifty(web: Server, rpc: Server) -> None:
+    await web.post("/control/hang")
+    rpc.proc.send_signal(signal.SIGSTOP)
+    probes = (
+        [ExecProbe(("sh", "-c", "sleep 60 & wait"))] * 20
+        + [HttpProbe(url=web.url + "/healthz")] * 15
+        + [GrpcProbe(port=rpc.port)] * 15
+    )
+    results: list[ProbeResult] = []
+
+    async def one(probe: ExecProbe | HttpProbe | GrpcProbe) -> None:
+        async with ProbeRunner() as runner:  # one per child, as the prober makes them
+            results.append(await runner.run(probe, CUT))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        for probe in probes:
+            tg.start_soon(one, probe)
+    took = time.monotonic() - started
     assert len(results) == 50
     for result in results:
         timed_out(result)
