@@ -135,7 +135,7 @@ class ProbeRunner:
             else:
                 result = await self._grpc_check(action, deadline_seconds=timeout)
         elapsed = time.monotonic() - started
-        if result is None or result.message == _DEADLINE:  # ours, or the library's own (the same timeout)
+        if result is None or result is _DEADLINE:  # ours, or the client library's own (the same timeout)
             return ProbeResult(False, f"timed out after {timeout:g}s", elapsed, output=output.text())
         return dataclasses.replace(result, elapsed_seconds=elapsed)
 
@@ -232,7 +232,7 @@ class ProbeRunner:
                         break
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             if isinstance(exc, httpx.TimeoutException):
-                return _failed(_DEADLINE)
+                return _DEADLINE
             if not status:
                 return _failed(_http_error(exc, probe.url))
             log.debug("health.probe.http.body_cut", url=probe.url, status=status, error=str(exc))
@@ -255,7 +255,7 @@ class ProbeRunner:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return _failed(_DEADLINE)
+                return _DEADLINE
             details = exc.details() or ""
             if code == grpc.StatusCode.NOT_FOUND and not details:  # the health protocol's word for it
                 details = f"service {probe.service!r} unknown to the server"
@@ -317,12 +317,12 @@ class _Channel:
     retired: bool = False
 
 
-# The message of a result cut by a client library's own deadline (the run's timeout); run() words it.
-_DEADLINE = "deadline"
-
-
 def _failed(message: str) -> ProbeResult:
     return ProbeResult(False, message, 0.0)
+
+
+# What a kind returns when its client library's own deadline (the run's timeout) came first; run() words it.
+_DEADLINE = _failed("timed out")
 
 
 class _Tail:
