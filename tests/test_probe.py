@@ -186,6 +186,18 @@ async def test_exec_timeout_kills_its_whole_group_and_keeps_its_output() -> None
     await until(lambda: process_gone(grandchild), 5, what="the background sleep to be killed with the group")
 
 
+async def test_exec_that_exits_is_done_at_once_though_a_process_it_left_holds_its_output() -> None:
+    async with ProbeRunner() as runner:
+        result = await runner.run(ExecProbe(("sh", "-c", "sleep 60 & echo $!")), 5)
+    left = int(result.output)
+    try:
+        assert (result.success, result.message) == (True, "exit 0")
+        assert result.elapsed_seconds < 2  # not held until the timeout by the pipe the sleep keeps open
+        assert not process_gone(left)  # what a probe leaves after a normal exit is its own, as in a container
+    finally:
+        os.kill(left, signal.SIGKILL)
+
+
 async def test_exec_that_cannot_start(tmp_path: pathlib.Path) -> None:
     async with ProbeRunner() as runner:
         missing = await runner.run(ExecProbe(("/nonexistent/check",)), 5)
@@ -214,6 +226,14 @@ async def test_a_cancelled_exec_leaves_no_process(tmp_path: pathlib.Path) -> Non
         await until(lambda: process_gone(grandchild), 5, what="the background sleep to be killed with the group")
         again = await runner.run(ExecProbe(("true",)), 5)  # the runner is still usable
     assert again.success
+
+
+async def test_a_closed_runner_runs_nothing() -> None:
+    runner = ProbeRunner()
+    await runner.aclose()
+    await runner.aclose()  # idempotent
+    with pytest.raises(RuntimeError, match="after aclose"):
+        await runner.run(TcpProbe(port=1), 1)
 
 
 # --- tcp ----------------------------------------------------------------------------------------------------
