@@ -123,6 +123,20 @@ def rpc(grpc_server: Server) -> Iterator[Server]:
         grpc_server.toggle()
 
 
+async def freeze(server: Server) -> None:
+    """SIGSTOP the server and wait until every thread of it is stopped (the signal is delivered asynchronously)."""
+    server.proc.send_signal(signal.SIGSTOP)
+
+    def stopped() -> bool:
+        states = []
+        for task in pathlib.Path(f"/proc/{server.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                states.append(task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0])
+        return all(state in ("T", "t") for state in states)
+
+    await until(stopped, 5, what="the server to stop")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,11 +327,11 @@ async def test_http_success_codes_and_no_redirect_followed(web: Server) -> None:
 
 
 async def test_http_fail_first_and_ready_after() -> None:
-    with server("http", "--fail-first", "2") as web, server("http", "--ready-after", "0.3") as slow:
+    with server("http", "--fail-first", "2") as web, server("http", "--ready-after", "1") as slow:
         async with ProbeRunner() as runner:
             probe, later = HttpProbe(url=web.url + "/healthz"), HttpProbe(url=slow.url + "/healthz")
-            messages = [(await runner.run(probe, 5)).message for _ in range(3)]
             first = await runner.run(later, 5)
+            messages = [(await runner.run(probe, 5)).message for _ in range(3)]
             with anyio.fail_after(5):
                 while not (await runner.run(later, 5)).success:  # noqa: ASYNC110 - polled, as a prober does
                     await anyio.sleep(0.02)
@@ -383,7 +397,7 @@ async def test_grpc_server_frozen_is_cut_at_its_timeout(rpc: Server) -> None:
     async with ProbeRunner() as runner:
         probe = GrpcProbe(port=rpc.port)
         assert (await runner.run(probe, 5)).success
-        rpc.proc.send_signal(signal.SIGSTOP)
+        await freeze(rpc)
         frozen = await runner.run(probe, CUT)
         rpc.proc.send_signal(signal.SIGCONT)
         thawed = await runner.run(probe, 5)
@@ -396,7 +410,7 @@ async def test_grpc_server_frozen_is_cut_at_its_timeout(rpc: Server) -> None:
 
 async def test_cancelled_http_and_grpc_runs_end_at_once_and_close_cleanly(web: Server, rpc: Server) -> None:
     await web.post("/control/hang")
-    rpc.proc.send_signal(signal.SIGSTOP)
+    await freeze(rpc)
     async with ProbeRunner() as runner:
         started = time.monotonic()
         with anyio.move_on_after(0.2):
@@ -413,7 +427,7 @@ async def test_cancelled_http_and_grpc_runs_end_at_once_and_close_cleanly(web: S
 
 async def test_fifty_probes_that_hang_take_one_timeout_not_fifty(web: Server, rpc: Server) -> None:
     await web.post("/control/hang")
-    rpc.proc.send_signal(signal.SIGSTOP)
+    await freeze(rpc)
     probes = (
         [ExecProbe(("sh", "-c", "sleep 60 & wait"))] * 20
         + [HttpProbe(url=web.url + "/healthz")] * 15
