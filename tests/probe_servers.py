@@ -7,9 +7,9 @@ Each prints ``listening PORT`` (flushed) once bound (``--port 0``: a free port) 
   ``POST /control/hang`` (/healthz never answers; the server keeps running and other paths still answer),
   ``POST /control/ok`` (back to normal; requests left hanging are then answered 200).
   ``GET /control/last`` answers the headers of the last /healthz request as JSON (names in lower case).
-  ``GET /redirect`` answers 302 to ``/nowhere``. Options: ``--fail-first N`` (the first N /healthz answer
-  503 ``starting: N left``) and ``--ready-after S`` (/healthz answers 503 ``not ready`` until S seconds
-  after the start).
+  ``GET /redirect`` answers 302 to ``/nowhere``; ``GET /big`` answers 500 with 5000 bytes of ``x``.
+  Options: ``--fail-first N`` (the first N /healthz answer 503 ``starting: N left``) and
+  ``--ready-after S`` (/healthz answers 503 ``not ready`` until S seconds after the start).
 - ``grpc``: a grpc.health.v1 server (grpcio-health-checking's ``HealthServicer``); the server as a whole
   (service ``""``) is SERVING, and so is each ``--service NAME``. SIGUSR1 toggles the ``""`` status between
   SERVING and NOT_SERVING and prints ``status SERVING`` or ``status NOT_SERVING`` once it is set.
@@ -90,6 +90,8 @@ class HttpHandler(http.server.BaseHTTPRequestHandler):
         elif self.path == "/control/last":
             with self.state.changed:
                 self.answer(200, json.dumps(self.state.last_headers))
+        elif self.path == "/big":
+            self.answer(500, "x" * 5000)
         elif self.path == "/redirect":
             self.answer(302, "moved", Location="/nowhere")
         else:

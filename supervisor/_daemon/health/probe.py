@@ -135,7 +135,7 @@ class ProbeRunner:
             else:
                 result = await self._grpc_check(action, deadline_seconds=timeout)
         elapsed = time.monotonic() - started
-        if result is None or result.message == _DEADLINE:  # ours, or the library's own (the same timeout)
+        if result is None or result is _DEADLINE:  # ours, or the client library's own (the same timeout)
             return ProbeResult(False, f"timed out after {timeout:g}s", elapsed, output=output.text())
         return dataclasses.replace(result, elapsed_seconds=elapsed)
 
@@ -226,13 +226,13 @@ class ProbeRunner:
                 if probe.accepts(status):
                     return ProbeResult(True, f"HTTP {status}", 0.0, status=status)
                 # The head of the body: the status is the verdict, so an endless body must not hold it.
-                async for chunk in answer.aiter_raw():
+                async for chunk in answer.aiter_bytes():
                     body.extend(chunk)
                     if len(body) > OUTPUT_LIMIT:
                         break
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             if isinstance(exc, httpx.TimeoutException):
-                return _failed(_DEADLINE)
+                return _DEADLINE
             if not status:
                 return _failed(_http_error(exc, probe.url))
             log.debug("health.probe.http.body_cut", url=probe.url, status=status, error=str(exc))
@@ -246,7 +246,7 @@ class ProbeRunner:
     async def _grpc_check(self, probe: GrpcProbe, *, deadline_seconds: float) -> ProbeResult:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        channel = await self._channel(f"{probe.host}:{probe.port}")
+        channel = await self._channel(_host_port(probe.host, probe.port))
         channel.calls += 1
         try:
             stub = health_pb2_grpc.HealthStub(channel.channel)
@@ -255,8 +255,10 @@ class ProbeRunner:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return _failed(_DEADLINE)
+                return _DEADLINE
             details = exc.details() or ""
+            if code == grpc.StatusCode.NOT_FOUND and not details:  # the health protocol's word for it
+                details = f"service {probe.service!r} unknown to the server"
             return _failed(f"grpc {code.name}: {details}" if details else f"grpc {code.name}")
         finally:
             channel.calls -= 1
@@ -315,12 +317,12 @@ class _Channel:
     retired: bool = False
 
 
-# The message of a result cut by a client library's own deadline (the run's timeout); run() words it.
-_DEADLINE = "deadline"
-
-
 def _failed(message: str) -> ProbeResult:
     return ProbeResult(False, message, 0.0)
+
+
+# What a kind returns when its client library's own deadline (the run's timeout) came first; run() words it.
+_DEADLINE = _failed("timed out")
 
 
 class _Tail:
@@ -359,10 +361,15 @@ async def _tcp(probe: TcpProbe) -> ProbeResult:
     try:
         stream = await anyio.connect_tcp(probe.host, probe.port)
     except OSError as exc:
-        return _failed(_os_error(exc, f"{probe.host}:{probe.port}"))
+        return _failed(_os_error(exc, _host_port(probe.host, probe.port)))
     with anyio.CancelScope(shield=True):
         await stream.aclose()
     return ProbeResult(True, "connected", 0.0)
+
+
+def _host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets: ``[::1]:8080``."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _os_error(exc: BaseException, where: str) -> str:
