@@ -36,6 +36,8 @@ __all__ = [
     "ChildSpec",
     "FieldError",
     "FlapLimit",
+    "Port",
+    "PortHolders",
     "RestartPolicy",
     "spec_from_mapping",
     "spec_from_proto",
@@ -60,6 +62,36 @@ class RestartPolicy(enum.Enum):
     ALWAYS = "always"
     ON_FAILURE = "on-failure"
     NEVER = "never"
+
+
+class PortHolders(enum.Enum):
+    """Which holders of a child's ports supd may stop before starting it."""
+
+    OURS = "ours"  # only a process supd can prove it started for this child
+    SAME_USER = "same-user"  # also any process of supd's own user (never PID 1, supd, or its other children)
+
+
+@dataclasses.dataclass(frozen=True)
+class Port:
+    """A port a child listens on."""
+
+    port: int
+    protocol: str = "tcp"  # "tcp" or "udp"
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
+def parse_port(value: object, field: str) -> Port:
+    """``8080``, ``"8080"``, ``"8080/tcp"`` or ``"53/udp"`` as a Port. Raises InvalidArgument naming ``field``."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(text, str):
+        number, _, protocol = text.strip().partition("/")
+        protocol = protocol.lower() or "tcp"
+        if number.isdigit() and 1 <= int(number) <= 65535 and protocol in ("tcp", "udp"):
+            return Port(int(number), protocol)
+    _bad(field, "must be a port 1..65535, optionally with /tcp or /udp (8080, \"53/udp\")", value)
+    raise AssertionError("unreachable: _bad raises")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +124,11 @@ class ChildSpec:
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
     startup_probe: Probe | None = None
+    # Ports the child listens on: stale holders are reaped before every start (children/port_reaper.py).
+    ports: tuple[Port, ...] = ()
+    port_holders: PortHolders = PortHolders.OURS
+    # POSTed to before a stale holder is signalled (an old instance's admin /stop); "" for none.
+    port_holder_stop_url: str = ""
 
     def probes(self) -> dict[str, Probe]:
         """The probes declared, by their short name: ``liveness``, ``readiness``, ``startup``."""
@@ -143,6 +180,14 @@ class ChildSpec:
             self.state_delivery.validate()
         for name, probe in self.probes().items():
             probe.validate(f"{name}_probe")
+        for i, port in enumerate(self.ports):
+            if not (1 <= port.port <= 65535 and port.protocol in ("tcp", "udp")):
+                _bad(f"ports[{i}]", "must be a port 1..65535 with protocol tcp or udp", str(port))
+        if len(set(self.ports)) != len(self.ports):
+            _bad("ports", "must not repeat a port", [str(p) for p in self.ports])
+        url = self.port_holder_stop_url
+        if url and not (url.startswith("http://") or url.startswith("https://")):
+            _bad("port_holder_stop_url", "must be an http:// or https:// URL", url)
         return self
 
     def check_runnable(self) -> ChildSpec:
@@ -215,6 +260,14 @@ _POLICY_TO_PB = {
 }
 
 
+_HOLDERS_FROM_PB = {
+    pb.PORT_HOLDERS_UNSPECIFIED: PortHolders.OURS,
+    pb.PORT_HOLDERS_OURS: PortHolders.OURS,
+    pb.PORT_HOLDERS_SAME_USER: PortHolders.SAME_USER,
+}
+_HOLDERS_TO_PB = {PortHolders.OURS: pb.PORT_HOLDERS_OURS, PortHolders.SAME_USER: pb.PORT_HOLDERS_SAME_USER}
+
+
 def _or(value: float, default: float) -> float:
     """Proto3 scalars have no presence: zero means "use the default"."""
     return value if value else default
@@ -260,6 +313,9 @@ def spec_from_proto(msg: pb.ChildSpec, *, check_runnable: bool = True) -> ChildS
         liveness_probe=probe_from_proto(msg.liveness_probe, "liveness_probe"),
         readiness_probe=probe_from_proto(msg.readiness_probe, "readiness_probe"),
         startup_probe=probe_from_proto(msg.startup_probe, "startup_probe"),
+        ports=tuple(Port(p.port, p.protocol.lower() or "tcp") for p in msg.ports),
+        port_holders=_HOLDERS_FROM_PB.get(msg.port_holders, PortHolders.OURS),
+        port_holder_stop_url=msg.port_holder_stop_url,
     )
     return spec.validate().check_runnable() if check_runnable else spec.validate()
 
@@ -283,6 +339,9 @@ def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
         liveness_probe=probe_to_proto(spec.liveness_probe),
         readiness_probe=probe_to_proto(spec.readiness_probe),
         startup_probe=probe_to_proto(spec.startup_probe),
+        ports=[pb.Port(port=p.port, protocol=p.protocol) for p in spec.ports],
+        port_holders=_HOLDERS_TO_PB[spec.port_holders],
+        port_holder_stop_url=spec.port_holder_stop_url,
     )
 
 
@@ -311,7 +370,7 @@ SPEC_KEYS: Mapping[str, frozenset[str]] = {
         {
             "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
             "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes", "state_delivery",
-            "liveness_probe", "readiness_probe", "startup_probe",
+            "liveness_probe", "readiness_probe", "startup_probe", "ports", "port_holders", "port_holder_stop_url",
         }
     ),
     "backoff": frozenset(f.name for f in dataclasses.fields(Backoff)),
@@ -332,6 +391,14 @@ def unknown_key(table: Mapping[str, Any]) -> tuple[str, ...] | None:
             for key in sorted(set(sub) - SPEC_KEYS[nested]):
                 return (nested, key)
     return None
+
+
+def _holders(value: str) -> PortHolders:
+    try:
+        return PortHolders(value)
+    except ValueError:
+        _bad("port_holders", "must be one of ours, same-user", value)
+        raise AssertionError("unreachable: _bad raises") from None
 
 
 def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
@@ -390,6 +457,9 @@ def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
             if "state_delivery" in table
             else None
         ),
+        ports=tuple(parse_port(p, f"ports[{i}]") for i, p in enumerate(_take(table, "ports", list, "ports", []))),
+        port_holders=_holders(_take(table, "port_holders", str, "port_holders", "ours")),
+        port_holder_stop_url=_take(table, "port_holder_stop_url", str, "port_holder_stop_url", ""),
         **{
             field: probe_from_mapping(_take(table, field, dict, field, {}), field)
             for field in ("liveness_probe", "readiness_probe", "startup_probe")

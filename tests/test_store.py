@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pathlib
@@ -20,6 +21,8 @@ from structlog.testing import capture_logs
 
 from supervisor._daemon.state.store import (
     INTERRUPTED_ERROR,
+    SCHEMA_VERSION,
+    ProcessRecord,
     AsyncStateStore,
     RevisionNotPending,
     StateStore,
@@ -71,7 +74,7 @@ def test_open_creates_the_directory_and_parents_0700_and_the_file_0600(tmp_path:
         store.close()
     with sqlite3.connect(directory / "supd.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     db.close()
 
 
@@ -209,9 +212,9 @@ def test_a_truncated_store_is_damaged(tmp_path: pathlib.Path):
 def test_a_store_made_by_a_newer_supd_is_refused(tmp_path: pathlib.Path):
     StateStore.open(str(tmp_path)).close()
     with sqlite3.connect(tmp_path / "supd.db") as db:
-        db.execute("PRAGMA user_version = 2")
+        db.execute("PRAGMA user_version = 3")
     db.close()
-    refused(tmp_path, "made by a newer supd (schema version 2; this supd knows 1)")
+    refused(tmp_path, "made by a newer supd (schema version 3; this supd knows 2)")
 
 
 def test_another_programs_database_is_not_a_supd_store(tmp_path: pathlib.Path):
@@ -493,3 +496,32 @@ async def test_the_async_store_runs_every_call_off_the_event_loop(store: StateSt
     await astore.aclose()
     with pytest.raises(StoreError, match="closed"):
         await astore.specs()
+
+
+def test_a_version_1_store_gains_an_instance_id_and_process_records(tmp_path: pathlib.Path):
+    first = StateStore.open(str(tmp_path))
+    instance = first.instance
+    first.begin_revision("web", b"kept", "text/plain", now())
+    first.close()
+    with sqlite3.connect(tmp_path / "supd.db") as db:  # back to the version-1 schema
+        db.execute("DROP TABLE meta")
+        db.execute("DROP TABLE processes")
+        db.execute("PRAGMA user_version = 1")
+    db.close()
+    again = StateStore.open(str(tmp_path))
+    try:
+        assert len(again.instance) == 32 and again.instance != instance, "a migrated store gets its own id"
+        assert again.revision("web", 1) is not None, "migrating keeps what was there"
+        record = ProcessRecord(pid=123, start_ticks=456, child="web", generation=2, started_ns=now())
+        again.record_process(record)
+        again.record_process(dataclasses.replace(record, pid=124))
+        assert [r.pid for r in again.processes()] == [123, 124]
+        again.forget_processes([(123, 456), (999, 1)])
+        assert again.processes() == [dataclasses.replace(record, pid=124)]
+    finally:
+        again.close()
+    reopened = StateStore.open(str(tmp_path))
+    try:
+        assert [r.pid for r in reopened.processes()] == [124], "records outlive supd"
+    finally:
+        reopened.close()

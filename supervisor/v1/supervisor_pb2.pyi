@@ -58,6 +58,40 @@ RESTART_POLICY_NEVER: RestartPolicy.ValueType  # 3
 """Never restart."""
 Global___RestartPolicy: _TypeAlias = RestartPolicy  # noqa: Y015
 
+class _PortHolders:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PortHoldersEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PortHolders.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PORT_HOLDERS_UNSPECIFIED: _PortHolders.ValueType  # 0
+    """Unset: OURS."""
+    PORT_HOLDERS_OURS: _PortHolders.ValueType  # 1
+    """Only a process supd can prove it started for this child: recorded in the
+    store with its pid and start time, or carrying SUPD_INSTANCE and
+    SUPD_CHILD of this supd and child in its environment, and of supd's user.
+    """
+    PORT_HOLDERS_SAME_USER: _PortHolders.ValueType  # 2
+    """Also any process of supd's own user. PID 1, supd itself and supd's other
+    live children are never touched.
+    """
+
+class PortHolders(_PortHolders, metaclass=_PortHoldersEnumTypeWrapper):
+    """PortHolders says which holders of a child's ports supd may stop."""
+
+PORT_HOLDERS_UNSPECIFIED: PortHolders.ValueType  # 0
+"""Unset: OURS."""
+PORT_HOLDERS_OURS: PortHolders.ValueType  # 1
+"""Only a process supd can prove it started for this child: recorded in the
+store with its pid and start time, or carrying SUPD_INSTANCE and
+SUPD_CHILD of this supd and child in its environment, and of supd's user.
+"""
+PORT_HOLDERS_SAME_USER: PortHolders.ValueType  # 2
+"""Also any process of supd's own user. PID 1, supd itself and supd's other
+live children are never touched.
+"""
+Global___PortHolders: _TypeAlias = PortHolders  # noqa: Y015
+
 class _ChildHealth:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -285,6 +319,9 @@ class ChildSpec(_message.Message):
     LIVENESS_PROBE_FIELD_NUMBER: _builtins.int
     READINESS_PROBE_FIELD_NUMBER: _builtins.int
     STARTUP_PROBE_FIELD_NUMBER: _builtins.int
+    PORTS_FIELD_NUMBER: _builtins.int
+    PORT_HOLDERS_FIELD_NUMBER: _builtins.int
+    PORT_HOLDER_STOP_URL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
     inherit_env: _builtins.bool
@@ -304,6 +341,12 @@ class ChildSpec(_message.Message):
     max_line_bytes: _builtins.int
     """Longest line kept whole, in bytes; longer lines are split into pieces.
     Default 16 KiB; 256..1 MiB.
+    """
+    port_holders: Global___PortHolders.ValueType
+    """Which holders of those ports supd may stop. Default OURS."""
+    port_holder_stop_url: _builtins.str
+    """Before signalling a holder: POST to this URL first and give it the stop
+    grace to let go (for example an old instance's admin http://127.0.0.1:2019/stop).
     """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -345,6 +388,13 @@ class ChildSpec(_message.Message):
         consecutive failures restart the child.
         """
 
+    @_builtins.property
+    def ports(self) -> _containers.RepeatedCompositeFieldContainer[Global___Port]:
+        """Ports the child listens on. Before every start supd finds who holds them
+        and reaps a holder it can prove is its own (an earlier instance of this
+        child); any other holder fails the start, naming it.
+        """
+
     def __init__(
         self,
         *,
@@ -364,14 +414,43 @@ class ChildSpec(_message.Message):
         liveness_probe: Global___Probe | None = ...,
         readiness_probe: Global___Probe | None = ...,
         startup_probe: Global___Probe | None = ...,
+        ports: _abc.Iterable[Global___Port] | None = ...,
+        port_holders: Global___PortHolders.ValueType = ...,
+        port_holder_stop_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChildSpec: _TypeAlias = ChildSpec  # noqa: Y015
+
+@_typing.final
+class Port(_message.Message):
+    """Port is one port a child listens on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PORT_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    port: _builtins.int
+    """1..65535."""
+    protocol: _builtins.str
+    """"tcp" (default) or "udp"."""
+    def __init__(
+        self,
+        *,
+        port: _builtins.int = ...,
+        protocol: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["port", b"port", "protocol", b"protocol"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Port: _TypeAlias = Port  # noqa: Y015
 
 @_typing.final
 class Probe(_message.Message):
@@ -1268,6 +1347,10 @@ class Event(_message.Message):
         """A liveness or startup probe reached its failure threshold: the child is
         restarted; message says which probe failed and how.
         """
+        KIND_PORT_HOLDER_REAPED: Event._Kind.ValueType  # 14
+        """Before a start, a stale holder of one of the child's ports was stopped:
+        pid is set, message has its command line and how it ended.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """What happened."""
@@ -1301,6 +1384,10 @@ class Event(_message.Message):
     KIND_UNHEALTHY: Event.Kind.ValueType  # 13
     """A liveness or startup probe reached its failure threshold: the child is
     restarted; message says which probe failed and how.
+    """
+    KIND_PORT_HOLDER_REAPED: Event.Kind.ValueType  # 14
+    """Before a start, a stale holder of one of the child's ports was stopped:
+    pid is set, message has its command line and how it ended.
     """
 
     SEQ_FIELD_NUMBER: _builtins.int

@@ -13,6 +13,13 @@ A revision is *pending* from ``begin_revision`` until the child accepted it
 (``accept_revision``) or not (``fail_revision``). Pending revisions found at
 open were cut short by the end of the previous supd; they are marked failed.
 
+It also holds this store's instance id (given to every child in its
+environment as SUPD_INSTANCE, so a process supd started can be told apart from
+any other) and the pid and start time of every process supd started, so a supd
+restarted after a crash can find its predecessor's children. Those records are
+committed with ``synchronous=NORMAL``: durable across a crash of supd (which is
+what they are for), not across a power loss, which ends the processes too.
+
 StateStore is synchronous (one connection guarded by a lock, each method one
 transaction); AsyncStateStore runs the same methods in a worker thread, one at
 a time, never on the event loop.
@@ -26,6 +33,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 
 import anyio
@@ -38,6 +46,7 @@ __all__ = [
     "LOCK_NAME",
     "SCHEMA_VERSION",
     "AsyncStateStore",
+    "ProcessRecord",
     "RevisionNotPending",
     "StateStore",
     "StoreError",
@@ -49,7 +58,7 @@ log = structlog.get_logger("supd.store")
 DB_NAME = "supd.db"
 LOCK_NAME = "supd.db.lock"
 # PRAGMA user_version of the schema this code writes; a file with a greater one was made by a newer supd.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # The error of a revision whose delivery was pending when the previous supd ended.
 INTERRUPTED_ERROR = "supd stopped before the delivery ended"
 
@@ -74,9 +83,22 @@ _SCHEMA = (
         PRIMARY KEY (child, revision)
     )""",
 )
+# Version 2: the instance id and the processes supd started.
+_SCHEMA_2 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)",
+    """CREATE TABLE processes (
+        pid INTEGER NOT NULL,
+        start_ticks INTEGER NOT NULL,               -- /proc/PID/stat field 22: with the pid, one process ever
+        child TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        started_ns INTEGER NOT NULL,
+        PRIMARY KEY (pid, start_ticks)
+    )""",
+)
 # The log is cut back to this after a checkpoint, so that one large state does not keep it large.
 _WAL_LIMIT_BYTES = 64 << 20
 _TABLES = frozenset({"children", "revisions"})
+_TABLES_2 = _TABLES | {"meta", "processes"}
 _MOVE_ASIDE = (
     f"supd never replaces it: move it (with any {DB_NAME}-wal and {DB_NAME}-shm beside it) aside"
     " to start with an empty store, or restore it from a backup"
@@ -251,10 +273,9 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
     if version == 0 and tables:
         raise StoreError(f"{path}: not a supd store (it holds tables {', '.join(sorted(tables))}); {_MOVE_ASIDE}")
-    if version != 0 and _TABLES - tables:
-        raise StoreError(
-            f"{path}: the store is damaged (tables missing: {', '.join(sorted(_TABLES - tables))}); {_MOVE_ASIDE}"
-        )
+    missing = (_TABLES_2 if version >= 2 else _TABLES) - tables if version else frozenset()
+    if missing:
+        raise StoreError(f"{path}: the store is damaged (tables missing: {', '.join(sorted(missing))}); {_MOVE_ASIDE}")
     (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
     if mode != "wal":
         raise StoreError(f"{path}: cannot use write-ahead logging (journal_mode is {mode!r}); {_MOVE_ASIDE}")
@@ -265,6 +286,10 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
         if version == 0:  # an empty file: ours, made by a first open
             for statement in _SCHEMA:
                 db.execute(statement)
+        if version < 2:
+            for statement in _SCHEMA_2:
+                db.execute(statement)
+            db.execute("INSERT INTO meta (key, value) VALUES ('instance', ?)", (uuid.uuid4().hex,))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         interrupted = db.execute(f"UPDATE revisions SET error = ? WHERE {_PENDING}", (INTERRUPTED_ERROR,)).rowcount
         db.execute("COMMIT")
@@ -273,6 +298,17 @@ def _prepare(db: sqlite3.Connection, path: str) -> int:
             db.execute("ROLLBACK")
         raise
     return interrupted
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessRecord:
+    """A process supd started: (pid, start_ticks) names it for good; the child and generation it was."""
+
+    pid: int
+    start_ticks: int
+    child: str
+    generation: int
+    started_ns: int
 
 
 class StateStore:
@@ -291,6 +327,8 @@ class StateStore:
         self._db: sqlite3.Connection | None = db
         self._lock_fd = lock_fd
         self._lock = threading.Lock()
+        # This store's id, given to every child as SUPD_INSTANCE: the same across restarts of supd.
+        self.instance = ""
 
     @classmethod
     def open(cls, directory: str, *, keep_revisions: int = 16) -> StateStore:
@@ -332,8 +370,11 @@ class StateStore:
             raise
         if interrupted:
             log.warning("store.revisions.interrupted", path=path, count=interrupted, error=INTERRUPTED_ERROR)
-        log.info("store.opened", path=path, keep_revisions=keep_revisions)
-        return cls(path, db, lock_fd, keep_revisions, interrupted)
+        (instance,) = db.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
+        log.info("store.opened", path=path, keep_revisions=keep_revisions, instance=instance)
+        store = cls(path, db, lock_fd, keep_revisions, interrupted)
+        store.instance = str(instance)
+        return store
 
     def __repr__(self) -> str:
         return f"<StateStore {self.path} {'open' if self._db is not None else 'closed'} interrupted={self.interrupted}>"
@@ -498,6 +539,43 @@ class StateStore:
             ).fetchall()
         return dict(rows)
 
+    # Processes supd started.
+
+    def record_process(self, record: ProcessRecord) -> None:
+        """Remember a process supd started (committed with synchronous=NORMAL: see the module's docstring)."""
+        with self._relaxed(), self._transaction(write=True) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO processes (pid, start_ticks, child, generation, started_ns)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (record.pid, record.start_ticks, record.child, record.generation, record.started_ns),
+            )
+
+    def forget_processes(self, identities: list[tuple[int, int]]) -> None:
+        """Forget processes by (pid, start_ticks): they ended (unknown ones are ignored)."""
+        with self._relaxed(), self._transaction(write=True) as db:
+            db.executemany("DELETE FROM processes WHERE pid = ? AND start_ticks = ?", identities)
+
+    def processes(self) -> list[ProcessRecord]:
+        """Every process recorded and not forgotten, oldest first."""
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT pid, start_ticks, child, generation, started_ns FROM processes ORDER BY started_ns"
+            ).fetchall()
+        return [ProcessRecord(*row) for row in rows]
+
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """synchronous=NORMAL for the transaction inside (WAL: durable across a crash of supd, not a power loss)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._db is not None:
+                    self._db.execute("PRAGMA synchronous=FULL")
+
 
 class AsyncStateStore:
     """The methods of StateStore, async: each runs in a worker thread, one at a time, never on the event loop.
@@ -545,6 +623,15 @@ class AsyncStateStore:
 
     async def accepted_revisions(self) -> dict[str, int]:
         return await anyio.to_thread.run_sync(self.store.accepted_revisions, limiter=self._limiter)
+
+    async def record_process(self, record: ProcessRecord) -> None:
+        await anyio.to_thread.run_sync(self.store.record_process, record, limiter=self._limiter)
+
+    async def forget_processes(self, identities: list[tuple[int, int]]) -> None:
+        await anyio.to_thread.run_sync(self.store.forget_processes, identities, limiter=self._limiter)
+
+    async def processes(self) -> list[ProcessRecord]:
+        return await anyio.to_thread.run_sync(self.store.processes, limiter=self._limiter)
 
     async def aclose(self) -> None:
         """Close the store (in the worker thread, after any call under way)."""
