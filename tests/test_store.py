@@ -22,8 +22,8 @@ from structlog.testing import capture_logs
 from supervisor._daemon.state.store import (
     INTERRUPTED_ERROR,
     SCHEMA_VERSION,
-    ProcessRecord,
     AsyncStateStore,
+    ProcessRecord,
     RevisionNotPending,
     StateStore,
     StoreError,
