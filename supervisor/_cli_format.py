@@ -188,6 +188,8 @@ def describe_event(name: str, event: pb.Event) -> str:
         text = f"not ready: {event.message or 'unknown reason'}"
     elif kind == pb.Event.KIND_UNHEALTHY:
         text = f"UNHEALTHY: {event.message or 'a probe failed'}"
+    elif kind == pb.Event.KIND_PORT_HOLDER_REAPED:
+        text = f"stale port holder stopped: {event.message}"
     else:
         text = event.message or f"event {kind}"
     if event.generation and kind not in (pb.Event.KIND_REMOVED, pb.Event.KIND_SHUTDOWN):

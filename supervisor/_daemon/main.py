@@ -29,7 +29,9 @@ from supervisor import __version__
 from supervisor._daemon.api.health_board import HealthBoard
 from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
+from supervisor._daemon.children.port_reaper import PortReaper
 from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
+from supervisor._daemon.children.process_book import ProcessBook
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.limits import raise_nofile_limit
 from supervisor._daemon.memory import tune_malloc
@@ -52,6 +54,8 @@ EXIT_STORE = 5
 RESERVE_SECONDS = 1.0
 # Telemetry's flush when supd exits for another reason than a shutdown (a socket error).
 TELEMETRY_FLUSH_SECONDS = 5.0
+# The grace given to the children a crashed supd left running, before SIGKILL (cut to the shutdown timeout).
+PREVIOUS_CHILDREN_GRACE_SECONDS = 10.0
 # Config children started at once at boot: each spawn waits for its child's exec in a worker thread.
 BOOT_SPAWNS_AT_ONCE = 8
 
@@ -104,11 +108,19 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         log.warning("state.revisions.interrupted", count=store.interrupted, store=store.path)
     try:
         exporter = telemetry.line_exporter
+        shared = AsyncStateStore(store)
+        book = ProcessBook(shared, store.instance)
+        # Before anything starts: the children a crashed supd of this store left running.
+        await book.stop_previous(min(PREVIOUS_CHILDREN_GRACE_SECONDS, shutdown.timeout))
+        reaper = PortReaper(store.instance)
         async with (
-            StateKeeper(AsyncStateStore(store)) as keeper,
-            Registry([exporter] if exporter is not None else [], keeper=keeper) as registry,
+            StateKeeper(shared) as keeper,
+            Registry(
+                [exporter] if exporter is not None else [], prepare=[reaper.prepare], keeper=keeper, book=book
+            ) as registry,
             anyio.create_task_group() as tg,
         ):
+            reaper.owned = registry.owned_pids
             tg.start_soon(_watch_signals, shutdown)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)

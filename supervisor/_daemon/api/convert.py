@@ -40,6 +40,7 @@ _KIND = {
     EventKind.READY: pb.Event.KIND_READY,
     EventKind.NOT_READY: pb.Event.KIND_NOT_READY,
     EventKind.UNHEALTHY: pb.Event.KIND_UNHEALTHY,
+    EventKind.PORT_HOLDER_REAPED: pb.Event.KIND_PORT_HOLDER_REAPED,
 }
 
 

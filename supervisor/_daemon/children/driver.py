@@ -23,7 +23,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -45,16 +45,18 @@ from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, Sup
 from supervisor.signals import parse_signal, signal_name
 from supervisor.spec import ChildSpec
 
-__all__ = ["ChangeHook", "ChildDriver", "ChildStatistics", "PrepareHook", "StartHook"]
+__all__ = ["ChangeHook", "ChildDriver", "ChildStatistics", "ExitHook", "PrepareHook", "StartHook"]
 
 log = structlog.get_logger("supd.child")
 # How long one Prepare step (port reaping, stored state) may take.
 PREPARE_TIMEOUT_SECONDS = 30.0
 
-PrepareHook = Callable[[ChildSpec], Awaitable[None]]
+PrepareHook = Callable[["ChildDriver"], Awaitable[None]]
 """Awaited before every spawn; raising SupervisorError makes it a failed start with that message."""
 StartHook = Callable[["ChildDriver", int], None]
 """Called with the driver and the generation number once a process started (stored state replays from here)."""
+ExitHook = Callable[["ChildDriver", int], None]
+"""Called with the driver and the pid of a process of it that was reaped."""
 ChangeHook = Callable[["ChildDriver"], None]
 """Called after every message the driver handled (its state or readiness may have changed)."""
 
@@ -145,7 +147,10 @@ class ChildDriver:
         prepare: Sequence[PrepareHook] = (),
         on_start: Sequence[StartHook] = (),
         on_change: Sequence[ChangeHook] = (),
+        on_exit: Sequence[ExitHook] = (),
+        identity: Mapping[str, str] | None = None,
     ) -> None:
+        """``identity``: environment entries every process of this child gets (supd's marks)."""
         self.spec = spec
         self.output = ChildOutput(spec.name, spec.ring_bytes, spec.max_line_bytes, sinks)
         self.lifecycle = lc.Lifecycle()
@@ -155,6 +160,8 @@ class ChildDriver:
         self._prepare = tuple(prepare)
         self._on_start = tuple(on_start)
         self._on_change = tuple(on_change)
+        self._on_exit = tuple(on_exit)
+        self._identity = dict(identity or {})
         self._prober: Prober | None = None
         self._prober_scope: anyio.CancelScope | None = None
         self._gen: Generation | None = None
@@ -346,7 +353,7 @@ class ChildDriver:
         try:
             with anyio.fail_after(PREPARE_TIMEOUT_SECONDS):
                 for hook in self._prepare:
-                    await hook(self.spec)
+                    await hook(self)
         except TimeoutError:
             await self._start_failed(f"preparing the start took longer than {PREPARE_TIMEOUT_SECONDS:g}s")
             return
@@ -365,7 +372,9 @@ class ChildDriver:
             return
         try:
             # In a worker thread: fork/exec waits until the child has exec'd, milliseconds on a loaded host.
-            proc = await anyio.to_thread.run_sync(Process.spawn, self.spec, pipes.stdout_write, pipes.stderr_write)
+            proc = await anyio.to_thread.run_sync(
+                Process.spawn, self.spec, pipes.stdout_write, pipes.stderr_write, self._identity
+            )
         except SpawnError as exc:
             pipes.close_all()
             await self._start_failed(str(exc))
@@ -382,11 +391,14 @@ class ChildDriver:
         await self._task_group.start(gen.run, self._report_end)
         await self._feed(lc.Started(time.monotonic()))
         await self._start_probes(number, proc.started_at)
-        for hook in self._on_start:
+        self._run_hooks(self._on_start, "start", number)
+
+    def _run_hooks(self, hooks: Sequence[Callable[[ChildDriver, int], None]], what: str, value: int) -> None:
+        for hook in hooks:
             try:
-                hook(self, number)
-            except Exception:  # noqa: BLE001 - a hook's bug must not fail a start that succeeded; logged
-                self._log.exception("child.start_hook.failed", generation=number)
+                hook(self, value)
+            except Exception:  # noqa: BLE001 - a hook's bug must not fail what already happened; logged
+                self._log.exception(f"child.{what}_hook.failed", value=value)
 
     # Probes ------------------------------------------------------------------------------
 
@@ -458,6 +470,7 @@ class ChildDriver:
     async def _on_generation_ended(self, gen: Generation, info: ExitRecord) -> None:
         if gen.number == self.generation:
             self._stop_probes()
+        self._run_hooks(self._on_exit, "exit", info.pid)
         cur = self.lifecycle
         record = finish_exit(
             info,
@@ -529,6 +542,12 @@ class ChildDriver:
         """The pid of the process of ``running_generation``; 0 when none runs."""
         gen = self._gen
         return gen.process.pid if gen is not None and self.running_generation else 0
+
+    @property
+    def live_pid(self) -> int:
+        """The pid of the child's process not yet reaped, whatever the state (stopping included); 0 when none."""
+        gen = self._gen
+        return gen.process.pid if gen is not None and gen.process.alive else 0
 
     def signal_generation(self, generation: int, sig: int) -> bool:
         """Send ``sig`` to that generation's process (through its pidfd); False when it no longer runs."""

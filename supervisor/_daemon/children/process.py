@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 
 import anyio
 import structlog
@@ -100,8 +101,12 @@ class Process:
         return f"<Process pid={self.pid} {'reaped' if self.exit else 'live'}>"
 
     @classmethod
-    def spawn(cls, spec: ChildSpec, stdout_fd: int, stderr_fd: int) -> Process:
+    def spawn(
+        cls, spec: ChildSpec, stdout_fd: int, stderr_fd: int, extra_env: Mapping[str, str] | None = None
+    ) -> Process:
         """Start the child in a new session with the given pipe ends; raise SpawnError.
+
+        ``extra_env`` is added to the spec's environment (supd's identity marks).
 
         The child inherits only fds 0-2. Once forked, any failure (no pidfd:
         EMFILE, a seccomp profile) kills and reaps the process before raising,
@@ -113,7 +118,7 @@ class Process:
                 stdin=subprocess.DEVNULL,
                 stdout=stdout_fd,
                 stderr=stderr_fd,
-                env=spec.child_env(),
+                env={**spec.child_env(), **(extra_env or {})},
                 cwd=spec.cwd or None,
                 start_new_session=True,
                 close_fds=True,

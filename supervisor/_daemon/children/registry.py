@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -26,10 +26,19 @@ from supervisor._daemon.children.driver import ChildDriver, PrepareHook
 from supervisor._daemon.children.sessions import SessionScanner, scan_sessions, signal_member
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import LineSink
-from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from supervisor._daemon.state.store import StoreError
+from supervisor.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SupervisorError,
+    Unavailable,
+)
 from supervisor.spec import ChildSpec
 
 if TYPE_CHECKING:
+    from supervisor._daemon.children.process_book import ProcessBook
     from supervisor._daemon.state.keeper import StateKeeper
 
 __all__ = ["MAX_STOP_GRACE_SECONDS", "Registry"]
@@ -88,13 +97,20 @@ class Registry:
         *,
         prepare: Sequence[PrepareHook] = (),
         keeper: StateKeeper | None = None,
+        book: ProcessBook | None = None,
     ) -> None:
-        """``keeper`` stores spawned specs and state, and replays state after every start (None: no stored state)."""
+        """``keeper`` stores spawned specs and state, and replays state after every start (None: no stored state).
+
+        ``book`` marks every child process with supd's identity and records it in the store. ``prepare``
+        hooks run before every start, in order (port reaping first), then the keeper's.
+        """
         self._children: dict[str, ChildDriver] = {}
         self._sinks = tuple(sinks)
         self._prepare = tuple(prepare) + ((keeper.prepare,) if keeper is not None else ())
-        self._on_start = (keeper.started,) if keeper is not None else ()
+        self._on_start = ((keeper.started,) if keeper is not None else ()) + ((self._recorded,) if book else ())
+        self._on_exit = (self._reaped,) if book is not None else ()
         self.keeper = keeper
+        self.book = book
         # Called with a child's name whenever it may have changed, removal included (grpc.health.v1 listens).
         self.watchers: list[Callable[[str], None]] = []
         if keeper is not None:
@@ -131,6 +147,10 @@ class Registry:
         except KeyError:
             raise NotFound(f"no child named {name!r}") from None
 
+    def owned_pids(self) -> set[int]:
+        """The pids of every child process supd runs now (each watched through its pidfd)."""
+        return {pid for pid in (d.live_pid for d in self._children.values()) if pid}
+
     def all(self) -> list[ChildDriver]:
         return [self._children[n] for n in sorted(self._children)]
 
@@ -159,7 +179,8 @@ class Registry:
             assert self._task_group is not None
             driver = ChildDriver(
                 spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start,
-                on_change=(self._changed,),
+                on_change=(self._changed,), on_exit=self._on_exit,
+                identity=self.book.identity(spec.name) if self.book is not None else None,
             )
             # No await between the closing check and the insertion: shutdown sees every driver.
             self._children[spec.name] = driver
@@ -208,6 +229,23 @@ class Registry:
             await self.keeper.forget(driver.name)
         self._changed(driver)
         return ended
+
+    def _recorded(self, driver: ChildDriver, generation: int) -> None:
+        """A process started: record it in the store (in the background; its environment marks it meanwhile)."""
+        assert self._task_group is not None and self.book is not None
+        self._task_group.start_soon(self._book_call, self.book.started(driver.name, generation, driver.running_pid))
+
+    def _reaped(self, driver: ChildDriver, pid: int) -> None:
+        assert self._task_group is not None and self.book is not None
+        self._task_group.start_soon(self._book_call, self.book.ended(pid))
+
+    async def _book_call(self, call: Awaitable[object]) -> None:
+        try:
+            await call
+        except SupervisorError as exc:
+            log.error("supd.process_record.failed", error=exc.message)
+        except StoreError as exc:
+            log.error("supd.process_record.failed", error=str(exc))
 
     def _changed(self, driver: ChildDriver) -> None:
         for watcher in self.watchers:

@@ -81,6 +81,7 @@ class EventKind(enum.Enum):
     READY = "ready"
     NOT_READY = "not_ready"
     UNHEALTHY = "unhealthy"
+    PORT_HOLDER_REAPED = "port_holder_reaped"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -136,12 +136,13 @@ class StateKeeper:
 
     # Hooks of the driver ----------------------------------------------------------------
 
-    async def prepare(self, spec: ChildSpec) -> None:
+    async def prepare(self, driver: ChildDriver) -> None:
         """Before a start: a ``file`` delivery writes the accepted state, so the new process reads it at once.
 
         A write that fails is logged and left to the replay after the start: it
         is a soft error, not a reason to keep the child down.
         """
+        spec = driver.spec
         d = spec.state_delivery
         st = self._status.get(spec.name)
         if d is None or not isinstance(d.method, FileDelivery) or st is None or not st.accepted:
