@@ -143,9 +143,7 @@ def find_holders(ports: Sequence[PortSpec], markers: Sequence[str] = ()) -> list
     return find_holders_report(ports, markers)[0]
 
 
-def find_holders_report(
-    ports: Sequence[PortSpec], markers: Sequence[str] = ()
-) -> tuple[list[Holder], list[PortSpec]]:
+def find_holders_report(ports: Sequence[PortSpec], markers: Sequence[str] = ()) -> tuple[list[Holder], list[PortSpec]]:
     """``find_holders`` plus the ports that have a socket no visible process holds.
 
     A port is in the second list when at least one of its sockets was not found
@@ -399,9 +397,7 @@ def _identify(
     for inode in held:
         for sock in by_inode[inode]:
             ports.setdefault(sock.port, set()).add(inode)
-    return [
-        (Holder(pid, stat.start_ticks, uid, cmdline, port, dict(marker)), inodes) for port, inodes in ports.items()
-    ]
+    return [(Holder(pid, stat.start_ticks, uid, cmdline, port, dict(marker)), inodes) for port, inodes in ports.items()]
 
 
 def _read(proc: int, name: str, limit: int = -1) -> bytes:
