@@ -206,7 +206,7 @@ def test_the_proc_net_fallback_gives_the_same_answer(monkeypatch, debug_logs):
         by_netlink = (find_sockets(specs), find_holders_report(specs, ["PATH"]))
         assert not debug_logs
 
-        def refused(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
+        def refused(family: int, protocol: str, numbers: frozenset[int]) -> list[tuple[int, str, int, int]]:
             raise PermissionError(errno.EPERM, "refused by a seccomp filter")
 
         monkeypatch.setattr(ports, "_netlink_sockets", refused)

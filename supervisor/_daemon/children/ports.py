@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -194,18 +193,17 @@ def find_sockets(ports: Sequence[PortSpec]) -> list[Socket]:
     wanted = {(p.port, p.protocol): p for p in ports}
     found: list[Socket] = []
     for protocol in sorted({p.protocol for p in ports}):
+        numbers = frozenset(port for port, proto in wanted if proto == protocol)
         for family in _FAMILIES:
-            for port, address, uid, inode in _list_family(family, protocol):
-                spec = wanted.get((port, protocol))
-                if spec is not None:
-                    found.append(Socket(spec, family, address, uid, inode))
+            for port, address, uid, inode in _list_family(family, protocol, numbers):
+                found.append(Socket(wanted[port, protocol], family, address, uid, inode))
     return found
 
 
-def _list_family(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
-    """(local port, local address, uid, inode) of each holding socket of one family and protocol."""
+def _list_family(family: int, protocol: str, ports: frozenset[int]) -> list[tuple[int, str, int, int]]:
+    """(local port, local address, uid, inode) of each socket of one family and protocol holding one of ``ports``."""
     try:
-        return _netlink_sockets(family, protocol)
+        return _netlink_sockets(family, protocol, ports)
     except OSError as exc:
         log.debug(
             "ports.netlink.refused",
@@ -214,7 +212,7 @@ def _list_family(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
             error=str(exc),
             fallback=_PROC_NET[family, protocol],
         )
-    return _procnet_sockets(family, protocol)
+    return _procnet_sockets(family, protocol, ports)
 
 
 # --- NETLINK_SOCK_DIAG ------------------------------------------------------------------------------------------
@@ -243,8 +241,8 @@ _DIAG_MSG_SIZE = 72
 _RECV_BUFFER = 1 << 16  # above the kernel's largest dump chunk (32 KiB), so no message is truncated
 
 
-def _netlink_sockets(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
-    """One inet_diag dump: (sport, src, uid, inode) of TCP LISTEN or all UDP sockets of ``family``.
+def _netlink_sockets(family: int, protocol: str, ports: frozenset[int]) -> list[tuple[int, str, int, int]]:
+    """One inet_diag dump: (sport, src, uid, inode) of TCP LISTEN or all UDP sockets of ``family`` on ``ports``.
 
     Raises OSError when the socket is refused, the kernel answers with an error
     (ENOENT: no diag module for this protocol), or the reply is malformed.
@@ -284,15 +282,17 @@ def _netlink_sockets(family: int, protocol: str) -> list[tuple[int, str, int, in
                 if msg_family != family:
                     continue
                 (sport,) = _DIAG_SPORT.unpack_from(data, body + 4)
+                if sport not in ports:
+                    continue
                 raw = data[body + _DIAG_SRC_OFFSET : body + _DIAG_SRC_OFFSET + addr_len]
                 uid, inode = _DIAG_UID_INODE.unpack_from(data, body + 64)
-                out.append((sport, str(ipaddress.ip_address(raw)), uid, inode))
+                out.append((sport, socket.inet_ntop(family, raw), uid, inode))
 
 
 # --- /proc/net --------------------------------------------------------------------------------------------------
 
 
-def _procnet_sockets(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
+def _procnet_sockets(family: int, protocol: str, ports: frozenset[int]) -> list[tuple[int, str, int, int]]:
     """The same as ``_netlink_sockets``, parsed from /proc/net/{tcp,tcp6,udp,udp6} (net/ipv4/tcp_ipv4.c format).
 
     Each line: ``sl local_address rem_address st ... uid timeout inode``, the
@@ -315,8 +315,11 @@ def _procnet_sockets(family: int, protocol: str) -> list[tuple[int, str, int, in
         if protocol == "tcp" and int(fields[3], 16) != _TCP_LISTEN:
             continue
         addr_hex, port_hex = fields[1].split(b":")
+        port = int(port_hex, 16)
+        if port not in ports:
+            continue
         raw = b"".join(int(addr_hex[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(addr_hex), 8))
-        out.append((int(port_hex, 16), str(ipaddress.ip_address(raw)), int(fields[7]), int(fields[9])))
+        out.append((port, socket.inet_ntop(family, raw), int(fields[7]), int(fields[9])))
     return out
 
 
