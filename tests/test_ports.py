@@ -39,14 +39,14 @@ from supervisor.testing import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Binds (port 0: any free one), listens for tcp, optionally forks so that two processes share the socket, prints
-# "PORT CHILD_PID" once the socket exists, and holds it until stdin closes.
+# Binds to an address (port 0: any free one), listens for tcp, optionally forks so that two processes share the
+# socket, prints "PORT CHILD_PID" once the socket exists, and holds it until stdin closes.
 HOLD = r"""
 import os, socket, sys
-family, protocol, port, fork = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "fork"
-s = socket.socket(socket.AF_INET6 if family == "6" else socket.AF_INET,
+address, protocol, port, fork = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "fork"
+s = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
                   socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM)
-s.bind(("::" if family == "6" else "0.0.0.0", port))
+s.bind((address, port))
 if protocol == "tcp":
     s.listen()
 child = os.fork() if fork else -1
@@ -80,7 +80,7 @@ class Held:
 
 @contextlib.contextmanager
 def holding(
-    family: str = "4",
+    address: str = "0.0.0.0",
     protocol: str = "tcp",
     port: int = 0,
     *,
@@ -90,7 +90,7 @@ def holding(
     python: str = sys.executable,
 ) -> Iterator[Held]:
     """A subprocess holding ``port`` (0: a free one) until the block ends; yields once the socket exists."""
-    argv = [*prefix, python, "-I", "-S", "-c", HOLD, family, protocol, str(port), "fork" if fork else "-"]
+    argv = [*prefix, python, "-I", "-S", "-c", HOLD, address, protocol, str(port), "fork" if fork else "-"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -122,7 +122,7 @@ def only(holders: list[ports.Holder]) -> ports.Holder:
 
 
 def test_a_tcp_listener_on_ipv4_is_named_by_pid_start_time_uid_and_argv():
-    with holding("4", "tcp") as held:
+    with holding("0.0.0.0", "tcp") as held:
         holder = only(find_holders([held.spec()]))
         stat = read_stat(held.pid)
         assert stat is not None
@@ -138,7 +138,7 @@ def test_a_tcp_listener_on_ipv4_is_named_by_pid_start_time_uid_and_argv():
 
 
 def test_an_ipv6_wildcard_listener_is_found_once_per_process_and_port():
-    with holding("6", "tcp") as held:
+    with holding("::", "tcp") as held:
         holder = only(find_holders([held.spec()]))
         assert holder.pid == held.pid
         (sock,) = find_sockets([held.spec()])
@@ -146,7 +146,7 @@ def test_an_ipv6_wildcard_listener_is_found_once_per_process_and_port():
 
 
 def test_a_bound_udp_socket_holds_the_udp_port_and_not_the_tcp_one():
-    with holding("4", "udp") as held:
+    with holding("0.0.0.0", "udp") as held:
         holder = only(find_holders([held.spec("udp")]))
         assert (holder.pid, holder.port) == (held.pid, PortSpec(held.port, "udp"))
         # Another process may hold the same number over tcp (port numbers are per protocol): not us, though.
@@ -155,7 +155,7 @@ def test_a_bound_udp_socket_holds_the_udp_port_and_not_the_tcp_one():
 
 
 def test_a_listener_shared_through_fork_has_two_holders():
-    with holding("4", "tcp", fork=True) as held:
+    with holding("0.0.0.0", "tcp", fork=True) as held:
         holders = find_holders([held.spec()])
         assert sorted(h.pid for h in holders) == sorted([held.pid, held.child])
         for h in holders:
@@ -182,10 +182,23 @@ def test_port_is_free_before_the_listener_binds_and_after_it_ends():
     port = free_port()
     spec = PortSpec(port)
     assert port_is_free(spec)
-    with holding("6", "tcp", port) as held:
+    with holding("::", "tcp", port) as held:
         assert held.port == port
         assert not port_is_free(spec)
     assert wait_until(lambda: port_is_free(spec), 5, what=f"{spec} to be free")
+
+
+def test_only_the_listening_socket_holds_a_tcp_port_not_its_connections():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        spec = PortSpec(listener.getsockname()[1])
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()  # ESTABLISHED, with the same local port
+        with client, accepted:
+            (sock,) = find_sockets([spec])
+            assert sock.inode == os.fstat(listener.fileno()).st_ino
+            listener.close()
+            assert find_sockets([spec]) == []
+            assert port_is_free(spec)  # a new listener can bind with SO_REUSEADDR, as servers do
 
 
 @pytest.fixture
@@ -201,8 +214,13 @@ def debug_logs() -> Iterator[list[structlog.typing.EventDict]]:
 
 
 def test_the_proc_net_fallback_gives_the_same_answer(monkeypatch, debug_logs):
-    with holding("4", "tcp") as v4, holding("6", "tcp", fork=True) as v6, holding("6", "udp") as udp:
-        specs = [v4.spec(), v6.spec(), udp.spec("udp"), PortSpec(free_port())]
+    with (
+        holding("0.0.0.0", "tcp") as v4,
+        holding("::", "tcp", fork=True) as v6,
+        holding("::1", "udp") as udp,
+        holding("127.0.0.1", "udp") as lo,
+    ):
+        specs = [v4.spec(), v6.spec(), udp.spec("udp"), lo.spec("udp"), PortSpec(free_port())]
         by_netlink = (find_sockets(specs), find_holders_report(specs, ["PATH"]))
         assert not debug_logs
 
@@ -212,7 +230,13 @@ def test_the_proc_net_fallback_gives_the_same_answer(monkeypatch, debug_logs):
         monkeypatch.setattr(ports, "_netlink_sockets", refused)
         by_proc_net = (find_sockets(specs), find_holders_report(specs, ["PATH"]))
     assert by_proc_net == by_netlink
-    assert len(by_netlink[1][0]) == 4  # v4, two for v6 (fork), udp
+    assert len(by_netlink[1][0]) == 5  # v4, two for v6 (fork), two udp
+    assert {(sock.port.port, sock.address) for sock in by_netlink[0]} == {
+        (v4.port, "0.0.0.0"),
+        (v6.port, "::"),
+        (udp.port, "::1"),
+        (lo.port, "127.0.0.1"),
+    }
     refusals = [e for e in debug_logs if e["event"] == "ports.netlink.refused"]
     assert {(e["family"], e["protocol"], e["log_level"]) for e in refusals} == {
         ("AF_INET", "tcp", "debug"),
