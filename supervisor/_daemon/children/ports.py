@@ -27,7 +27,7 @@ Limits, all visible to the caller through ``find_holders_report``:
   of the same pod sharing the network namespace) has no holder.
 - Reading another user's /proc/PID/fd needs root (CAP_SYS_PTRACE); as an
   ordinary user, another user's holder is invisible.
-- Sockets owned by the kernel itself (inode 0, for example nfsd) have no holder.
+- Sockets the kernel itself opened (nfsd, for example) are in no fd table.
 - A socket closed between the dump and the /proc scan also has no holder.
 """
 
@@ -92,11 +92,12 @@ class PortSpec:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Socket:
-    """A socket that holds ``port``: TCP in LISTEN, or UDP in any state (bound).
+    """A socket that holds ``port``: TCP in LISTEN, or UDP in any state (bound, or bound and connected).
 
     ``family`` is AF_INET or AF_INET6, ``address`` the local address ("0.0.0.0",
     "::", "127.0.0.1"...), ``uid`` the socket's owner as the kernel records it
-    (the creator's uid), ``inode`` its inode number (0 for a kernel socket).
+    (the creator's uid, known even when the holder is not), ``inode`` its inode
+    number (0 when no file refers to it).
     """
 
     port: PortSpec
@@ -111,7 +112,9 @@ class Holder:
     """A process holding a listening socket (tcp LISTEN, or a bound udp socket) on a port.
 
     ``start_ticks`` is field 22 of /proc/PID/stat (clock ticks since boot), so
-    (pid, start_ticks) names this process and no later one with the same pid.
+    (pid, start_ticks) names this process and not a later one with the same pid
+    (except one started within the same 10 ms tick: open a pidfd and compare
+    again before signalling).
     ``uid`` is the real uid (first field of ``Uid:`` in /proc/PID/status).
     ``cmdline`` is argv joined by spaces, at most ``CMDLINE_MAX`` characters,
     "[comm]" when argv is empty (kernel threads). ``marker`` holds those of
