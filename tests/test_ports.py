@@ -16,6 +16,7 @@ import os
 import pwd
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from supervisor._daemon.children.ports import (
     find_holders,
     find_holders_report,
     find_sockets,
+    pin_holder,
     port_is_free,
 )
 from supervisor._daemon.children.sessions import read_stat
@@ -143,6 +145,20 @@ def test_an_ipv6_wildcard_listener_is_found_once_per_process_and_port():
         assert holder.pid == held.pid
         (sock,) = find_sockets([held.spec()])
         assert (sock.family, sock.address) == (socket.AF_INET6, "::")
+
+
+def test_a_pinned_holder_is_signalled_through_its_pidfd_and_a_gone_one_is_not_pinned():
+    with holding() as held:
+        holder = only(find_holders([held.spec()]))
+        assert pin_holder(dataclasses.replace(holder, start_ticks=holder.start_ticks + 1)) is None
+        fd = pin_holder(holder)
+        assert fd is not None
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            # Unreaped, it is a zombie: ended, so no longer pinned.
+            assert wait_until(lambda: (f := pin_holder(holder)) is None or os.close(f), 5, what="the holder to end")
+        finally:
+            os.close(fd)
 
 
 def test_a_bound_udp_socket_holds_the_udp_port_and_not_the_tcp_one():

@@ -53,6 +53,7 @@ __all__ = [
     "find_holders",
     "find_holders_report",
     "find_sockets",
+    "pin_holder",
     "port_is_free",
 ]
 
@@ -174,6 +175,23 @@ def find_holders_report(ports: Sequence[PortSpec], markers: Sequence[str] = ()) 
     )
     holders.sort(key=lambda h: (h.port.port, h.port.protocol, h.pid))
     return holders, unattributed
+
+
+def pin_holder(holder: Holder) -> int | None:
+    """A pidfd on ``holder`` if it still runs with its start time; None when it has ended (zombie too) or changed.
+
+    Signal through the pidfd (``signal.pidfd_send_signal``): it can never hit a
+    later process that reuses the pid. The caller closes it.
+    """
+    try:
+        fd = os.pidfd_open(holder.pid)
+    except ProcessLookupError:
+        return None
+    now = read_stat(holder.pid)  # read after the pidfd is open: a match means the pidfd is that process
+    if now is None or now.zombie or now.start_ticks != holder.start_ticks:
+        os.close(fd)
+        return None
+    return fd
 
 
 def port_is_free(port: PortSpec) -> bool:
