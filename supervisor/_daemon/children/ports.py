@@ -27,7 +27,7 @@ Limits, all visible to the caller through ``find_holders_report``:
   of the same pod sharing the network namespace) has no holder.
 - Reading another user's /proc/PID/fd needs root (CAP_SYS_PTRACE); as an
   ordinary user, another user's holder is invisible.
-- Sockets owned by the kernel itself (inode 0, for example nfsd) have no holder.
+- Sockets the kernel itself opened (nfsd, for example) are in no fd table.
 - A socket closed between the dump and the /proc scan also has no holder.
 """
 
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import ipaddress
 import os
 import socket
 import struct
@@ -54,6 +53,7 @@ __all__ = [
     "find_holders",
     "find_holders_report",
     "find_sockets",
+    "pin_holder",
     "port_is_free",
 ]
 
@@ -93,11 +93,12 @@ class PortSpec:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Socket:
-    """A socket that holds ``port``: TCP in LISTEN, or UDP in any state (bound).
+    """A socket that holds ``port``: TCP in LISTEN, or UDP in any state (bound, or bound and connected).
 
     ``family`` is AF_INET or AF_INET6, ``address`` the local address ("0.0.0.0",
     "::", "127.0.0.1"...), ``uid`` the socket's owner as the kernel records it
-    (the creator's uid), ``inode`` its inode number (0 for a kernel socket).
+    (the creator's uid, known even when the holder is not), ``inode`` its inode
+    number (0 when no file refers to it).
     """
 
     port: PortSpec
@@ -112,7 +113,9 @@ class Holder:
     """A process holding a listening socket (tcp LISTEN, or a bound udp socket) on a port.
 
     ``start_ticks`` is field 22 of /proc/PID/stat (clock ticks since boot), so
-    (pid, start_ticks) names this process and no later one with the same pid.
+    (pid, start_ticks) names this process and not a later one with the same pid
+    (except one started within the same 10 ms tick: open a pidfd and compare
+    again before signalling).
     ``uid`` is the real uid (first field of ``Uid:`` in /proc/PID/status).
     ``cmdline`` is argv joined by spaces, at most ``CMDLINE_MAX`` characters,
     "[comm]" when argv is empty (kernel threads). ``marker`` holds those of
@@ -143,9 +146,7 @@ def find_holders(ports: Sequence[PortSpec], markers: Sequence[str] = ()) -> list
     return find_holders_report(ports, markers)[0]
 
 
-def find_holders_report(
-    ports: Sequence[PortSpec], markers: Sequence[str] = ()
-) -> tuple[list[Holder], list[PortSpec]]:
+def find_holders_report(ports: Sequence[PortSpec], markers: Sequence[str] = ()) -> tuple[list[Holder], list[PortSpec]]:
     """``find_holders`` plus the ports that have a socket no visible process holds.
 
     A port is in the second list when at least one of its sockets was not found
@@ -176,6 +177,23 @@ def find_holders_report(
     return holders, unattributed
 
 
+def pin_holder(holder: Holder) -> int | None:
+    """A pidfd on ``holder`` if it still runs with its start time; None when it has ended (zombie too) or changed.
+
+    Signal through the pidfd (``signal.pidfd_send_signal``): it can never hit a
+    later process that reuses the pid. The caller closes it.
+    """
+    try:
+        fd = os.pidfd_open(holder.pid)
+    except ProcessLookupError:
+        return None
+    now = read_stat(holder.pid)  # read after the pidfd is open: a match means the pidfd is that process
+    if now is None or now.zombie or now.start_ticks != holder.start_ticks:
+        os.close(fd)
+        return None
+    return fd
+
+
 def port_is_free(port: PortSpec) -> bool:
     """No socket listens on (tcp) / is bound to (udp) ``port``, any local address, IPv4 or IPv6.
 
@@ -196,18 +214,17 @@ def find_sockets(ports: Sequence[PortSpec]) -> list[Socket]:
     wanted = {(p.port, p.protocol): p for p in ports}
     found: list[Socket] = []
     for protocol in sorted({p.protocol for p in ports}):
+        numbers = frozenset(port for port, proto in wanted if proto == protocol)
         for family in _FAMILIES:
-            for port, address, uid, inode in _list_family(family, protocol):
-                spec = wanted.get((port, protocol))
-                if spec is not None:
-                    found.append(Socket(spec, family, address, uid, inode))
+            for port, address, uid, inode in _list_family(family, protocol, numbers):
+                found.append(Socket(wanted[port, protocol], family, address, uid, inode))
     return found
 
 
-def _list_family(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
-    """(local port, local address, uid, inode) of each holding socket of one family and protocol."""
+def _list_family(family: int, protocol: str, ports: frozenset[int]) -> list[tuple[int, str, int, int]]:
+    """(local port, local address, uid, inode) of each socket of one family and protocol holding one of ``ports``."""
     try:
-        return _netlink_sockets(family, protocol)
+        return _netlink_sockets(family, protocol, ports)
     except OSError as exc:
         log.debug(
             "ports.netlink.refused",
@@ -216,7 +233,7 @@ def _list_family(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
             error=str(exc),
             fallback=_PROC_NET[family, protocol],
         )
-    return _procnet_sockets(family, protocol)
+    return _procnet_sockets(family, protocol, ports)
 
 
 # --- NETLINK_SOCK_DIAG ------------------------------------------------------------------------------------------
@@ -245,8 +262,8 @@ _DIAG_MSG_SIZE = 72
 _RECV_BUFFER = 1 << 16  # above the kernel's largest dump chunk (32 KiB), so no message is truncated
 
 
-def _netlink_sockets(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
-    """One inet_diag dump: (sport, src, uid, inode) of TCP LISTEN or all UDP sockets of ``family``.
+def _netlink_sockets(family: int, protocol: str, ports: frozenset[int]) -> list[tuple[int, str, int, int]]:
+    """One inet_diag dump: (sport, src, uid, inode) of TCP LISTEN or all UDP sockets of ``family`` on ``ports``.
 
     Raises OSError when the socket is refused, the kernel answers with an error
     (ENOENT: no diag module for this protocol), or the reply is malformed.
@@ -286,15 +303,17 @@ def _netlink_sockets(family: int, protocol: str) -> list[tuple[int, str, int, in
                 if msg_family != family:
                     continue
                 (sport,) = _DIAG_SPORT.unpack_from(data, body + 4)
+                if sport not in ports:
+                    continue
                 raw = data[body + _DIAG_SRC_OFFSET : body + _DIAG_SRC_OFFSET + addr_len]
                 uid, inode = _DIAG_UID_INODE.unpack_from(data, body + 64)
-                out.append((sport, str(ipaddress.ip_address(raw)), uid, inode))
+                out.append((sport, socket.inet_ntop(family, raw), uid, inode))
 
 
 # --- /proc/net --------------------------------------------------------------------------------------------------
 
 
-def _procnet_sockets(family: int, protocol: str) -> list[tuple[int, str, int, int]]:
+def _procnet_sockets(family: int, protocol: str, ports: frozenset[int]) -> list[tuple[int, str, int, int]]:
     """The same as ``_netlink_sockets``, parsed from /proc/net/{tcp,tcp6,udp,udp6} (net/ipv4/tcp_ipv4.c format).
 
     Each line: ``sl local_address rem_address st ... uid timeout inode``, the
@@ -317,8 +336,11 @@ def _procnet_sockets(family: int, protocol: str) -> list[tuple[int, str, int, in
         if protocol == "tcp" and int(fields[3], 16) != _TCP_LISTEN:
             continue
         addr_hex, port_hex = fields[1].split(b":")
+        port = int(port_hex, 16)
+        if port not in ports:
+            continue
         raw = b"".join(int(addr_hex[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(addr_hex), 8))
-        out.append((int(port_hex, 16), str(ipaddress.ip_address(raw)), int(fields[7]), int(fields[9])))
+        out.append((port, socket.inet_ntop(family, raw), int(fields[7]), int(fields[9])))
     return out
 
 
@@ -399,9 +421,7 @@ def _identify(
     for inode in held:
         for sock in by_inode[inode]:
             ports.setdefault(sock.port, set()).add(inode)
-    return [
-        (Holder(pid, stat.start_ticks, uid, cmdline, port, dict(marker)), inodes) for port, inodes in ports.items()
-    ]
+    return [(Holder(pid, stat.start_ticks, uid, cmdline, port, dict(marker)), inodes) for port, inodes in ports.items()]
 
 
 def _read(proc: int, name: str, limit: int = -1) -> bytes:
