@@ -33,7 +33,7 @@ import anyio
 import structlog
 
 from supervisor._daemon.children.driver import ChildDriver
-from supervisor._daemon.children.ports import Holder, PortSpec, find_holders, port_is_free
+from supervisor._daemon.children.ports import Holder, PortSpec, find_holders_report, port_is_free
 from supervisor._daemon.children.process_book import CHILD_ENV, INSTANCE_ENV
 from supervisor._daemon.children.sessions import Member, read_stat, scan_sessions, signal_member
 from supervisor._daemon.output.records import ChildEvent, EventKind
@@ -71,13 +71,18 @@ class PortReaper:
         if not spec.ports:
             return
         wanted = [PortSpec(p.port, p.protocol) for p in spec.ports]
-        holders = await anyio.to_thread.run_sync(find_holders, wanted, (INSTANCE_ENV, CHILD_ENV))
-        if not holders:
+        holders, unseen = await anyio.to_thread.run_sync(find_holders_report, wanted, (INSTANCE_ENV, CHILD_ENV))
+        if not holders and not unseen:
             return
         by_pid: dict[int, list[Holder]] = {}
         for h in holders:
             by_pid.setdefault(h.pid, []).append(h)
         refusals = [why for hs in by_pid.values() if (why := self._refusal(spec, hs[0]))]
+        refusals += [
+            f"port {p} is held by a process supd cannot see (another user's, or another container's in the pod):"
+            " supd leaves it alone"
+            for p in unseen
+        ]
         if refusals:
             raise FailedPrecondition("; ".join(refusals))
         for hs in by_pid.values():
