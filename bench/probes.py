@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -378,13 +380,39 @@ def run_phase(args: argparse.Namespace, kinds: list[str] | None, grpc_port: int)
         infos = stub.Health(pb.HealthRequest(), timeout=30).children
         res["restarts"] = sum(c.restart_count for c in infos)
         res["supd_exited"] = sup.proc.poll()
+        res["probe_failures"] = failures_logged(sup.stderr_text(), res["measured_from"])
     return res
+
+
+def failures_logged(stderr: str, since: float) -> dict[str, Any]:
+    """supd's ``probe.<name>.failure`` log lines (every failed run, JSON on stderr) from ``since`` (wall s) on.
+
+    How many, and why (ports replaced by PORT, so that one reason is counted once).
+    """
+    why: dict[str, int] = {}
+    for line in stderr.splitlines():
+        if ".failure" not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if str(event.get("event", "")).startswith("probe.") and str(event["event"]).endswith(".failure"):
+            text = str(event.get("timestamp") or "1970-01-01T00:00:00Z")
+            stamp = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if stamp.timestamp() < since:
+                continue
+            key = re.sub(r":\d+\b", ":PORT", f"{event.get('kind')}: {event.get('message')}")
+            why[key] = why.get(key, 0) + 1
+    return {"total": sum(why.values()), "by_message": dict(sorted(why.items(), key=lambda kv: -kv[1]))}
 
 
 def measure(args: argparse.Namespace, sup: SupervisorProcess, stub: pb_grpc.SupervisorStub, one: str,
             probed: bool) -> dict[str, Any]:
     pid = sup.proc.pid
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"measured_from": time.time()}
     runs0 = probe_runs(stub) if probed else {}
     # 1. quiet window: nobody calls supd
     s0, t0 = proc_stat(pid), time.monotonic()
@@ -480,6 +508,11 @@ def print_report(res: dict[str, Any]) -> None:
         for kind, k in sorted(r["by_kind"].items()):
             print(f"    {kind:<5} {k['probes']:>4} probes: {k['done']:>7,} / {k['expected']:>9,.0f} = {k['ratio']:.3f},"
                   f" fewest {k['fewest']}, mean period {k['mean_period_s']:.3f} s")
+    f = on["probe_failures"]
+    if f["total"]:
+        print(f"failed probe runs during the quiet window and the window (supd's log): {f['total']}")
+        for msg, count in list(f["by_message"].items())[:6]:
+            print(f"    {count:>6}  {msg}")
     print(f"all children ready after {off['ready_s']:.1f} s (off), {on['ready_s']:.1f} s (on); "
           f"restarts during the phase: {off['restarts']} (off), {on['restarts']} (on)")
     for ph in (off, on):
