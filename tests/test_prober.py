@@ -116,3 +116,11 @@ async def test_a_hanging_probe_delays_no_other_child(tmp_path: pathlib.Path) -> 
             last = slow.statuses["readiness"].last
             assert last is not None and "timed out after 0.5s" in last.message
             tg.cancel_scope.cancel()
+
+
+def test_the_schedule_is_a_fixed_ticker() -> None:
+    from supervisor._daemon.health.prober import _next_due
+
+    assert _next_due(10.0, 1.0, 10.3) == 11.0, "on time: one period after the last tick"
+    assert _next_due(10.0, 1.0, 13.5) == 14.0, "late: the next tick on the grid, missed runs are not piled up"
+    assert _next_due(10.0, 1.0, 11.0) == 11.0

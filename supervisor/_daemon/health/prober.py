@@ -108,9 +108,9 @@ class Prober:
     async def _probe(self, runner: ProbeRunner, name: str, probe: Probe) -> bool:
         """Run one probe by its rules; False once it made the child unhealthy, True when startup passed."""
         state = self.statuses[name]
-        await anyio.sleep(max(0.0, self._started_at + probe.initial_delay_seconds - time.monotonic()))
+        due = self._started_at + probe.initial_delay_seconds
+        await anyio.sleep(max(0.0, due - time.monotonic()))
         while True:
-            began = time.monotonic()
             result = await runner.run(probe.action, probe.timeout_seconds)
             self._record(state, result)
             if name == "startup" and result.success:
@@ -128,8 +128,8 @@ class Prober:
                 elif state.failures >= probe.failure_threshold and self._ready is not False:
                     reason = f"readiness probe failed {state.failures} times in a row: {result.message}"
                     await self._set_ready(False, name, reason)
-            # The period runs from the start of one probe to the start of the next, as the kubelet's does.
-            await anyio.sleep(max(0.0, began + probe.period_seconds - time.monotonic()))
+            due = _next_due(due, probe.period_seconds, time.monotonic())
+            await anyio.sleep(max(0.0, due - time.monotonic()))
 
     def _record(self, state: ProbeState, result: ProbeResult) -> None:
         state.last, state.time_ns, state.runs = result, time.time_ns(), state.runs + 1
@@ -149,3 +149,12 @@ class Prober:
         self._ready = ready
         if ready or not first:
             await self._report(Verdict(self.generation, probe, ready=ready, reason=reason))
+
+
+def _next_due(due: float, period: float, now: float) -> float:
+    """The next tick of a fixed schedule (as the kubelet's ticker): ``due + period``, or the first tick after
+    ``now`` when runs fell behind. Late wake-ups neither stretch the period nor make missed runs pile up."""
+    nxt = due + period
+    if nxt < now:
+        nxt += ((now - nxt) // period + 1) * period
+    return nxt
