@@ -544,6 +544,11 @@ class ChildDriver:
         return gen.process.pid if gen is not None and self.running_generation else 0
 
     @property
+    def probes_ready(self) -> bool:
+        """The probes' verdict on the running process: startup passed and ready (True without probes)."""
+        return self.lifecycle.ready and self.state is lc.State.RUNNING
+
+    @property
     def live_pid(self) -> int:
         """The pid of the child's process not yet reaped, whatever the state (stopping included); 0 when none."""
         gen = self._gen

@@ -9,9 +9,11 @@ changes nothing.
 
 After every start of a child (first start, crash restart, manual restart, and
 so after supd's own restart, which starts every child again) the accepted
-revision is replayed to the new process: for ``http``, once the endpoint
-accepts a connection (at most ``ready_timeout_seconds``); for ``file``, the file
-is written before the process starts, so it is applied at once. A replay that
+revision is replayed to the new process once it can take it (at most
+``ready_timeout_seconds``): when it has a startup or readiness probe, once the
+probes say it is ready; otherwise for ``http`` once the endpoint accepts a
+connection; for ``file``, the file is written before the process starts, so it
+is applied at once. A replay that
 fails is a soft error: the child keeps running, Health shows the error, and
 the replay tries again with backoff for as long as that process runs. Each
 failed attempt is a STATE_FAILED event, the success a STATE_APPLIED event.
@@ -42,7 +44,7 @@ from supervisor._daemon.state.deliver import (
     write_state_file,
 )
 from supervisor._daemon.state.store import AsyncStateStore, StoredRevision
-from supervisor.delivery import FileDelivery, HttpDelivery
+from supervisor.delivery import FileDelivery, HttpDelivery, StateDelivery
 from supervisor.errors import Aborted, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.spec import ChildSpec, spec_to_proto
 
@@ -51,6 +53,8 @@ __all__ = ["DEFAULT_CONTENT_TYPE", "StateKeeper", "StateStatus"]
 log = structlog.get_logger("supd.state")
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CONTENT_TYPE_LENGTH = 255
+# How often a replay waiting for the probes' verdict looks at it.
+_READY_POLL_SECONDS = 0.01
 
 
 @dataclasses.dataclass
@@ -200,10 +204,7 @@ class StateKeeper:
         d = driver.spec.state_delivery
         assert d is not None
         name = driver.name
-        accepting = not isinstance(d.method, HttpDelivery) or await wait_accepting(
-            d, time.monotonic() + d.ready_timeout_seconds
-        )
-        if not accepting:
+        if not await self._takes_state(driver, generation, d):
             log.warning(
                 "state.endpoint.not_accepting", child=name, generation=generation, waited=d.ready_timeout_seconds
             )
@@ -235,6 +236,24 @@ class StateKeeper:
                     self._applied(driver, generation, stored.revision, done.detail)
                     return
             await anyio.sleep(d.retry.backoff.jittered(round_))
+
+    async def _takes_state(self, driver: ChildDriver, generation: int, d: StateDelivery) -> bool:
+        """Wait (at most ``ready_timeout_seconds``) until the new process can take its state; False at the bound.
+
+        A child with a startup or readiness probe can once its probes say so (the probes' verdict, not the
+        stored state's, which this very replay brings); otherwise an http endpoint once it accepts a
+        connection; file and exec at once.
+        """
+        deadline = time.monotonic() + d.ready_timeout_seconds
+        if driver.spec.readiness_probe is not None or driver.spec.startup_probe is not None:
+            with anyio.move_on_after(d.ready_timeout_seconds):
+                while not driver.probes_ready and driver.running_generation == generation:  # noqa: ASYNC110
+                    await anyio.sleep(_READY_POLL_SECONDS)  # the driver's verdicts have no event of their own here
+                return True
+            return False
+        if isinstance(d.method, HttpDelivery):
+            return await wait_accepting(d, deadline)
+        return True
 
     # Reload ---------------------------------------------------------------------------------
 
