@@ -36,7 +36,9 @@ from collections.abc import Callable
 
 import structlog
 
+from supervisor._daemon.output import native
 from supervisor._daemon.output.lines import LineAssembler
+from supervisor._daemon.output.records import line_count
 
 __all__ = ["PIPE_SIZE", "QUIET_SECONDS", "READ_SIZE", "LineAssembler", "PipeDrain", "Poller", "make_pipe"]
 
@@ -48,8 +50,8 @@ SWITCH_INTERVAL = 0.0005
 BEHIND_BYTES = 256 * 1024
 log = structlog.get_logger("supd.drain")
 
-# Takes the parts of one read as LineAssembler returns them; called on the poller thread.
-Emit = Callable[[list[bytes]], None]
+# Takes the parts of one read as LineAssembler returns them, and the lines in each; called on the poller thread.
+Emit = Callable[[list[bytes], list[int]], None]
 
 
 def make_pipe() -> tuple[int, int]:
@@ -72,7 +74,7 @@ def make_pipe() -> tuple[int, int]:
 class PipeDrain:
     """Reads one pipe on the poller thread until EOF, handing each read's records to ``emit``.
 
-    ``emit(parts)`` runs on the poller thread (or on the caller's thread during
+    ``emit(parts, counts)`` runs on the poller thread (or on the caller's thread during
     ``abandon``), with this drain's lock held, and must not block.
     ``on_read(n)`` is told the bytes of every read. ``await wait_done()``
     returns once EOF was reached and the last record (the unterminated line
@@ -143,7 +145,7 @@ class PipeDrain:
             if self._done:
                 return False
             try:
-                n = os.readv(self.fd, [memoryview(buf)[: self.read_size]])
+                n, parts, counts = self._assembler.read(self.fd, buf, self.read_size)
             except BlockingIOError:
                 return self._assembler.held > 0
             except OSError as exc:
@@ -162,9 +164,8 @@ class PipeDrain:
             self.last_read = n
             if self._on_read is not None:
                 self._on_read(n)
-            parts = self._assembler.feed_buffer(buf, n)
             if parts:
-                self._emit(parts)
+                self._emit(parts, counts)
             if self._assembler.held:
                 self._quiet_since = time.monotonic()
                 return True
@@ -183,7 +184,7 @@ class PipeDrain:
                 return True
             parts = self._assembler.flush_partial()
             if parts:
-                self._emit(parts)
+                self._emit(parts, [line_count(p) for p in parts])
             if self._assembler.held:
                 self._quiet_since = now  # part of a UTF-8 character: one more quiet period, then it goes too
                 return True
@@ -196,7 +197,7 @@ class PipeDrain:
         os.close(self.fd)
         parts = self._assembler.finish()
         if parts:
-            self._emit(parts)
+            self._emit(parts, [line_count(p) for p in parts])
 
     def _loop_call(self, callback: Callable[[], object]) -> None:
         try:
@@ -251,6 +252,7 @@ class Poller:
         # event loop then waits at most that for the drain after each of its own system calls.
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             sys.setswitchinterval(SWITCH_INTERVAL)
+        log.debug("drain.core", implementation=native.IMPLEMENTATION, reason=native.UNAVAILABLE_REASON or None)
         self._thread = threading.Thread(target=self._run, name="supd-drain", daemon=True)
         self._thread.start()
 
