@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import shutil
 import time
 from array import array
 from types import ModuleType
@@ -38,7 +39,15 @@ def _load_core() -> ModuleType | None:
 
 
 core = _load_core()
-pytestmark = pytest.mark.skipif(core is None, reason=f"the C core is not built ({native.UNAVAILABLE_REASON})")
+needs_core = pytest.mark.skipif(core is None, reason=f"the C core is not built ({native.UNAVAILABLE_REASON})")
+
+
+@pytest.mark.skipif(os.environ.get("SUPD_PURE_PYTHON") == "1", reason="the pure-Python path was asked for")
+def test_the_core_is_active_where_a_compiler_was_there_to_build_it():
+    """The build is optional, so a C error would otherwise pass unseen: the install falls back to Python."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here")
+    assert native.IMPLEMENTATION == "native", native.UNAVAILABLE_REASON
 
 PIECES = [
     b"a",
@@ -91,6 +100,7 @@ def cases(seed: int):
         yield rng
 
 
+@needs_core
 def test_cut_matches_the_line_assembler_on_random_reads():
     assert core is not None
     for rng in cases(16):
@@ -112,6 +122,7 @@ def test_cut_matches_the_line_assembler_on_random_reads():
         assert b"".join(got_all) + tail == data
 
 
+@needs_core
 def test_read_cut_matches_the_line_assembler_reading_a_pipe():
     assert core is not None
     for rng in cases(17):
@@ -149,6 +160,7 @@ def test_read_cut_matches_the_line_assembler_reading_a_pipe():
                 os.close(w)
 
 
+@needs_core
 def test_read_cut_raises_blocking_io_error_on_an_empty_pipe():
     assert core is not None
     r, w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -160,6 +172,26 @@ def test_read_cut_raises_blocking_io_error_on_an_empty_pipe():
         os.close(w)
 
 
+@needs_core
+def test_read_cut_reads_into_the_buffer_where_the_fd_cannot_say_how_much_it_holds():
+    """/dev/zero answers FIONREAD with ENOTTY: the read goes to ``buf`` and is copied out."""
+    assert core is not None
+    fd = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        ref = LineAssembler(300)
+        tail = b""
+        for size in (1, 299, 300, 301, 1000, 70000):
+            buf = bytearray(size + 3)
+            n, parts, counts, tail = core.read_cut(fd, buf, size, tail, 300)
+            assert n == size
+            assert parts == ref.feed_buffer(bytearray(size), size)
+            assert counts == [1] * len(parts)
+            assert tail == ref._tail
+    finally:
+        os.close(fd)
+
+
+@needs_core
 def test_counts_lengths_and_offsets_match_python():
     assert core is not None
     for rng in cases(18):
@@ -189,6 +221,7 @@ def py_take(data: bytes, offset: int, budget: int, at_least_one: bool) -> tuple[
     return end, py_line_count(data[offset:end])
 
 
+@needs_core
 def test_take_matches_python():
     assert core is not None
     for rng in cases(19):
@@ -208,6 +241,7 @@ def segment_of(rng: random.Random, seq: int, data: bytes) -> Segment:
     return Segment(seq, py_line_count(data), 1, 3, 0, data)
 
 
+@needs_core
 def test_line_batch_serialises_exactly_as_protobuf():
     assert core is not None
     for rng in cases(20):
@@ -240,6 +274,7 @@ def _lengths_of(seg: Segment, a: int, b: int) -> array[int]:
     return idx.lengths[k:j]
 
 
+@needs_core
 def test_bad_arguments_raise_instead_of_reading_out_of_bounds():
     assert core is not None
     with pytest.raises(ValueError):

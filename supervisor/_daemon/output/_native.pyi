@@ -3,6 +3,8 @@
 from array import array
 from collections.abc import Sequence
 
+COUNT_PATH: str  # "avx2" or "sse2": how newlines are counted on this CPU
+
 def cut(
     tail: bytes, buf: bytes | bytearray | memoryview, n: int, max_line: int, /
 ) -> tuple[list[bytes], list[int], bytes]: ...

@@ -115,7 +115,7 @@ class ChildOutput:
         self.name = name
         self._poller = poller
         self.ring = Ring(ring_bytes)
-        self.ring.drain_behind = lambda: (self._poller or Poller.default()).behind
+        self.ring.drain_behind = self._drain_behind
         self._max_line = max_line_bytes
         # Reads well below the ring's size, so one read never evicts the whole ring.
         self._read_size = min(READ_SIZE, max(4096, ring_bytes // 8))
@@ -125,6 +125,10 @@ class ChildOutput:
         self._counts_lock = threading.Lock()
         self._drains: list[PipeDrain] = []
         self._pending: list[PipeDrain] = []  # made by start(), reading from the STARTED event on
+
+    def _drain_behind(self) -> bool:
+        """True while a poller that may hold this child's pipes is behind (see ``Poller.behind``)."""
+        return self._poller.behind if self._poller is not None else Poller.any_behind()
 
     def __repr__(self) -> str:
         return f"<ChildOutput {self.name} {self.ring!r} drains={len(self._drains)}>"
