@@ -11,6 +11,7 @@ import importlib.util
 import os
 import random
 import shutil
+import sys
 import time
 from array import array
 from types import ModuleType
@@ -167,6 +168,24 @@ def test_read_cut_raises_blocking_io_error_on_an_empty_pipe():
     try:
         with pytest.raises(BlockingIOError):
             core.read_cut(r, bytearray(16), 16, b"", 10)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+@needs_core
+def test_a_short_record_read_with_a_long_tail_does_not_keep_the_whole_read_alive():
+    """The read lands in a bytes object of the pipe's size; a record much shorter than that is copied out."""
+    assert core is not None
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(w, b"a\n" + b"x" * 60000)
+        n, parts, counts, tail = core.read_cut(r, bytearray(1 << 16), 1 << 16, b"", 1 << 20)
+        assert (n, parts, counts, len(tail)) == (60002, [b"a\n"], [1], 60000)
+        assert sys.getsizeof(parts[0]) < 100  # not the 60 KB it was read into
+        os.write(w, b"b" * 100 + b"\n" + b"y" * 50)
+        n, parts, counts, tail = core.read_cut(r, bytearray(1 << 16), 1 << 16, tail, 1 << 20)
+        assert parts == [b"x" * 60000 + b"b" * 100 + b"\n"] and tail == b"y" * 50
     finally:
         os.close(r)
         os.close(w)

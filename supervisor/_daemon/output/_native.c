@@ -313,6 +313,26 @@ native_cut(PyObject *self, PyObject *args)
     return res;
 }
 
+/* A new bytes object (refcount 1, never hashed; the reference is consumed) shortened to size bytes. In place,
+ * keeping its allocation, when that wastes little (at most 4 KiB or 1/16 of the size: a ring's byte charges stay
+ * within that of the memory held); else copied at the exact size. NULL when out of memory. Measured: shrinking
+ * with _PyBytes_Resize (realloc) left the resident set of ten flooding children at 1.2x their rings' bytes,
+ * against 1.06-1.13x this way. */
+static PyObject *
+shrunk(PyObject *bytes, Py_ssize_t size)
+{
+    Py_ssize_t waste = PyBytes_GET_SIZE(bytes) - size;
+    assert(Py_REFCNT(bytes) == 1 && waste >= 0);
+    if (waste > 4096 && waste > size / 16) {
+        PyObject *copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(bytes), size);
+        Py_DECREF(bytes);
+        return copy;
+    }
+    Py_SET_SIZE(bytes, size);
+    PyBytes_AS_STRING(bytes)[size] = '\0';
+    return bytes;
+}
+
 /* (parts, counts, tail) as build_cut_result, from whole (a new reference, consumed), the bytes v[0..n) already
  * in a bytes object: the common single part, or everything held, is whole itself, shrunk; no copy of the run. */
 static PyObject *
@@ -327,9 +347,13 @@ build_cut_result_whole(PyObject *whole, Py_ssize_t n, Py_ssize_t tail_at, parts_
     if (ps->len == 0) /* all held: the tail is whole */
         return Py_BuildValue("([][]N)", whole);
     PyObject *tail = PyBytes_FromStringAndSize(v + tail_at, n - tail_at);
-    if (tail == NULL || (tail_at < n && _PyBytes_Resize(&whole, tail_at) < 0)) {
-        Py_XDECREF(tail);
-        Py_XDECREF(whole); /* _PyBytes_Resize cleared it on failure */
+    if (tail == NULL) {
+        Py_DECREF(whole);
+        return NULL;
+    }
+    whole = shrunk(whole, tail_at);
+    if (whole == NULL) {
+        Py_DECREF(tail);
         return NULL;
     }
     return Py_BuildValue("([N][n]N)", whole, ps->lines[0], tail);
@@ -337,7 +361,7 @@ build_cut_result_whole(PyObject *whole, Py_ssize_t n, Py_ssize_t tail_at, parts_
 
 PyDoc_STRVAR(read_cut_doc,
 "read_cut(fd, buf, size, tail, max_line) -> (n, parts, counts, tail)\n\n"
-"One read of up to size bytes from fd, cut as by cut(); the GIL is released for the read and the scan\n"
+"One read of up to size bytes (at most len(buf)) from fd, cut as by cut(); the GIL is released for the read and the scan\n"
 "together. Where the pipe says how much it holds (FIONREAD), the bytes are read straight into the bytes object\n"
 "that becomes the record, else into the writable buf and copied. n == 0 at EOF (then nothing is cut).\n"
 "Raises OSError (BlockingIOError when the pipe is empty).");
@@ -352,10 +376,12 @@ native_read_cut(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iw*nO!n:read_cut", &fd, &buf, &size, &PyBytes_Type, &tail, &max_line))
         return NULL;
     PyObject *res = NULL, *whole = NULL;
-    if (size <= 0 || size > buf.len) {
-        PyErr_SetString(PyExc_ValueError, "size out of range");
+    if (size <= 0 || buf.len <= 0) {
+        PyErr_SetString(PyExc_ValueError, "size and buf must not be empty");
         goto done;
     }
+    if (size > buf.len)
+        size = buf.len; /* as os.readv into memoryview(buf)[:size] */
     if (check_max_line(max_line) < 0)
         goto done;
     const char *tp = PyBytes_AS_STRING(tail);
@@ -417,10 +443,8 @@ native_read_cut(PyObject *self, PyObject *args)
     else {
         PyObject *cut;
         if (whole != NULL) {
-            if (t + n < PyBytes_GET_SIZE(whole) && _PyBytes_Resize(&whole, t + n) < 0)
-                cut = NULL;
-            else
-                cut = build_cut_result_whole(whole, t + n, tail_at, &ps);
+            whole = shrunk(whole, t + n);
+            cut = whole == NULL ? NULL : build_cut_result_whole(whole, t + n, tail_at, &ps);
             whole = NULL; /* consumed */
         }
         else
