@@ -7,13 +7,15 @@ exact count, then goes on from the oldest record held. Lines travel as
 columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
 
-A batch is built from whole segments where it can (their bytes as they are)
-and the lengths of its lines are computed once for the whole batch, in one
-C-level split; a segment holding pieces of an over-long line brings its own
-lengths. The cursor keeps its byte offset in the current segment, so a batch
-that ends inside a segment costs one ``rfind``, and a Stream that starts in the
-middle of a segment finds its offset with one C-level split, never a Python
-loop over lines.
+A batch is built from whole segments where it can (their bytes as they are).
+With the C core (native.py) the batch is serialised in one pass, its lines'
+lengths found with the GIL released, and protobuf parses it once; the Python
+path (``py_message``, the reference) computes the lengths in one C-level
+split of the whole batch. A segment holding pieces of an over-long line
+brings its own lengths. The cursor keeps its byte offset in the current
+segment, so a batch that ends inside a segment costs one backwards search,
+and a Stream that starts in the middle of a segment finds its offset
+without a Python loop over lines.
 """
 
 from __future__ import annotations
