@@ -15,6 +15,8 @@ so="$out/_native$suffix"
 "$cc" -shared -fPIC -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
   -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
   -I"$inc" supervisor/_daemon/output/_native.c -o "$so"
+# The installed build is the one that runs (setup.py's optional build would hide a compile error).
+SUPD_REQUIRE_NATIVE=1 "$py" -m pytest -q -p no:cacheprovider tests/test_native.py -k core_is_active
 # Python itself is not instrumented: the sanitizer runtime is preloaded, and Python's allocator is plain malloc
 # so that every bytes object gets the sanitizer's red zones.
 # Twice: with the AVX2 newline count where the CPU has it, then with the SSE2 one.
