@@ -24,7 +24,7 @@ from supervisor._daemon.output.records import Segment, py_line_count, py_line_le
 from supervisor._daemon.output.stream import native_message, py_message
 
 CASES = int(os.environ.get("NATIVE_CASES", "2000"))
-BUDGET_S = float(os.environ.get("NATIVE_BUDGET_S", "20"))
+BUDGET_S = float(os.environ.get("NATIVE_BUDGET_S", "10"))
 
 
 def _load_core() -> ModuleType | None:
