@@ -69,7 +69,7 @@ def test_drain_is_complete_and_prompt_with_the_smallest_pipes():
         assert fcntl.fcntl(r, fcntl.F_GETPIPE_SZ) == 4096
         os.set_blocking(r, False)
         got: list[bytes] = []
-        drain = PipeDrain(r, 16384, got.extend, "test")
+        drain = PipeDrain(r, 16384, lambda parts, _counts: got.extend(parts), "test")
         writer = subprocess.Popen(  # noqa: ASYNC220 - starting it is instant; the drain is what is tested
             ["python3", "-c", "import sys; sys.stdout.buffer.write(b''.join(b'%07d\\n' % i for i in range(300000)))"],
             stdout=w,
@@ -164,7 +164,7 @@ def test_a_failing_consumer_is_logged_counted_and_the_other_pipes_go_on():
         poller = Poller()
         good: list[bytes] = []
 
-        def bad(parts: list[bytes]) -> None:
+        def bad(parts: list[bytes], counts: list[int]) -> None:
             raise ValueError("consumer broke")
 
         r1, w1 = os.pipe2(os.O_CLOEXEC)
@@ -174,7 +174,7 @@ def test_a_failing_consumer_is_logged_counted_and_the_other_pipes_go_on():
         try:
             with capture_logs() as logs:
                 broken = PipeDrain(r1, 100, bad, "broken", poller=poller)
-                fine = PipeDrain(r2, 100, good.extend, "fine", poller=poller)
+                fine = PipeDrain(r2, 100, lambda parts, _counts: good.extend(parts), "fine", poller=poller)
                 os.write(w1, b"boom\n")
                 await asyncio.wait_for(broken.wait_done(), 10)
                 os.write(w2, b"still here\n")

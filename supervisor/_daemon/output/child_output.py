@@ -38,7 +38,6 @@ from supervisor._daemon.output.records import (
     EventKind,
     Origin,
     Segment,
-    line_count,
     line_lengths,
 )
 from supervisor._daemon.output.ring import Ring
@@ -116,7 +115,7 @@ class ChildOutput:
         self.name = name
         self._poller = poller
         self.ring = Ring(ring_bytes)
-        self.ring.drain_behind = lambda: (self._poller or Poller.default()).behind
+        self.ring.drain_behind = self._drain_behind
         self._max_line = max_line_bytes
         # Reads well below the ring's size, so one read never evicts the whole ring.
         self._read_size = min(READ_SIZE, max(4096, ring_bytes // 8))
@@ -126,6 +125,10 @@ class ChildOutput:
         self._counts_lock = threading.Lock()
         self._drains: list[PipeDrain] = []
         self._pending: list[PipeDrain] = []  # made by start(), reading from the STARTED event on
+
+    def _drain_behind(self) -> bool:
+        """True while a poller that may hold this child's pipes is behind (see ``Poller.behind``)."""
+        return self._poller.behind if self._poller is not None else Poller.any_behind()
 
     def __repr__(self) -> str:
         return f"<ChildOutput {self.name} {self.ring!r} drains={len(self._drains)}>"
@@ -167,16 +170,16 @@ class ChildOutput:
         with self._counts_lock:
             self._bytes_drained += n
 
-    def _emitter(self, stream: int, origin: Origin) -> Callable[[list[bytes]], None]:
+    def _emitter(self, stream: int, origin: Origin) -> Callable[[list[bytes], list[int]], None]:
         ring, sinks, gen, lines = self.ring, self._sinks, origin.generation, self._lines
 
-        def emit(parts: list[bytes]) -> None:
+        def emit(parts: list[bytes], counts: list[int]) -> None:
             # Every drain is abandoned (its tail emitted) before the ring closes, so nothing comes after.
             if len(parts) == 1:
-                seg = ring.append_lines(stream, gen, parts[0])
+                seg = ring.append_lines(stream, gen, parts[0], count=counts[0])
                 offered = [seg]
             else:
-                seg, offered = _joined(ring, stream, gen, parts)
+                seg, offered = _joined(ring, stream, gen, parts, counts)
             with self._counts_lock:
                 lines[stream] += seg.count
             for sink in sinks:
@@ -214,20 +217,25 @@ class ChildOutput:
         )
 
 
-def _joined(ring: Ring, stream: int, gen: int, parts: list[bytes]) -> tuple[Segment, list[Segment]]:
+def _joined(
+    ring: Ring, stream: int, gen: int, parts: list[bytes], counts: list[int]
+) -> tuple[Segment, list[Segment]]:
     """One ring segment for several parts of a read (pieces among them), and the parts as sinks take them.
 
     Sinks get one segment per part, whose lines are found by their newlines
     (a piece alone in its segment), numbered as in the ring.
     """
     lengths = array("I")
-    for part in parts:
-        lengths.extend(line_lengths(part))
+    for part, count in zip(parts, counts, strict=True):
+        if count == 1:  # a piece, or one line: no scan
+            lengths.append(len(part))
+        else:
+            lengths.extend(line_lengths(part))
     seg = ring.append_lines(stream, gen, b"".join(parts), lengths=lengths)
     offered = []
     seq = seg.first_seq
-    for part in parts:
-        one = Segment(seq, line_count(part), stream, gen, seg.time_ns, part)
+    for part, count in zip(parts, counts, strict=True):
+        one = Segment(seq, count, stream, gen, seg.time_ns, part)
         offered.append(one)
         seq = one.end_seq
     return seg, offered

@@ -15,6 +15,11 @@ record of the same stream continues it.
 
 from __future__ import annotations
 
+import os
+
+from supervisor._daemon.output import native
+from supervisor._daemon.output.records import py_line_count
+
 __all__ = ["LineAssembler", "cut_point"]
 
 
@@ -81,6 +86,22 @@ class LineAssembler:
         if len(self._tail) > self.max_line:
             out.extend(self._cut_tail())
         return out
+
+    def read(self, fd: int, buf: bytearray, size: int) -> tuple[int, list[bytes], list[int]]:
+        """One read of up to ``size`` bytes from ``fd`` into ``buf``, cut: (bytes read, parts, lines of each part).
+
+        (0, [], []) at EOF. Raises OSError as ``os.readv`` does (BlockingIOError when the pipe is empty). The
+        C core reads, numbers and cuts with the GIL released once; the Python path reads, then ``feed_buffer``.
+        """
+        core = native.core
+        if core is not None:
+            n, parts, counts, self._tail = core.read_cut(fd, buf, size, self._tail, self.max_line)
+            return n, parts, counts
+        n = os.readv(fd, [memoryview(buf)[:size]])
+        if not n:
+            return 0, [], []
+        parts = self.feed_buffer(buf, n)
+        return n, parts, [py_line_count(p) for p in parts]
 
     def feed_buffer(self, buf: bytearray, n: int) -> list[bytes]:
         """As ``feed`` for the first ``n`` bytes of ``buf`` (a reused read buffer), copied out once."""

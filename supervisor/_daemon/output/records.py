@@ -15,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 import enum
 from array import array
+from collections.abc import Callable
 from itertools import accumulate
+
+from supervisor._daemon.output import native
 
 __all__ = [
     "STDERR",
@@ -35,22 +38,40 @@ STDOUT = 1
 STDERR = 2
 
 
-def line_count(data: bytes) -> int:
-    """Lines in ``data``: one per newline, plus an unterminated tail."""
+def py_line_count(data: bytes) -> int:
+    """Lines in ``data``: one per newline, plus an unterminated tail (the reference of the C core's)."""
     n = data.count(b"\n")
-    return n if data.endswith(b"\n") else n + 1
+    return n if data.endswith(b"\n") or not data else n + 1
 
 
-def line_lengths(data: bytes) -> array[int]:
+def py_line_lengths(data: bytes) -> array[int]:
     """Byte length of each line of ``data``, its newline included; an unterminated tail counts as a line.
 
-    One C-level pass (split, then ``len`` of each part): no Python loop per line.
+    One C-level pass (split, then ``len`` of each part): no Python loop per line. The reference of the C core's.
     """
     lengths = array("I", map((1).__add__, map(len, data.split(b"\n"))))
     last = lengths.pop()
     if last > 1:  # an unterminated final line: its length without the newline that is not there
         lengths.append(last - 1)
     return lengths
+
+
+def _native_line_lengths(data: bytes) -> array[int]:
+    lengths = array("I")
+    lengths.frombytes(native.core.line_lengths(data))
+    return lengths
+
+
+def _native_line_count(data: bytes) -> int:
+    return native.core.line_count(data)
+
+
+# Lines in ``data``: one per newline, plus an unterminated tail (0 for b"").
+line_count: Callable[[bytes], int] = _native_line_count if native.core is not None else py_line_count
+# Byte length of each line of ``data`` (newline included; an unterminated tail is a line), as uint32 values.
+line_lengths: Callable[[bytes], array[int]] = (
+    _native_line_lengths if native.core is not None else py_line_lengths
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

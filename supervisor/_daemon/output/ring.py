@@ -127,16 +127,21 @@ class Ring:
         data: bytes,
         time_ns: int | None = None,
         lengths: array[int] | None = None,
+        *,
+        count: int | None = None,
     ) -> Segment:
         """Store a read's worth of lines and return the segment with its numbers.
 
         ``lengths`` gives each line's length where lines are not all found by
         their newlines (pieces of an over-long line); they must sum to ``len(data)``.
+        ``count``, when the caller knows it, is the number of lines (else they are counted).
         """
+        if count is None:
+            count = line_count(data) if lengths is None else len(lengths)
         with self._lock:
             seg = Segment(
                 first_seq=self._next_seq,
-                count=line_count(data) if lengths is None else len(lengths),
+                count=count,
                 stream=stream,
                 generation=generation,
                 time_ns=time.time_ns() if time_ns is None else time_ns,

@@ -7,13 +7,15 @@ exact count, then goes on from the oldest record held. Lines travel as
 columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
 
-A batch is built from whole segments where it can (their bytes as they are)
-and the lengths of its lines are computed once for the whole batch, in one
-C-level split; a segment holding pieces of an over-long line brings its own
-lengths. The cursor keeps its byte offset in the current segment, so a batch
-that ends inside a segment costs one ``rfind``, and a Stream that starts in the
-middle of a segment finds its offset with one C-level split, never a Python
-loop over lines.
+A batch is built from whole segments where it can (their bytes as they are).
+With the C core (native.py) the batch is serialised in one pass, its lines'
+lengths found with the GIL released, and protobuf parses it once; the Python
+path (``py_message``, the reference) computes the lengths in one C-level
+split of the whole batch. A segment holding pieces of an over-long line
+brings its own lengths. The cursor keeps its byte offset in the current
+segment, so a batch that ends inside a segment costs one backwards search,
+and a Stream that starts in the middle of a segment finds its offset
+without a Python loop over lines.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import AsyncIterator
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supervisor._daemon.api.convert import event_to_proto
+from supervisor._daemon.output import native
 from supervisor._daemon.output.records import Segment
 from supervisor._daemon.output.ring import Ring
 from supervisor.v1 import supervisor_pb2 as pb
@@ -56,6 +59,8 @@ def _line_offset(seg: Segment, k: int) -> int:
         return 0
     if seg.lengths is not None:
         return seg.index().offset(k)
+    if native.core is not None:
+        return native.core.line_offset(seg.data, k)
     return len(seg.data) - len(seg.data.split(b"\n", k)[-1])
 
 
@@ -80,37 +85,38 @@ class _Cursor:
         self._seg, self._offset = seg, end_offset
 
 
-def _take(seg: Segment, offset: int, budget: int, at_least_one: bool) -> tuple[bytes, int, int]:
-    """Whole lines of ``seg`` from ``offset``, at most ``budget`` bytes: (data, lines, end offset).
+def _take(seg: Segment, offset: int, budget: int, at_least_one: bool) -> tuple[int, int]:
+    """Whole lines of ``seg`` from byte ``offset``, at most ``budget`` bytes: (end offset, lines).
 
     With ``at_least_one``, one line is taken even when it is longer than the budget.
     """
     data = seg.data
     if offset == 0 and len(data) <= budget:
-        return data, seg.count, len(data)
+        return len(data), seg.count
     if seg.lengths is not None:  # pieces: their boundaries are in the index, not in newlines
         ends = seg.index().ends
         k = bisect.bisect_right(ends, offset)
         j = bisect.bisect_right(ends, offset + budget, lo=k)
         if j == k:
             if not at_least_one:
-                return b"", 0, offset
+                return offset, 0
             j = k + 1
-        return data[offset : ends[j - 1]], j - k, ends[j - 1]
+        return ends[j - 1], j - k
+    if native.core is not None:
+        return native.core.take(data, offset, budget, at_least_one)
     if len(data) - offset <= budget:
         end = len(data)
     else:
         end = data.rfind(b"\n", offset, offset + budget) + 1
         if end <= offset:  # the next line is longer than the budget
             if not at_least_one:
-                return b"", 0, offset
+                return offset, 0
             nl = data.find(b"\n", offset)
             end = len(data) if nl < 0 else nl + 1
-    chunk = data[offset:end]
-    lines = chunk.count(b"\n")
-    if not chunk.endswith(b"\n"):
+    lines = data.count(b"\n", offset, end)
+    if end > offset and data[end - 1] != 0x0A:
         lines += 1
-    return chunk, lines, end
+    return end, lines
 
 
 async def read_stream(
@@ -160,54 +166,78 @@ async def _step_aside(ring: Ring) -> None:
             return
 
 
+# Where a batch's bytes come from: (segment, start offset, end offset), consecutive lines in order.
+_Part = tuple[Segment, int, int]
+
+
 def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> pb.StreamMessage:
     """One LineBatch from the cursor on, merging following segments of the same stream and generation."""
     first_seq, time_ns = cur.seq, seg.time_ns
     offset = cur.offset_in(seg)
-    data, lines, end = _take(seg, offset, BATCH_BYTES, True)
+    end, lines = _take(seg, offset, BATCH_BYTES, True)
     cur.advance(seg, lines, end)
-    parts = [(seg, offset, data)]
-    size = len(data)
+    parts = [(seg, offset, end)]
+    size = end - offset
     while size < BATCH_BYTES and end == len(seg.data):
         nxt = ring.find(cur.seq)
         if nxt is None or nxt.event is not None or nxt.stream != seg.stream or nxt.generation != seg.generation:
             break
         if nxt.first_seq != cur.seq or nxt.time_ns - time_ns > BATCH_TIME_SPREAD_NS:
             break  # a batch carries one read time: later reads start a batch of their own
-        data, lines, end = _take(nxt, 0, BATCH_BYTES - size, False)
+        end, lines = _take(nxt, 0, BATCH_BYTES - size, False)
         if not lines:
             break
         cur.advance(nxt, lines, end)
-        parts.append((nxt, 0, data))
-        size += len(data)
+        parts.append((nxt, 0, end))
+        size += end
         seg = nxt
-    blob = parts[0][2] if len(parts) == 1 else b"".join(p[2] for p in parts)
+    if native.core is not None:
+        return native_message(first_seq, seg.stream, seg.generation, time_ns, parts)
+    return py_message(first_seq, seg.stream, seg.generation, time_ns, parts)
+
+
+def native_message(first_seq: int, stream: int, generation: int, time_ns: int, parts: list[_Part]) -> pb.StreamMessage:
+    """The StreamMessage of a LineBatch of ``parts``, serialised by the C core and parsed once by protobuf."""
+    assert native.core is not None
+    spec = [(s.data, a, b, None if s.lengths is None else _piece_lengths(s, a, b)) for s, a, b in parts]
+    return pb.StreamMessage.FromString(native.core.line_batch(first_seq, stream, generation, time_ns, spec))
+
+
+def py_message(first_seq: int, stream: int, generation: int, time_ns: int, parts: list[_Part]) -> pb.StreamMessage:
+    """The StreamMessage of a LineBatch of ``parts``: the pure-Python reference of ``native_message``."""
+    datas = [s.data if a == 0 and b == len(s.data) else s.data[a:b] for s, a, b in parts]
+    blob = datas[0] if len(datas) == 1 else b"".join(datas)
     ts = Timestamp()
     ts.FromNanoseconds(time_ns)
     return pb.StreamMessage(
         lines=pb.LineBatch(
             first_seq=first_seq,
-            stream=seg.stream,  # type: ignore[arg-type]
-            generation=seg.generation,
+            stream=stream,  # type: ignore[arg-type]
+            generation=generation,
             time=ts,
             data=blob,
-            lengths=_lengths(parts, blob),
+            lengths=_lengths(parts, datas, blob),
         )
     )
 
 
-def _lengths(parts: list[tuple[Segment, int, bytes]], blob: bytes) -> list[int]:
+def _piece_lengths(seg: Segment, start: int, end: int) -> array[int]:
+    """The lengths of a pieced segment's lines between byte offsets ``start`` and ``end`` (line boundaries)."""
+    idx = seg.index()
+    k = bisect.bisect_right(idx.ends, start)
+    return idx.lengths[k : k + _count(idx.ends, start, end - start)]
+
+
+def _lengths(parts: list[_Part], datas: list[bytes], blob: bytes) -> list[int]:
     """The lengths of a batch's lines: one split of the whole blob when newlines alone delimit them."""
-    if all(s.lengths is None for s, _, _ in parts) and all(d.endswith(b"\n") for _, _, d in parts[:-1]):
+    if all(s.lengths is None for s, _, _ in parts) and all(d.endswith(b"\n") for d in datas[:-1]):
         return batch_lengths(blob)
     lengths: list[int] = []
-    for seg, offset, data in parts:
+    for (seg, start, end), data in zip(parts, datas, strict=True):
         if seg.lengths is None:
             lengths += batch_lengths(data)
         else:
-            idx = seg.index()
-            k = bisect.bisect_right(idx.ends, offset)
-            lengths += idx.lengths[k : k + _count(idx.ends, offset, len(data))]
+            lengths += _piece_lengths(seg, start, end)
     return lengths
 
 
