@@ -24,7 +24,7 @@ import time
 import grpc
 import pytest
 
-from supervisor.testing import supd_command
+from supervisor.testing import supd_command, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -93,8 +93,14 @@ def _start(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[bytes], str]:
 def _check(address: str, spawned: set[str], sent: dict[bytes, str], acked: dict[str, int]) -> None:
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.SupervisorStub(channel)
-        names = {c.spec.name for c in stub.List(pb.ListRequest(), timeout=30, wait_for_ready=True).children}
-        assert spawned <= names, f"acknowledged spawns {sorted(spawned)}, declared after the restart {sorted(names)}"
+        def declared() -> set[str]:
+            return {c.spec.name for c in stub.List(pb.ListRequest(), timeout=30, wait_for_ready=True).children}
+
+        # The children are declared while supd boots (eight starts at a time), after its socket answers.
+        try:
+            wait_until(lambda: spawned <= declared(), 60, what="every acknowledged spawn to be declared again")
+        except AssertionError:
+            raise AssertionError(f"acknowledged spawns {sorted(spawned)}, declared {sorted(declared())}") from None
         for child, revision in acked.items():
             got = stub.GetState(pb.GetStateRequest(name=child), timeout=5).revision
             assert got.accepted and got.revision >= revision, f"{child}: acknowledged {revision}, store has {got}"
