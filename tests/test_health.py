@@ -154,6 +154,40 @@ def test_readiness_through_grpc_health_for_supd_and_for_a_named_child(
     gone.cancel()
 
 
+def test_grpcurl_watches_a_child_go_not_serving_and_back(stub: pb_grpc.SupervisorStub, sup: SupervisorProcess) -> None:
+    grpcurl = pathlib.Path(sys.executable).with_name("grpcurl")
+    port = free_port()
+    spawn(stub, "api", server("grpc", port), readiness_probe=fast(grpc=pb.GrpcAction(port=port)))
+    with subprocess.Popen(
+        [str(grpcurl), "-plaintext", "-unix", "-max-time", "60", "-d", '{"service": "api"}', str(sup.socket),
+         "grpc.health.v1.Health/Watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    ) as watch:
+        _watch_with_grpcurl(stub, watch)
+
+
+def _watch_with_grpcurl(stub: pb_grpc.SupervisorStub, watch: subprocess.Popen[str]) -> None:
+    try:
+        statuses: list[str] = []
+
+        def until_status(wanted: str) -> None:
+            for line in watch.stdout:  # type: ignore[union-attr]
+                if '"status"' in line:
+                    statuses.append(line.split(":")[1].strip().strip('",'))
+                    if statuses[-1] == wanted:
+                        return
+            raise AssertionError(f"grpcurl's watch ended before {wanted}: {statuses}")
+
+        until_status("SERVING")
+        pid = info(stub, "api").pid
+        os.kill(pid, signal.SIGUSR1)
+        until_status("NOT_SERVING")
+        os.kill(pid, signal.SIGUSR1)
+        until_status("SERVING")
+    finally:
+        watch.kill()
+
+
 def test_grpcurl_sees_a_child_serving(stub: pb_grpc.SupervisorStub, sup: SupervisorProcess) -> None:
     grpcurl = pathlib.Path(sys.executable).with_name("grpcurl")
     port = free_port()
