@@ -383,7 +383,7 @@ class ChildDriver:
         gen = self._gen = Generation(
             number, proc, self.output.start(pipes, origin),
             stop_signal=self.spec.stop_signal, leftover_grace=self.spec.stop_grace_seconds,
-            scanner=self._scanner, log=self._log,
+            scanner=self._scanner, log=self._log, child=self.name if self._identity else "",
         )
         self._log.info("child.spawned", pid=proc.pid, generation=number, argv=list(self.spec.argv))
         self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))

@@ -7,7 +7,8 @@ is SIGKILLed, and the exit is still reported: never left to asyncio).
 
 Terminating signals the child's whole session (every group in it), waits up to
 the grace for the session to empty, then SIGKILLs what is left, counting first
-who needed it. A process that left the session with ``setsid`` is not covered.
+who needed it. A process that left the session with ``setsid`` is covered
+through the marks it inherited (sessions.py), when supd runs with a store.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class Generation:
         leftover_grace: float,
         scanner: SessionScanner,
         log: structlog.typing.FilteringBoundLogger,
+        child: str = "",
     ) -> None:
+        """``child``: the child's name, whose marked escapees a stop reaches too."""
         self.number = number
         self.process = process
         self.output = output
@@ -64,6 +67,7 @@ class Generation:
         self._stop_signal = stop_signal
         self._leftover_grace = leftover_grace  # the child's stop grace, for processes left behind by an exit
         self._scanner = scanner
+        self._child = child
         self._log = log
         self._task_group: TaskGroup | None = None
         self._terminating = False
@@ -138,7 +142,7 @@ class Generation:
         proc = self.process
         await proc.wait_exit_ready()
         if not self._terminating:
-            leftovers = await self._scanner.members(proc.pid)
+            leftovers = await self._scanner.members(proc.pid, self._child)
             if leftovers:
                 # The leader left processes behind in its session: stop them as a Stop would.
                 self._log.warning("child.exit.stragglers", pid=proc.pid, stragglers=[m.pid for m in leftovers])
@@ -170,7 +174,7 @@ class Generation:
             # The grace actually given: a shutdown may have cut a longer one short.
             self.grace = round(time.monotonic() - signalled_at, 1)
             # Who is left is counted before SIGKILL, so the exit can say what needed it.
-            left = await self._scanner.members(proc.pid)
+            left = await self._scanner.members(proc.pid, self._child)
             self.leader_killed = proc.alive and not proc.exit_ready()
             self.leftovers_killed = sum(1 for m in left if m.pid != proc.pid)
             self.kill_now()
@@ -188,12 +192,12 @@ class Generation:
 
     async def _signal_session(self, sig: int) -> int:
         """Signal every live process of the session (other groups included); how many were signalled."""
-        members = await self._scanner.members(self.process.pid)
+        members = await self._scanner.members(self.process.pid, self._child)
         return sum(signal_member(m, sig) for m in members)
 
     async def _wait_session_empty(self) -> None:
         await self.process.wait_exit_ready()
         delay = POLL_FIRST_SECONDS
-        while await self._scanner.members(self.process.pid):
+        while await self._scanner.members(self.process.pid, self._child):
             await anyio.sleep(delay)
             delay = min(delay * 2, POLL_MAX_SECONDS)

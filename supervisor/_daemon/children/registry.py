@@ -116,7 +116,7 @@ class Registry:
         if keeper is not None:
             keeper.watchers = self.watchers
         self._locks = _NameLocks()
-        self._scanner = SessionScanner()
+        self._scanner = SessionScanner(book.instance if book is not None else "")
         self._task_group: TaskGroup | None = None
         self.closing = False
 

@@ -14,6 +14,15 @@ children stopping at once cost a few scans, not 400 per poll.
 Signals to members go through a pidfd opened on the pid and only after the
 member's identity (session and start time) is read again through that pidfd's
 pid: a pid reused between the scan and the signal is never hit.
+
+A process that left the session with ``setsid`` (a daemonising helper, a
+double fork) still carries the marks supd gives every child in its
+environment: ``SUPD_INSTANCE`` (this supd's store) and ``SUPD_CHILD`` (the
+child's name), inherited by every descendant. A scan asked for a child's name
+also returns the processes of supd's user carrying both marks, so Stop and the
+clean-up after an exit reach them too. The environment of a process never
+changes after exec, so each process's marks are read once and kept by (pid,
+start time).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+from collections.abc import Mapping
 
 import anyio
 import structlog
@@ -63,10 +73,20 @@ def read_stat(pid: int) -> Member | None:
         return None
 
 
-def scan_sessions(sids: frozenset[int]) -> dict[int, list[Member]]:
-    """Every live (non-zombie) process whose session is in ``sids``, by session. Blocking: run in a thread."""
+def scan_sessions(
+    sids: frozenset[int], children: Mapping[int, str] | None = None, instance: str = "",
+    marks: dict[tuple[int, int], str] | None = None,
+) -> dict[int, list[Member]]:
+    """Every live (non-zombie) process whose session is in ``sids``, by session. Blocking: run in a thread.
+
+    With ``instance`` and ``children`` (session id -> child name), a process of supd's user outside those
+    sessions whose environment carries ``SUPD_INSTANCE=instance`` and ``SUPD_CHILD=<name>`` is listed under
+    that child's session too. ``marks`` caches each process's marks by (pid, start ticks) between scans.
+    """
     found: dict[int, list[Member]] = {sid: [] for sid in sids}
-    own = os.getpid()
+    by_name = {name: sid for sid, name in (children or {}).items() if name}
+    own, uid = os.getpid(), os.getuid()
+    seen: set[tuple[int, int]] = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -78,9 +98,40 @@ def scan_sessions(sids: frozenset[int]) -> dict[int, list[Member]]:
                 member = _parse_stat(pid, f.read())
         except OSError:
             continue  # ended while we looked: not a member any more
-        if member is not None and member.sid in found and not member.zombie:
+        if member is None or member.zombie:
+            continue
+        if member.sid in found:
             found[member.sid].append(member)
+        elif instance and by_name and marks is not None and pid != 1:
+            key = (pid, member.start_ticks)
+            seen.add(key)
+            mark = marks.get(key)
+            if mark is None:
+                mark = marks[key] = _marks(pid, uid, instance)
+            if mark in by_name:
+                found[by_name[mark]].append(member)
+    if marks is not None and instance and by_name:
+        for key in set(marks) - seen:
+            del marks[key]
     return found
+
+
+def _marks(pid: int, uid: int, instance: str) -> str:
+    """The SUPD_CHILD of ``pid`` when it is of user ``uid`` and carries SUPD_INSTANCE=instance; "" otherwise."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != uid:
+            return ""
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    child, ours = "", False
+    for entry in raw.split(b"\0"):
+        if entry == b"SUPD_INSTANCE=" + instance.encode():
+            ours = True
+        elif entry.startswith(b"SUPD_CHILD="):
+            child = entry[len(b"SUPD_CHILD="):].decode("utf-8", "replace")
+    return child if ours else ""
 
 
 def signal_member(member: Member, sig: int) -> bool:
@@ -108,18 +159,21 @@ def signal_member(member: Member, sig: int) -> bool:
 class SessionScanner:
     """Shares /proc scans between callers: each caller gets a scan that started after it asked."""
 
-    def __init__(self) -> None:
+    def __init__(self, instance: str = "") -> None:
+        """``instance``: supd's SUPD_INSTANCE, so that a child's marked escapees are found too ("" : not)."""
+        self.instance = instance
         self._lock = anyio.Lock()
-        self._wanted: set[int] = set()
+        self._wanted: dict[int, str] = {}
         self._pending: _Pending | None = None
+        self._marks: dict[tuple[int, int], str] = {}
         self.scans = 0
 
     def __repr__(self) -> str:
         return f"<SessionScanner scans={self.scans}>"
 
-    async def members(self, sid: int) -> list[Member]:
-        """Live processes in session ``sid`` other than supd itself."""
-        self._wanted.add(sid)
+    async def members(self, sid: int, child: str = "") -> list[Member]:
+        """Live processes in session ``sid`` other than supd itself, and those marked as ``child``'s (if given)."""
+        self._wanted[sid] = child or self._wanted.get(sid, "")
         pending = self._pending
         if pending is None:
             pending = self._pending = _Pending()
@@ -127,9 +181,11 @@ class SessionScanner:
             with anyio.CancelScope(shield=True):
                 async with self._lock:  # one scan at a time; ours starts after the request
                     self._pending = None
-                    wanted, self._wanted = frozenset(self._wanted), set()
+                    wanted, self._wanted = dict(self._wanted), {}
                     try:
-                        pending.result = await anyio.to_thread.run_sync(scan_sessions, wanted)
+                        pending.result = await anyio.to_thread.run_sync(
+                            scan_sessions, frozenset(wanted), wanted, self.instance, self._marks
+                        )
                     finally:
                         self.scans += 1
                         pending.done.set()
@@ -139,7 +195,7 @@ class SessionScanner:
             raise RuntimeError("the /proc scan failed; see the error logged with it")
         result = pending.result.get(sid)
         if result is None:  # asked after the scan's set was taken: scan again
-            return await self.members(sid)
+            return await self.members(sid, child)
         return result
 
 
