@@ -30,6 +30,7 @@ from supervisor._daemon.api.health_board import HealthBoard
 from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
+from supervisor._daemon.children.reaper import OrphanReaper, become_subreaper
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.limits import raise_nofile_limit
 from supervisor._daemon.memory import tune_malloc
@@ -95,6 +96,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
     """Run until a signal or the Shutdown RPC; the exit code. Raises SocketError, StoreError."""
     lock = SocketLock(settings.socket)
     lock.acquire()
+    become_subreaper()
     try:
         store = await anyio.to_thread.run_sync(StateStore.open, settings.state_dir)
     except BaseException:
@@ -110,6 +112,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(_watch_signals, shutdown)
+            tg.start_soon(OrphanReaper(owned=registry.owned_pids).run)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)
             board = HealthBoard(health, service.child_ready, reserved=frozenset({SERVICE_NAME}))

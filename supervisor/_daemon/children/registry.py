@@ -134,6 +134,10 @@ class Registry:
     def all(self) -> list[ChildDriver]:
         return [self._children[n] for n in sorted(self._children)]
 
+    def owned_pids(self) -> set[int]:
+        """The PIDs of every child's process that is not reaped yet (the orphan reaper must leave them)."""
+        return {gen.process.pid for d in self._children.values() if (gen := d._gen) is not None and gen.process.alive}
+
     def _refuse_if_closing(self) -> None:
         if self.closing:
             raise Unavailable("supd is shutting down")
