@@ -183,39 +183,48 @@ def test_a_child_of_an_ended_thread_moves_to_the_leader_and_owned_keeps_it():
     thread.start()
     thread.join()
     stray = box[1]
-    wait_until(lambda: stat_of(stray.pid) == (os.getpid(), "Z"), 5)
+    wait_until(lambda: stray.pid in leader_children() and stat_of(stray.pid) == (os.getpid(), "Z"), 5)
     assert OrphanReaper(owned=lambda: before).reap_now() == 1
     assert stat_of(stray.pid) is None
     stray.returncode = -1  # reaped above; subprocess must not wait for it again
 
 
-def test_asyncio_children_keep_their_exit_codes_while_the_reaper_hammers():
+def test_asyncio_children_exiting_at_once_keep_their_codes_while_the_reaper_hammers():
+    """anyio.open_process forks on the loop thread, so its children sit on the leader's list beside orphans."""
     before = frozenset(leader_children())
     reaper = OrphanReaper(owned=lambda: before, interval=0.001)
     codes: dict[int, int] = {}
-    skipped: list[int] = []  # per hammered pass: children left alone as someone else's
-
-    async def one(code: int) -> None:
-        codes[code] = (await anyio.run_process(["sh", "-c", f"exit {code}"], check=False)).returncode
 
     async def hammer() -> None:
         while True:
             reaper.reap_now()
-            skipped.append(reaper.statistics().owned_skipped)
             await anyio.lowlevel.checkpoint()
 
     async def scenario() -> None:
+        procs = {
+            code: await anyio.open_process(
+                ["sh", "-c", f"read x; exit {code}"],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            for code in range(1, 61)
+        }
+        # The premise: all 60 are on the leader's list, and a pass leaves every one of them alone.
+        assert {p.pid for p in procs.values()} <= set(leader_children())
+        assert reaper.reap_now() == 0
+        assert reaper.statistics().owned_skipped >= 60
         async with anyio.create_task_group() as tg:
             tg.start_soon(reaper.run)
             tg.start_soon(hammer)
-            async with anyio.create_task_group() as children:
-                for code in range(1, 61):
-                    children.start_soon(one, code)
+            for proc in procs.values():
+                assert proc.stdin is not None
+                await proc.stdin.aclose()  # EOF: all 60 exit at once
+            for code, proc in procs.items():
+                codes[code] = await proc.wait()
+                await proc.aclose()
             tg.cancel_scope.cancel()
 
     anyio.run(scenario)
     assert {c: r for c, r in codes.items() if c != r} == {}
-    assert sum(1 for n in skipped if n) >= 10, "the hammer never met a live asyncio child: the test proves nothing"
 
 
 def test_run_refuses_a_thread_other_than_the_leader():
