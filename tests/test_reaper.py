@@ -26,7 +26,9 @@ from collections.abc import Iterator
 import anyio
 import anyio.lowlevel
 import pytest
+from structlog.testing import capture_logs
 
+from supervisor._daemon.children import reaper as reaper_module
 from supervisor._daemon.children.process import Process
 from supervisor._daemon.children.reaper import (
     PR_SET_CHILD_SUBREAPER,
@@ -243,6 +245,19 @@ def test_run_refuses_a_thread_other_than_the_leader():
     assert [str(e) for e in errors] == [
         "the orphan reaper must run on the main thread: orphans are re-parented to it"
     ]
+
+
+def test_without_a_children_file_the_reaper_says_so_and_reaps_nothing(monkeypatch: pytest.MonkeyPatch):
+    def missing() -> list[int]:
+        raise FileNotFoundError(2, "No such file or directory", "/proc/self/task/1/children")
+
+    monkeypatch.setattr(reaper_module, "leader_children", missing)
+    reaper = OrphanReaper(owned=frozenset)
+    with capture_logs() as logs:
+        anyio.run(reaper.run)  # returns: nothing to run without a way to tell orphans apart
+    assert [(e["event"], e["log_level"]) for e in logs] == [("orphan.reaper.unavailable", "error")]
+    assert "children" in logs[0]["error"]
+    assert reaper.reaped == 0
 
 
 # Under unshare --pid, a real supd as PID 1 --------------------------------------------------

@@ -193,22 +193,32 @@ class OrphanReaper:
         """Reap until cancelled: a pass at once, on every SIGCHLD (coalesced) and every ``interval`` seconds.
 
         Raises RuntimeError when not on the thread-group leader (the thread
-        orphans are re-parented to), and what ``reap_now`` raises.
+        orphans are re-parented to). When the first pass shows that orphans
+        cannot be told from supd's own children here (no ``children`` file:
+        a kernel without CONFIG_PROC_CHILDREN; an asyncio child watcher of
+        unknown shape), logs ``orphan.reaper.unavailable`` at error level and
+        returns: zombies may then pile up, but no exit status is ever taken.
+        Errors of later passes are raised.
         """
         if threading.get_native_id() != os.getpid():
             raise RuntimeError("the orphan reaper must run on the main thread: orphans are re-parented to it")
-        async with anyio.create_task_group() as tg:
-            with anyio.open_signal_receiver(signal.SIGCHLD) as signals:
+        with anyio.open_signal_receiver(signal.SIGCHLD) as signals:  # before the first pass: no exit is missed
+            try:
+                self.reap_now()
+            except (OSError, RuntimeError) as exc:
+                log.error("orphan.reaper.unavailable", error=str(exc), detail="orphaned descendants are not reaped")
+                return
 
-                async def listen() -> None:
-                    async for _ in signals:
-                        self.wakes += 1
-                        self._wake.set()
+            async def listen() -> None:
+                async for _ in signals:
+                    self.wakes += 1
+                    self._wake.set()
 
+            async with anyio.create_task_group() as tg:
                 tg.start_soon(listen)
-                log.info("orphan.reaper.started", interval=self._interval)
+                log.info("orphan.reaper.started", interval=self._interval, reaped=self.reaped)
                 while True:
-                    self._wake = anyio.Event()  # signals during the pass below wake the next one
-                    self.reap_now()
                     with anyio.move_on_after(self._interval):
                         await self._wake.wait()
+                    self._wake = anyio.Event()  # signals during the pass below wake the next one
+                    self.reap_now()
