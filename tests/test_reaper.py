@@ -60,8 +60,8 @@ def stat_of(pid: int) -> tuple[int, str] | None:
     return int(rest[1]), rest[0].decode()
 
 
-def zombies_below(root: int) -> list[int]:
-    """Zombies among the descendants of ``root`` (all of a PID namespace, when ``root`` is its PID 1)."""
+def states_below(root: int) -> dict[int, str]:
+    """The state letter of every descendant of ``root`` (all of a PID namespace, when ``root`` is its PID 1)."""
     table: dict[int, tuple[int, str]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (st := stat_of(int(entry))) is not None:
@@ -70,7 +70,12 @@ def zombies_below(root: int) -> list[int]:
     while frontier:
         frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - below
         below |= frontier
-    return sorted(pid for pid in below if table[pid][1] == "Z")
+    return {pid: table[pid][1] for pid in sorted(below)}
+
+
+def zombies_below(root: int) -> list[int]:
+    """Zombies among the descendants of ``root``."""
+    return [pid for pid, state in states_below(root).items() if state == "Z"]
 
 
 def thread_children() -> dict[int, list[int]]:
@@ -393,7 +398,13 @@ def test_a_pid1_that_never_reaps_leaves_the_zombie_the_checks_look_for(tmp_path:
     try:
         init = wait_until(lambda: _one_child_of(proc.pid), 10, what="unshare to fork the init")
         wait_until(lambda: len(marks(mark)) == 1, 10, what="the orphan to run")
-        assert len(wait_until(lambda: zombies_below(init), 10, what="the orphan's zombie")) == 1
+        # Once the init has waited for its child, the orphan's zombie is all that is left, for good.
+        def only_one() -> dict[int, str] | None:
+            states = states_below(init)
+            return states if len(states) == 1 else None
+
+        left = wait_until(only_one, 10, what="the orphan alone below the init")
+        assert list(left.values()) == ["Z"]
     finally:
         proc.kill()
         proc.wait()
