@@ -32,6 +32,7 @@ from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.children.port_reaper import PortReaper
 from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
 from supervisor._daemon.children.process_book import ProcessBook
+from supervisor._daemon.children.reaper import OrphanReaper, become_subreaper
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.limits import raise_nofile_limit
 from supervisor._daemon.memory import tune_malloc
@@ -99,6 +100,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
     """Run until a signal or the Shutdown RPC; the exit code. Raises SocketError, StoreError."""
     lock = SocketLock(settings.socket)
     lock.acquire()
+    become_subreaper()
     try:
         store = await anyio.to_thread.run_sync(StateStore.open, settings.state_dir)
     except BaseException:
@@ -112,16 +114,17 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         book = ProcessBook(shared, store.instance)
         # Before anything starts: the children a crashed supd of this store left running.
         await book.stop_previous(min(PREVIOUS_CHILDREN_GRACE_SECONDS, shutdown.timeout))
-        reaper = PortReaper(store.instance)
+        port_reaper = PortReaper(store.instance)
         async with (
             StateKeeper(shared) as keeper,
             Registry(
-                [exporter] if exporter is not None else [], prepare=[reaper.prepare], keeper=keeper, book=book
+                [exporter] if exporter is not None else [], prepare=[port_reaper.prepare], keeper=keeper, book=book
             ) as registry,
             anyio.create_task_group() as tg,
         ):
-            reaper.owned = registry.owned_pids
+            port_reaper.owned = registry.owned_pids
             tg.start_soon(_watch_signals, shutdown)
+            tg.start_soon(OrphanReaper(owned=registry.owned_pids).run)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket)
             board = HealthBoard(health, service.child_ready, reserved=frozenset({SERVICE_NAME}))
