@@ -129,6 +129,8 @@ class ChildSpec:
     port_holders: PortHolders = PortHolders.OURS
     # POSTed to before a stale holder is signalled (an old instance's admin /stop); "" for none.
     port_holder_stop_url: str = ""
+    # Boot starts children by ascending start_order; shutdown stops them in the reverse order.
+    start_order: int = 0
 
     def probes(self) -> dict[str, Probe]:
         """The probes declared, by their short name: ``liveness``, ``readiness``, ``startup``."""
@@ -185,6 +187,7 @@ class ChildSpec:
                 _bad(f"ports[{i}]", "must be a port 1..65535 with protocol tcp or udp", str(port))
         if len(set(self.ports)) != len(self.ports):
             _bad("ports", "must not repeat a port", [str(p) for p in self.ports])
+        _range("start_order", self.start_order, -1000, 1000)
         url = self.port_holder_stop_url
         if url and not (url.startswith("http://") or url.startswith("https://")):
             _bad("port_holder_stop_url", "must be an http:// or https:// URL", url)
@@ -316,6 +319,7 @@ def spec_from_proto(msg: pb.ChildSpec, *, check_runnable: bool = True) -> ChildS
         ports=tuple(Port(p.port, p.protocol.lower() or "tcp") for p in msg.ports),
         port_holders=_HOLDERS_FROM_PB.get(msg.port_holders, PortHolders.OURS),
         port_holder_stop_url=msg.port_holder_stop_url,
+        start_order=msg.start_order,
     )
     return spec.validate().check_runnable() if check_runnable else spec.validate()
 
@@ -342,6 +346,7 @@ def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
         ports=[pb.Port(port=p.port, protocol=p.protocol) for p in spec.ports],
         port_holders=_HOLDERS_TO_PB[spec.port_holders],
         port_holder_stop_url=spec.port_holder_stop_url,
+        start_order=spec.start_order,
     )
 
 
@@ -371,6 +376,7 @@ SPEC_KEYS: Mapping[str, frozenset[str]] = {
             "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
             "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes", "state_delivery",
             "liveness_probe", "readiness_probe", "startup_probe", "ports", "port_holders", "port_holder_stop_url",
+            "start_order",
         }
     ),
     "backoff": frozenset(f.name for f in dataclasses.fields(Backoff)),
@@ -460,6 +466,7 @@ def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
         ports=tuple(parse_port(p, f"ports[{i}]") for i, p in enumerate(_take(table, "ports", list, "ports", []))),
         port_holders=_holders(_take(table, "port_holders", str, "port_holders", "ours")),
         port_holder_stop_url=_take(table, "port_holder_stop_url", str, "port_holder_stop_url", ""),
+        start_order=_take(table, "start_order", int, "start_order", 0),
         **{
             field: probe_from_mapping(_take(table, field, dict, field, {}), field)
             for field in ("liveness_probe", "readiness_probe", "startup_probe")

@@ -53,7 +53,8 @@ def _error(tmp_path: pathlib.Path, text: str) -> str:
             '[children.x]\nargv = ["sh"]\nrestrat = "always"\n',
             "FILE:3: children.x: spec.restrat: unknown key (known: argv, backoff, cwd, env, flap_limit,"
             " inherit_env, liveness_probe, max_line_bytes, port_holder_stop_url, port_holders, ports,"
-            " readiness_probe, restart, ring_bytes, startup_probe, state_delivery, stop_grace_seconds, stop_signal),"
+            " readiness_probe, restart, ring_bytes, start_order, startup_probe, state_delivery, stop_grace_seconds,"
+            " stop_signal),"
             " got 'always'",
         ),
         (

@@ -151,3 +151,26 @@ def test_a_second_supd_on_the_same_store_is_refused(sup, tmp_path: pathlib.Path)
     result = run_supd("--socket", str(tmp_path / "other" / "s.sock"), "--state-dir", str(tmp_path / "state"))
     assert result.returncode == 5, result.stderr
     assert str(sup.proc.pid) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_children_start_by_start_order_and_stop_in_reverse(tmp_path: pathlib.Path):
+    log = tmp_path / "order.log"
+
+    def child(name: str, order: int) -> str:
+        script = (
+            f"echo start {name} >> {log}; trap 'echo stop {name} >> {log}; exit 0' TERM;"
+            " while :; do sleep 0.05; done"
+        )
+        return f'[children.{name}]\nargv = ["/bin/sh", "-c", "{script}"]\nstart_order = {order}\n'
+
+    config = tmp_path / "supd.toml"
+    config.write_text(child("db", -1) + child("app", 0) + child("proxy", 5) + child("web", 0))
+    with running_supervisor(tmp_path, ["--config", str(config)]) as sup:
+        wait_for(lambda: log.exists() and log.read_text().count("start") == 4, 20, what="four starts")
+        sup.proc.send_signal(signal.SIGTERM)
+        assert sup.proc.wait(30) == 0
+    lines = log.read_text().split("\n")
+    starts = [line.split()[1] for line in lines if line.startswith("start")]
+    stops = [line.split()[1] for line in lines if line.startswith("stop")]
+    assert starts[0] == "db" and set(starts[1:3]) == {"app", "web"} and starts[3] == "proxy"
+    assert stops[0] == "proxy" and set(stops[1:3]) == {"app", "web"} and stops[3] == "db"

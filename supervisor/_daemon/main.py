@@ -133,12 +133,13 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             log.info(
                 "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path
             )
-            async with anyio.create_task_group() as boot:
-                limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
-                for spec in settings.children:
-                    boot.start_soon(_boot_child, registry, spec, limiter)
-                for spec in await _stored_children(keeper, settings.children):
-                    boot.start_soon(_boot_child, registry, spec, limiter)
+            specs = [*settings.children, *await _stored_children(keeper, settings.children)]
+            limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
+            for order in sorted({spec.start_order for spec in specs}):
+                async with anyio.create_task_group() as boot:  # one order at a time, its children together
+                    for spec in specs:
+                        if spec.start_order == order:
+                            boot.start_soon(_boot_child, registry, spec, limiter)
             await shutdown.begun.wait()
             await health.enter_graceful_shutdown()  # grpc.health.v1 says NOT_SERVING from the first moment
             code = await _stop_everything(registry, shutdown)

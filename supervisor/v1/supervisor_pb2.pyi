@@ -322,6 +322,7 @@ class ChildSpec(_message.Message):
     PORTS_FIELD_NUMBER: _builtins.int
     PORT_HOLDERS_FIELD_NUMBER: _builtins.int
     PORT_HOLDER_STOP_URL_FIELD_NUMBER: _builtins.int
+    START_ORDER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
     inherit_env: _builtins.bool
@@ -347,6 +348,12 @@ class ChildSpec(_message.Message):
     port_holder_stop_url: _builtins.str
     """Before signalling a holder: POST to this URL first and give it the stop
     grace to let go (for example an old instance's admin http://127.0.0.1:2019/stop).
+    """
+    start_order: _builtins.int
+    """At boot, children start by ascending start_order (those of one order
+    together, the next order once every child of the previous one had its
+    first start); at shutdown they stop in the reverse order, each order
+    within what is left of the one deadline. Default 0; -1000..1000.
     """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -417,10 +424,11 @@ class ChildSpec(_message.Message):
         ports: _abc.Iterable[Global___Port] | None = ...,
         port_holders: Global___PortHolders.ValueType = ...,
         port_holder_stop_url: _builtins.str = ...,
+        start_order: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "start_order", b"start_order", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

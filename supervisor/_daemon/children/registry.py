@@ -252,17 +252,21 @@ class Registry:
             watcher(driver.name)
 
     async def shutdown(self, deadline: float) -> list[str]:
-        """Stop every child in parallel by ``deadline`` (monotonic); the names still alive then.
+        """Stop every child by ``deadline`` (monotonic); the names still alive then.
 
-        Each child gets its own grace, cut to the time left; at the deadline
-        whatever still runs is SIGKILLed, session members included.
+        Children stop by descending ``start_order``, those of one order in
+        parallel; each gets its own grace, cut to the time left. At the
+        deadline whatever still runs is SIGKILLed, session members included.
         """
         self.closing = True
         drivers = list(self._children.values())
+        orders = sorted({d.spec.start_order for d in drivers}, reverse=True)
         with anyio.move_on_after(max(0.0, deadline - time.monotonic())):
-            async with anyio.create_task_group() as tg:
-                for driver in drivers:
-                    tg.start_soon(self._shutdown_one, driver, deadline)
+            for order in orders:  # the reverse of the start order; one order's children together
+                async with anyio.create_task_group() as tg:
+                    for driver in drivers:
+                        if driver.spec.start_order == order:
+                            tg.start_soon(self._shutdown_one, driver, deadline)
         alive = [d for d in drivers if d.state is not lc.State.REMOVED]
         if alive:
             await self.kill_all(alive)
