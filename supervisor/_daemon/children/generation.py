@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor._daemon.children.exits import unknown_exit
 from supervisor._daemon.children.process import Process
-from supervisor._daemon.children.sessions import SessionScanner, signal_member
+from supervisor._daemon.children.sessions import SessionScanner, cmdline_of, signal_member
 from supervisor._daemon.output.child_output import GenerationOutput
 from supervisor._daemon.output.records import ExitRecord
 from supervisor.signals import signal_name
@@ -182,6 +182,7 @@ class Generation:
             self._log.warning(
                 "child.stop.killed_after_grace", pid=proc.pid, grace=self.grace,
                 leader=self.leader_killed, leftovers=self.leftovers_killed,
+                killed=[{"pid": m.pid, "cmdline": cmdline_of(m.pid)} for m in left],
             )
             with anyio.move_on_after(KILL_WAIT_SECONDS) as kill_scope:
                 await self._wait_session_empty()

@@ -26,7 +26,14 @@ import time
 import anyio
 import structlog
 
-from supervisor._daemon.children.sessions import Member, read_stat, scan_sessions, signal_member
+from supervisor._daemon.children.sessions import (
+    Member,
+    cmdline_of,
+    marked_child,
+    read_stat,
+    scan_sessions,
+    signal_member,
+)
 from supervisor._daemon.state.store import AsyncStateStore, ProcessRecord
 
 __all__ = ["CHILD_ENV", "INSTANCE_ENV", "Previous", "ProcessBook", "find_marked"]
@@ -48,30 +55,6 @@ class Previous:
     why: str  # "recorded" or "marked"
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return ""
-    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")[:300]
-
-
-def _environ_marks(pid: int) -> dict[str, str]:
-    """SUPD_INSTANCE and SUPD_CHILD of ``pid``'s environment (as it was at exec); {} when unreadable."""
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return {}
-    marks = {}
-    for entry in raw.split(b"\0"):
-        key, _, value = entry.partition(b"=")
-        if key in (b"SUPD_INSTANCE", b"SUPD_CHILD"):
-            marks[key.decode()] = value.decode("utf-8", "replace")
-    return marks
-
-
 def find_marked(instance: str) -> list[tuple[Member, str]]:
     """Live processes of supd's user whose environment carries ``SUPD_INSTANCE=instance``, with their SUPD_CHILD.
 
@@ -83,17 +66,10 @@ def find_marked(instance: str) -> list[tuple[Member, str]]:
         if not entry.isdigit() or int(entry) in (own, 1):
             continue
         pid = int(entry)
-        try:
-            if os.stat(f"/proc/{pid}").st_uid != uid:
-                continue
-        except OSError:
-            continue
-        marks = _environ_marks(pid)
-        if marks.get(INSTANCE_ENV) != instance:
-            continue
-        member = read_stat(pid)
+        child = marked_child(pid, uid, instance)
+        member = read_stat(pid) if child else None
         if member is not None and not member.zombie:
-            found.append((member, marks.get(CHILD_ENV, "")))
+            found.append((member, child))
     return found
 
 
@@ -134,9 +110,9 @@ class ProcessBook:
             for r in records:
                 now = read_stat(r.pid)
                 if now is not None and now.start_ticks == r.start_ticks and not now.zombie:
-                    found[r.pid] = Previous(now, r.child, _cmdline(r.pid), "recorded")
+                    found[r.pid] = Previous(now, r.child, cmdline_of(r.pid), "recorded")
             for member, child in find_marked(self.instance):
-                found.setdefault(member.pid, Previous(member, child, _cmdline(member.pid), "marked"))
+                found.setdefault(member.pid, Previous(member, child, cmdline_of(member.pid), "marked"))
             return list(found.values())
 
         return await anyio.to_thread.run_sync(look)

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 import anyio
 import structlog
 
-__all__ = ["Member", "SessionScanner", "read_stat", "scan_sessions", "signal_member"]
+__all__ = ["Member", "SessionScanner", "cmdline_of", "marked_child", "read_stat", "scan_sessions", "signal_member"]
 
 log = structlog.get_logger("supd.sessions")
 
@@ -73,6 +73,16 @@ def read_stat(pid: int) -> Member | None:
         return None
 
 
+def cmdline_of(pid: int, limit: int = 300) -> str:
+    """``pid``'s argv joined by spaces (at most ``limit`` characters); "" when it is gone or has none."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")[:limit]
+
+
 def scan_sessions(
     sids: frozenset[int], children: Mapping[int, str] | None = None, instance: str = "",
     marks: dict[tuple[int, int], str] | None = None,
@@ -107,7 +117,7 @@ def scan_sessions(
             seen.add(key)
             mark = marks.get(key)
             if mark is None:
-                mark = marks[key] = _marks(pid, uid, instance)
+                mark = marks[key] = marked_child(pid, uid, instance)
             if mark in by_name:
                 found[by_name[mark]].append(member)
     if marks is not None and instance and by_name:
@@ -116,7 +126,7 @@ def scan_sessions(
     return found
 
 
-def _marks(pid: int, uid: int, instance: str) -> str:
+def marked_child(pid: int, uid: int, instance: str) -> str:
     """The SUPD_CHILD of ``pid`` when it is of user ``uid`` and carries SUPD_INSTANCE=instance; "" otherwise."""
     try:
         if os.stat(f"/proc/{pid}").st_uid != uid:
