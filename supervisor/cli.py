@@ -36,6 +36,7 @@ from supervisor._cli_errors import (
     rpc_failure,
     what,
 )
+from supervisor._cli_spec import spec_file
 from supervisor._cli_state import add_state_commands
 from supervisor.signals import parse_signal, signal_name
 from supervisor.v1 import supervisor_pb2 as pb
@@ -122,7 +123,9 @@ def cmd_spawn(client: Client, args: argparse.Namespace) -> int:
     A first start that failed (the reply shows BACKOFF or FATAL) is an error:
     the reason on stderr and ``EXIT_START_FAILED``; the child stays declared.
     """
-    spec = pb.ChildSpec(name=args.name, argv=args.command, inherit_env=args.inherit_env)
+    spec = spec_file(args) if args.spec else pb.ChildSpec(name=args.name, argv=args.command)
+    if args.inherit_env:
+        spec.inherit_env = True
     spec.env.update(dict(args.env or ()))
     if args.cwd:
         # The user means a directory relative to their shell, not to supd.
@@ -413,10 +416,16 @@ def _add_spawn(sub: Any) -> None:
     p = sub.add_parser(
         "spawn",
         help="declare and start a child",
-        usage="supctl spawn NAME [options] -- CMD [ARGS...]",
+        usage="supctl spawn NAME [options] [--spec FILE] -- CMD [ARGS...]",
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("command", nargs="*", metavar="CMD", help="the program and its arguments, after --")
+    p.add_argument(
+        "--spec",
+        metavar="FILE",
+        help="a TOML file with the keys of a config's [children.NAME] table (probes, state_delivery, ports, ...);"
+        " options given here override it, a command after -- replaces its argv",
+    )
     p.add_argument("--restart", choices=sorted(_POLICIES), help="restart policy (default on-failure)")
     p.add_argument(
         "--grace", type=_seconds_arg, metavar="S", help="stop signal to SIGKILL, seconds, > 0 and <= 3600 (default 10)"
@@ -506,8 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(head)
     if args.command_name == "spawn":
         args.command = [*args.command, *command_tail]
-        if not args.command:
-            args.parser.error("a command is required after --")
+        if not args.command and not args.spec:
+            args.parser.error("a command is required after -- (or a --spec file with argv)")
     address = _normalise_address(args.addr or paths.default_address())
     func: Callable[[Client, argparse.Namespace], int] = args.func
     # Batches hold up to max_line_bytes (1 MiB) lines; never refuse a message for size.

@@ -485,3 +485,28 @@ def test_usage_errors_are_one_line_with_exit_2(sup: SupervisorProcess) -> None:
     for args in bad:
         err = assert_one_line_error(supctl(sup, *args), 2)
         assert f"supctl: {args[0]}: " in err and "--help" in err, err
+
+
+def test_spawn_with_a_spec_file_declares_probes_state_and_ports(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    spec = tmp_path / "web.toml"
+    spec.write_text(
+        'argv = ["sleep", "100"]\nports = [40991]\nstart_order = 3\n'
+        '[readiness_probe]\nexec = { argv = ["true"] }\nperiod_seconds = 0.1\n'
+        '[state_delivery.exec]\nargv = ["/bin/sh", "-c", "cat > /dev/null"]\n'
+    )
+    out = ok(sup, "spawn", "web", "--spec", str(spec), "--grace", "3")
+    assert out.startswith("web: RUNNING")
+    child = json.loads(ok(sup, "ls", "--json"))["children"][0]["spec"]
+    assert child["argv"] == ["sleep", "100"] and child["stop_grace_seconds"] == 3
+    assert child["readiness_probe"]["exec"]["argv"] == ["true"] and child["ports"] == [{"port": 40991, "protocol": "tcp"}]
+    assert child["state_delivery"]["exec"]["argv"][0] == "/bin/sh" and child["start_order"] == 3
+    replaced = ok(sup, "spawn", "web", "--spec", str(spec), "--replace", "--", "sleep", "200")
+    assert replaced.startswith("web: RUNNING")
+    assert json.loads(ok(sup, "ls", "--json"))["children"][0]["spec"]["argv"] == ["sleep", "200"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text('argv = ["sleep", "1"]\n[liveness_probe]\ntcp = { port = 0 }\n')
+    result = supctl(sup, "spawn", "x", "--spec", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == (
+        f"supctl: spawn x: {bad}: spec.liveness_probe.tcp.port: must be a port number (1..65535), got 0"
+    )
