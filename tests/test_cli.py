@@ -498,7 +498,8 @@ def test_spawn_with_a_spec_file_declares_probes_state_and_ports(sup: SupervisorP
     assert out.startswith("web: RUNNING")
     child = json.loads(ok(sup, "ls", "--json"))["children"][0]["spec"]
     assert child["argv"] == ["sleep", "100"] and child["stop_grace_seconds"] == 3
-    assert child["readiness_probe"]["exec"]["argv"] == ["true"] and child["ports"] == [{"port": 40991, "protocol": "tcp"}]
+    assert child["readiness_probe"]["exec"]["argv"] == ["true"]
+    assert child["ports"] == [{"port": 40991, "protocol": "tcp"}]
     assert child["state_delivery"]["exec"]["argv"][0] == "/bin/sh" and child["start_order"] == 3
     replaced = ok(sup, "spawn", "web", "--spec", str(spec), "--replace", "--", "sleep", "200")
     assert replaced.startswith("web: RUNNING")
