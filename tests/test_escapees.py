@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -44,3 +46,31 @@ def test_the_cleanup_after_an_exit_reaches_escapees_but_not_strangers(stub: pb_g
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def _cgroup2_writable() -> bool:
+    from supervisor._daemon.children.cgroups import _own_cgroup_dir
+
+    base = _own_cgroup_dir()
+    return base is not None and os.access(base, os.W_OK)
+
+
+@pytest.mark.skipif(not _cgroup2_writable(), reason="no writable cgroup2 hierarchy here: the marks are all there is")
+def test_a_descendant_that_cleared_its_environment_is_still_caught_by_the_cgroup(
+    stub: pb_grpc.SupervisorStub, tmp_path
+) -> None:
+    pidfile = tmp_path / "escapee"
+    # It forks a moment after its start: the move into the cgroup happens right after exec, and a process forked
+    # before that instant is outside (the session and the marks still cover that case).
+    script = (
+        f"sleep 0.3; setsid env -i /bin/sh -c 'trap \"\" TERM; echo $$ > {pidfile}; exec sleep 1000' & echo ready; wait"
+    )
+    spawn(stub, "wiper", ["/bin/sh", "-c", script], stop_grace_seconds=0.5)
+    pid = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() and int(pidfile.read_text()), 10,
+                   what="the escapee's pid")
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        assert b"SUPD_INSTANCE" not in f.read(), "no marks: only the cgroup knows it is the child's"
+    with open(f"/proc/{pid}/cgroup") as f:
+        assert "supd-" in f.read()
+    stub.Stop(pb.StopRequest(name="wiper"), timeout=30)
+    assert wait_for(lambda: process_gone(pid), 10, what="the escapee to be gone")

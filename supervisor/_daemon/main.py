@@ -29,6 +29,7 @@ from supervisor import __version__
 from supervisor._daemon.api.health_board import HealthBoard
 from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
+from supervisor._daemon.children.cgroups import find_root
 from supervisor._daemon.children.port_reaper import PortReaper
 from supervisor._daemon.children.process import PidfdUnavailable, check_pidfd_support
 from supervisor._daemon.children.process_book import ProcessBook
@@ -115,10 +116,12 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         # Before anything starts: the children a crashed supd of this store left running.
         await book.stop_previous(min(PREVIOUS_CHILDREN_GRACE_SECONDS, shutdown.timeout))
         port_reaper = PortReaper(store.instance)
+        cgroups = await anyio.to_thread.run_sync(find_root, store.instance)
         async with (
             StateKeeper(shared) as keeper,
             Registry(
-                [exporter] if exporter is not None else [], prepare=[port_reaper.prepare], keeper=keeper, book=book
+                [exporter] if exporter is not None else [], prepare=[port_reaper.prepare], keeper=keeper, book=book,
+                cgroups=cgroups,
             ) as registry,
             anyio.create_task_group() as tg,
         ):

@@ -31,6 +31,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor._daemon.children import lifecycle as lc
+from supervisor._daemon.children.cgroups import CgroupRoot
 from supervisor._daemon.children.exits import finish_exit
 from supervisor._daemon.children.generation import Generation
 from supervisor._daemon.children.process import Process, SpawnError
@@ -149,8 +150,12 @@ class ChildDriver:
         on_change: Sequence[ChangeHook] = (),
         on_exit: Sequence[ExitHook] = (),
         identity: Mapping[str, str] | None = None,
+        cgroups: CgroupRoot | None = None,
     ) -> None:
-        """``identity``: environment entries every process of this child gets (supd's marks)."""
+        """``identity``: environment entries every process of this child gets (supd's marks).
+
+        ``cgroups``: where each process of this child gets a cgroup of its own (None: no cgroups here).
+        """
         self.spec = spec
         self.output = ChildOutput(spec.name, spec.ring_bytes, spec.max_line_bytes, sinks)
         self.lifecycle = lc.Lifecycle()
@@ -162,6 +167,7 @@ class ChildDriver:
         self._on_change = tuple(on_change)
         self._on_exit = tuple(on_exit)
         self._identity = dict(identity or {})
+        self._cgroups = cgroups
         self._prober: Prober | None = None
         self._prober_scope: anyio.CancelScope | None = None
         self._gen: Generation | None = None
@@ -372,18 +378,22 @@ class ChildDriver:
             return
         try:
             # In a worker thread: fork/exec waits until the child has exec'd, milliseconds on a loaded host.
+            cgroup = self._cgroups.make(self.name, number) if self._cgroups is not None else None
             proc = await anyio.to_thread.run_sync(
-                Process.spawn, self.spec, pipes.stdout_write, pipes.stderr_write, self._identity
+                Process.spawn, self.spec, pipes.stdout_write, pipes.stderr_write, self._identity,
+                cgroup.add if cgroup is not None else None,
             )
         except SpawnError as exc:
             pipes.close_all()
+            if cgroup is not None:
+                cgroup.remove()
             await self._start_failed(str(exc))
             return
         origin = Origin(self.name, number, proc.pid, os.path.basename(self.spec.argv[0]))
         gen = self._gen = Generation(
             number, proc, self.output.start(pipes, origin),
             stop_signal=self.spec.stop_signal, leftover_grace=self.spec.stop_grace_seconds,
-            scanner=self._scanner, log=self._log, child=self.name if self._identity else "",
+            scanner=self._scanner, log=self._log, child=self.name if self._identity else "", cgroup=cgroup,
         )
         self._log.info("child.spawned", pid=proc.pid, generation=number, argv=list(self.spec.argv))
         self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))

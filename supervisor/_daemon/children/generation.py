@@ -8,7 +8,9 @@ is SIGKILLed, and the exit is still reported: never left to asyncio).
 Terminating signals the child's whole session (every group in it), waits up to
 the grace for the session to empty, then SIGKILLs what is left, counting first
 who needed it. A process that left the session with ``setsid`` is covered
-through the marks it inherited (sessions.py), when supd runs with a store.
+through the marks it inherited (sessions.py), when supd runs with a store, and
+through the process's cgroup where supd has one (cgroups.py): its members are
+signalled with the rest, and ``cgroup.kill`` ends them at the grace's end.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from supervisor._daemon.children.cgroups import Cgroup
 from supervisor._daemon.children.exits import unknown_exit
 from supervisor._daemon.children.process import Process
-from supervisor._daemon.children.sessions import SessionScanner, cmdline_of, signal_member
+from supervisor._daemon.children.sessions import Member, SessionScanner, cmdline_of, read_stat, signal_member
 from supervisor._daemon.output.child_output import GenerationOutput
 from supervisor._daemon.output.records import ExitRecord
 from supervisor.signals import signal_name
@@ -55,8 +58,9 @@ class Generation:
         scanner: SessionScanner,
         log: structlog.typing.FilteringBoundLogger,
         child: str = "",
+        cgroup: Cgroup | None = None,
     ) -> None:
-        """``child``: the child's name, whose marked escapees a stop reaches too."""
+        """``child``: the child's name, whose marked escapees a stop reaches too; ``cgroup``: the process's own."""
         self.number = number
         self.process = process
         self.output = output
@@ -68,6 +72,7 @@ class Generation:
         self._leftover_grace = leftover_grace  # the child's stop grace, for processes left behind by an exit
         self._scanner = scanner
         self._child = child
+        self.cgroup = cgroup
         self._log = log
         self._task_group: TaskGroup | None = None
         self._terminating = False
@@ -127,6 +132,8 @@ class Generation:
                     await anyio.sleep(delay)
                     delay = min(delay * 2, POLL_MAX_SECONDS)
             reaped = self.process.reap() if self.process.exit_ready() else unknown_exit(self.process.pid)
+        if self.cgroup is not None:
+            self.cgroup.remove()
         with anyio.CancelScope(shield=True):
             await report(self, reaped)
 
@@ -142,7 +149,7 @@ class Generation:
         proc = self.process
         await proc.wait_exit_ready()
         if not self._terminating:
-            leftovers = await self._scanner.members(proc.pid, self._child)
+            leftovers = await self._members()
             if leftovers:
                 # The leader left processes behind in its session: stop them as a Stop would.
                 self._log.warning("child.exit.stragglers", pid=proc.pid, stragglers=[m.pid for m in leftovers])
@@ -174,10 +181,12 @@ class Generation:
             # The grace actually given: a shutdown may have cut a longer one short.
             self.grace = round(time.monotonic() - signalled_at, 1)
             # Who is left is counted before SIGKILL, so the exit can say what needed it.
-            left = await self._scanner.members(proc.pid, self._child)
+            left = await self._members()
             self.leader_killed = proc.alive and not proc.exit_ready()
             self.leftovers_killed = sum(1 for m in left if m.pid != proc.pid)
             self.kill_now()
+            if self.cgroup is not None:
+                self.cgroup.kill()
             await self._signal_session(signal.SIGKILL)
             self._log.warning(
                 "child.stop.killed_after_grace", pid=proc.pid, grace=self.grace,
@@ -193,12 +202,24 @@ class Generation:
 
     async def _signal_session(self, sig: int) -> int:
         """Signal every live process of the session (other groups included); how many were signalled."""
-        members = await self._scanner.members(self.process.pid, self._child)
+        members = await self._members()
         return sum(signal_member(m, sig) for m in members)
+
+    async def _members(self) -> list[Member]:
+        """Every live process of this generation: its session, the processes marked as its child's, its cgroup."""
+        members = await self._scanner.members(self.process.pid, self._child)
+        if self.cgroup is not None:
+            known = {m.pid for m in members}
+            extra = [
+                m for pid in self.cgroup.pids() if pid not in known and pid != self.process.pid
+                if (m := read_stat(pid)) is not None and not m.zombie
+            ]
+            members = [*members, *extra]  # a new list: the scan's own may be shared with other callers
+        return members
 
     async def _wait_session_empty(self) -> None:
         await self.process.wait_exit_ready()
         delay = POLL_FIRST_SECONDS
-        while await self._scanner.members(self.process.pid, self._child):
+        while await self._members():
             await anyio.sleep(delay)
             delay = min(delay * 2, POLL_MAX_SECONDS)

@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 import structlog
@@ -102,11 +102,17 @@ class Process:
 
     @classmethod
     def spawn(
-        cls, spec: ChildSpec, stdout_fd: int, stderr_fd: int, extra_env: Mapping[str, str] | None = None
+        cls,
+        spec: ChildSpec,
+        stdout_fd: int,
+        stderr_fd: int,
+        extra_env: Mapping[str, str] | None = None,
+        after_exec: Callable[[int], object] | None = None,
     ) -> Process:
         """Start the child in a new session with the given pipe ends; raise SpawnError.
 
-        ``extra_env`` is added to the spec's environment (supd's identity marks).
+        ``extra_env`` is added to the spec's environment (supd's identity marks); ``after_exec(pid)`` runs
+        the moment the child has exec'd (it is moved into its cgroup there).
 
         The child inherits only fds 0-2. Once forked, any failure (no pidfd:
         EMFILE, a seccomp profile) kills and reaps the process before raising,
@@ -125,6 +131,8 @@ class Process:
             )
         except OSError as exc:
             raise SpawnError(explain_spawn_error(spec, exc)) from exc
+        if after_exec is not None:
+            after_exec(popen.pid)
         # The pidfd is taken before any await: nothing but us reaps this child,
         # so the PID cannot have been reused yet.
         try:

@@ -38,6 +38,7 @@ from supervisor.errors import (
 from supervisor.spec import ChildSpec
 
 if TYPE_CHECKING:
+    from supervisor._daemon.children.cgroups import CgroupRoot
     from supervisor._daemon.children.process_book import ProcessBook
     from supervisor._daemon.state.keeper import StateKeeper
 
@@ -98,6 +99,7 @@ class Registry:
         prepare: Sequence[PrepareHook] = (),
         keeper: StateKeeper | None = None,
         book: ProcessBook | None = None,
+        cgroups: CgroupRoot | None = None,
     ) -> None:
         """``keeper`` stores spawned specs and state, and replays state after every start (None: no stored state).
 
@@ -111,6 +113,7 @@ class Registry:
         self._on_exit = (self._reaped,) if book is not None else ()
         self.keeper = keeper
         self.book = book
+        self._cgroups = cgroups
         # Called with a child's name whenever it may have changed, removal included (grpc.health.v1 listens).
         self.watchers: list[Callable[[str], None]] = []
         if keeper is not None:
@@ -180,7 +183,7 @@ class Registry:
             driver = ChildDriver(
                 spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start,
                 on_change=(self._changed,), on_exit=self._on_exit,
-                identity=self.book.identity(spec.name) if self.book is not None else None,
+                identity=self.book.identity(spec.name) if self.book is not None else None, cgroups=self._cgroups,
             )
             # No await between the closing check and the insertion: shutdown sees every driver.
             self._children[spec.name] = driver
