@@ -278,3 +278,23 @@ def test_probe_fields_are_validated_with_their_names(stub: pb_grpc.SupervisorStu
     with pytest.raises(grpc.RpcError) as err:
         spawn(stub, "bad", ["sleep", "1"], liveness_probe=fast(tcp=pb.TcpAction(port=1), success_threshold=2))
     assert "spec.liveness_probe.success_threshold: must be 1" in err.value.details()
+
+
+def test_grpc_health_follows_every_probe_result_not_only_verdicts(
+    stub: pb_grpc.SupervisorStub, sup: SupervisorProcess
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/healthz"
+    # Both probes fail at first (the server answers 503 for 1 s): liveness failing makes the child UNHEALTHY, then
+    # a passing liveness probe alone (no verdict, no event) must bring SERVING back once readiness passed too.
+    spawn(stub, "both", server("http", port, "--ready-after", "1"),
+          liveness_probe=fast(http=pb.HttpAction(url=url), failure_threshold=100),
+          readiness_probe=fast(http=pb.HttpAction(url=url)))
+    health = health_pb2_grpc.HealthStub(sup.channel())
+    wait_for(lambda: info(stub, "both").health == pb.CHILD_HEALTH_READY, 20, what="ready")
+    wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(service="both"), timeout=5).status == SERVING, 10,
+             what="grpc.health.v1 to say SERVING")
+    control(port, "fail")
+    wait_for(lambda: info(stub, "both").health == pb.CHILD_HEALTH_UNHEALTHY, 20, what="unhealthy")
+    wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(service="both"), timeout=5).status == NOT_SERVING, 10,
+             what="grpc.health.v1 to say NOT_SERVING while unhealthy")

@@ -417,7 +417,9 @@ class ChildDriver:
         if not self.spec.probes():
             await self._feed(lc.Ready(time.monotonic()))
             return
-        prober = self._prober = Prober(self.spec, generation, started_at, self._report_verdict)
+        prober = self._prober = Prober(
+            self.spec, generation, started_at, self._report_verdict, on_result=self._tell_change_hooks
+        )
         scope = self._prober_scope = anyio.CancelScope()
         assert self._task_group is not None
         self._task_group.start_soon(self._run_prober, prober, scope)
@@ -430,6 +432,7 @@ class ChildDriver:
         if self._prober_scope is not None:
             self._prober_scope.cancel()
             self._prober_scope = None
+        self._prober = None  # its results were about the process that ended
 
     async def _report_verdict(self, verdict: Verdict) -> None:
         try:
@@ -503,6 +506,9 @@ class ChildDriver:
     def _settle(self) -> None:
         """Answer every waiter whose outcome is known now; tell the change hooks."""
         self._answer_waiters()
+        self._tell_change_hooks()
+
+    def _tell_change_hooks(self) -> None:
         for hook in self._on_change:
             try:
                 hook(self)

@@ -71,9 +71,16 @@ Report = Callable[[Verdict], Awaitable[None]]
 class Prober:
     """Runs the probes of one generation; ``run`` until cancelled (the process ended) or unhealthy."""
 
-    def __init__(self, spec: ChildSpec, generation: int, started_at: float, report: Report) -> None:
-        """``started_at``: monotonic time of the start, from which initial delays count."""
+    def __init__(
+        self, spec: ChildSpec, generation: int, started_at: float, report: Report,
+        on_result: Callable[[], None] | None = None,
+    ) -> None:
+        """``started_at``: monotonic time of the start, from which initial delays count.
+
+        ``on_result()`` is called after every probe run (what Health and grpc.health.v1 show may have changed).
+        """
         self.spec = spec
+        self._on_result = on_result
         self.generation = generation
         self._started_at = started_at
         self._report = report
@@ -133,6 +140,8 @@ class Prober:
 
     def _record(self, state: ProbeState, result: ProbeResult) -> None:
         state.last, state.time_ns, state.runs = result, time.time_ns(), state.runs + 1
+        if self._on_result is not None:
+            self._on_result()
         if result.success:
             state.successes, state.failures = state.successes + 1, 0
         else:
