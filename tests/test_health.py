@@ -288,7 +288,8 @@ def test_grpc_health_follows_every_probe_result_not_only_verdicts(
     # Both probes fail at first (the server answers 503 for 1 s): liveness failing makes the child UNHEALTHY, then
     # a passing liveness probe alone (no verdict, no event) must bring SERVING back once readiness passed too.
     spawn(stub, "both", server("http", port, "--ready-after", "1"),
-          liveness_probe=fast(http=pb.HttpAction(url=url), failure_threshold=100),
+          # Liveness runs less often: readiness turns ready while liveness still counts failures.
+          liveness_probe=fast(http=pb.HttpAction(url=url), failure_threshold=100, period_seconds=0.35),
           readiness_probe=fast(http=pb.HttpAction(url=url)))
     health = health_pb2_grpc.HealthStub(sup.channel())
     wait_for(lambda: info(stub, "both").health == pb.CHILD_HEALTH_READY, 20, what="ready")
