@@ -144,23 +144,24 @@ async def test_removing_a_child_forgets_its_state_and_replacing_keeps_it(registr
         assert await keeper.store.specs() == []
 
 
-async def test_replay_waits_for_the_probes_when_the_child_has_them(
+async def test_replay_waits_for_the_startup_probe_when_the_child_has_one(
     registry: Registry, keeper: StateKeeper, tmp_path: pathlib.Path
 ):
     from supervisor.probes import ExecProbe, Probe
 
     flag, seen = tmp_path / "flag", tmp_path / "seen"
-    probe = Probe(ExecProbe(("/bin/sh", "-c", f'[ "$(cat {flag} 2>/dev/null)" = ok ]')), period_seconds=0.02)
-    spec = sh("c", "sleep 100", state_delivery=execd(f"cat > {seen}"), readiness_probe=probe)
+    probe = Probe(ExecProbe(("/bin/sh", "-c", f'[ "$(cat {flag} 2>/dev/null)" = ok ]')), period_seconds=0.02,
+                  failure_threshold=1000)
+    spec = sh("c", "sleep 100", state_delivery=execd(f"cat > {seen}"), startup_probe=probe)
     flag.write_text("ok")
     child = await registry.spawn(spec)
     with anyio.fail_after(10):
-        await until(lambda: child.probes_ready, what="ready")
+        await until(lambda: child.started_up, what="started up")
         await keeper.reload(child, b"v1", "", None)
         flag.write_text("no")
         seen.unlink()
         await registry.restart("c")
-        # The probe fails for the new process: no replay while it does.
+        # The startup probe fails for the new process: no replay while it does.
         await until(lambda: any(p.failures >= 3 for p in child.statistics().probes), what="three failed probes")
         assert not seen.exists()
         flag.write_text("ok")

@@ -560,9 +560,13 @@ class ChildDriver:
         return gen.process.pid if gen is not None and self.running_generation else 0
 
     @property
-    def probes_ready(self) -> bool:
-        """The probes' verdict on the running process: startup passed and ready (True without probes)."""
-        return self.lifecycle.ready and self.state is lc.State.RUNNING
+    def started_up(self) -> bool:
+        """The running process passed its startup probe (True without one once it runs)."""
+        if self.state is not lc.State.RUNNING:
+            return False
+        prober = self._prober
+        startup = prober.statuses.get("startup") if prober is not None else None
+        return startup is None or startup.passed
 
     @property
     def live_pid(self) -> int:

@@ -10,11 +10,10 @@ changes nothing.
 After every start of a child (first start, crash restart, manual restart, and
 so after supd's own restart, which starts every child again) the accepted
 revision is replayed to the new process once it can take it (at most
-``ready_timeout_seconds``): when it has a startup or readiness probe, once the
-probes say it is ready; otherwise for ``http`` once the endpoint accepts a
-connection; for ``file``, the file is written before the process starts, so it
-is applied at once. A replay that
-fails is a soft error: the child keeps running, Health shows the error, and
+``ready_timeout_seconds``): when it has a startup probe, once that passed;
+otherwise for ``http`` once the endpoint accepts a connection; for ``file``,
+the file is written before the process starts, so it is applied at once. A
+replay that fails is a soft error: the child keeps running, Health shows the error, and
 the replay tries again with backoff for as long as that process runs. Each
 failed attempt is a STATE_FAILED event, the success a STATE_APPLIED event.
 
@@ -206,7 +205,8 @@ class StateKeeper:
         name = driver.name
         if not await self._takes_state(driver, generation, d):
             log.warning(
-                "state.endpoint.not_accepting", child=name, generation=generation, waited=d.ready_timeout_seconds
+                "state.endpoint.not_accepting", child=name, generation=generation, waited=d.ready_timeout_seconds,
+                detail="delivering anyway",
             )
         round_ = 0
         while driver.running_generation == generation:
@@ -240,17 +240,18 @@ class StateKeeper:
     async def _takes_state(self, driver: ChildDriver, generation: int, d: StateDelivery) -> bool:
         """Wait (at most ``ready_timeout_seconds``) until the new process can take its state; False at the bound.
 
-        A child with a startup or readiness probe can once its probes say so (the probes' verdict, not the
-        stored state's, which this very replay brings); otherwise an http endpoint once it accepts a
-        connection; file and exec at once.
+        A child with a startup probe can once that probe passed; otherwise an http endpoint once it accepts a
+        connection; file and exec at once. Never the readiness probe: a child's readiness often depends on
+        the very state this replay brings (a proxy is ready once it has its routes).
         """
         deadline = time.monotonic() + d.ready_timeout_seconds
-        if driver.spec.readiness_probe is not None or driver.spec.startup_probe is not None:
+        if driver.spec.startup_probe is not None:
             with anyio.move_on_after(d.ready_timeout_seconds):
-                while not driver.probes_ready and driver.running_generation == generation:  # noqa: ASYNC110
-                    await anyio.sleep(_READY_POLL_SECONDS)  # the driver's verdicts have no event of their own here
+                while not driver.started_up and driver.running_generation == generation:  # noqa: ASYNC110
+                    await anyio.sleep(_READY_POLL_SECONDS)  # the probe's pass has no event of its own here
                 return True
-            return False
+            log.warning("state.startup_probe.not_passed", child=driver.name, waited=d.ready_timeout_seconds)
+            return True
         if isinstance(d.method, HttpDelivery):
             return await wait_accepting(d, deadline)
         return True
