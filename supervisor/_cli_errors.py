@@ -68,6 +68,8 @@ def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, time
         return CliError(_unreachable(address, details), EXIT_UNREACHABLE)
     if code == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _CONNECTION_LOST):
         return CliError(f"{what(args)}: lost the connection to supd at {address} ({details})", EXIT_UNREACHABLE)
+    if code == grpc.StatusCode.UNAVAILABLE and "Cancelling all calls" in details:  # the server is going away
+        return CliError(f"{what(args)}: supd at {address} shut down before answering", EXIT_UNREACHABLE)
     if code == grpc.StatusCode.UNAVAILABLE and args.command_name == "reload" and "shutting down" not in details:
         return CliError(f"{what(args)}: {details}", EXIT_FAILED)  # supd answered: the child could not be reached
     if code == grpc.StatusCode.ABORTED:
@@ -76,7 +78,9 @@ def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, time
         return CliError(f"{what(args)}: supd at {address} is unavailable: {details}", EXIT_UNREACHABLE)
     if code == grpc.StatusCode.NOT_FOUND:
         name = getattr(args, "name", None)
-        return CliError(f"no child named {name!r}" if name else details, EXIT_NOT_FOUND)
+        # supd's own words when it names something else than the child (a state revision no longer kept).
+        other = details and not details.startswith("no child named")
+        return CliError(details if other or not name else f"no child named {name!r}", EXIT_NOT_FOUND)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         limit = f"after {timeout:g}s" if timeout is not None else "(see --timeout)"
         return CliError(f"{what(args)}: supd at {address} did not answer {limit}", EXIT_TIMEOUT)

@@ -136,6 +136,7 @@ def health_text(resp: pb.HealthResponse) -> str:
             f"  uptime:      {duration(c.uptime_seconds)}",
             f"  last exit:   {_last_exit(c)}",
             f"  fatal:       {c.fatal_reason or '-'}",
+            *([f"  start error: {c.last_start_error}"] if c.last_start_error else []),
             f"  ring:        seq {c.oldest_seq}..{c.next_seq} ({held} records), "
             f"{c.ring_bytes_used} of {c.spec.ring_bytes} bytes, {c.ring_evicted_records} evicted",
             f"  drained:     {c.stdout_lines} stdout lines, {c.stderr_lines} stderr lines, {c.bytes_drained} bytes",

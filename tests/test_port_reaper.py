@@ -166,3 +166,22 @@ def test_a_port_held_by_another_live_child_is_a_conflict(stub: pb_grpc.Superviso
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "spec.ports[0]" in err.details()
     else:
         raise AssertionError("a port with an unknown protocol must be refused")
+
+
+def test_why_a_start_failed_shows_in_health_while_backing_off(
+    stub: pb_grpc.SupervisorStub, sup: SupervisorProcess
+) -> None:
+    port = free_port()
+    stranger = serve(port)
+    try:
+        spawn(stub, "web", ["sleep", "100"], ports=[pb.Port(port=port)], restart=pb.RESTART_POLICY_ALWAYS,
+              backoff=pb.Backoff(initial_seconds=5))
+        child = info(stub, "web")
+        assert child.state == pb.CHILD_STATE_BACKOFF and f"held by pid {stranger.pid}" in child.last_start_error
+        assert child.health == pb.CHILD_HEALTH_DOWN and "start failed: port" in child.health_reason
+        shown = subprocess.run([sys.executable, "-m", "supervisor.cli", "--addr", sup.address, "health", "web"],
+                               capture_output=True, text=True, timeout=60, check=False)
+        assert shown.returncode == 8 and f"start error: port {port}/tcp is held by pid {stranger.pid}" in shown.stdout
+    finally:
+        stranger.kill()
+        stranger.wait()

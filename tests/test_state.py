@@ -300,3 +300,20 @@ def test_supctl_reload_and_state(stub: pb_grpc.SupervisorStub, sup: SupervisorPr
     assert raw.returncode == 0 and json.loads(raw.stdout) == ROUTES
     missing = supctl("reload", "admin", "--file", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_a_stopped_child_holds_no_applied_state_and_a_missing_revision_is_named(
+    stub: pb_grpc.SupervisorStub, sup: SupervisorProcess, tmp_path: pathlib.Path
+) -> None:
+    spawn(stub, "f", ["sleep", "100"], state_delivery=pb.StateDelivery(file=pb.FileDelivery(path=str(tmp_path / "s"))))
+    reload(stub, "f", b"one")
+    assert info(stub, "f").state_applied_revision == 1
+    stub.Stop(pb.StopRequest(name="f"), timeout=10)
+    stopped = info(stub, "f")
+    assert (stopped.state_revision, stopped.state_applied_revision) == (1, 0), "nothing runs to hold it"
+    missing = subprocess.run(
+        [sys.executable, "-m", "supervisor.cli", "--addr", sup.address, "state", "f", "--revision", "99"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert missing.returncode == 4
+    assert missing.stderr.strip() == "supctl: child 'f' has no state revision 99 (kept: 1)"

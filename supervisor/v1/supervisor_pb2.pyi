@@ -1045,6 +1045,7 @@ class ChildInfo(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     HEALTH_REASON_FIELD_NUMBER: _builtins.int
     PROBES_FIELD_NUMBER: _builtins.int
+    LAST_START_ERROR_FIELD_NUMBER: _builtins.int
     state: Global___ChildState.ValueType
     """Current state."""
     pid: _builtins.int
@@ -1100,6 +1101,10 @@ class ChildInfo(_message.Message):
     """Whether the child does its job (ready is health == CHILD_HEALTH_READY)."""
     health_reason: _builtins.str
     """Why the child is not ready or unhealthy; empty when ready."""
+    last_start_error: _builtins.str
+    """Why the last start attempt failed (a missing program, a port held by a
+    stranger, ...); empty once a start succeeded.
+    """
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
         """The spec the child runs with, defaults filled in."""
@@ -1147,10 +1152,11 @@ class ChildInfo(_message.Message):
         health: Global___ChildHealth.ValueType = ...,
         health_reason: _builtins.str = ...,
         probes: _abc.Iterable[Global___ProbeStatus] | None = ...,
+        last_start_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec", "state_applied_time", b"state_applied_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "last_start_error", b"last_start_error", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

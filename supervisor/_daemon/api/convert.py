@@ -153,10 +153,12 @@ def child_to_proto(
         health=_HEALTH[health[0]],
         health_reason=health[1],
         probes=[probe_to_proto(p) for p in stats.probes],
+        last_start_error=stats.last_start_error,
     )
     if state is not None:
         msg.state_revision = state.accepted
-        msg.state_applied_revision = state.applied if state.applied_generation == stats.generation else 0
+        running = stats.pid != 0  # applied means applied to a process that runs now
+        msg.state_applied_revision = state.applied if running and state.applied_generation == stats.generation else 0
         if msg.state_applied_revision:
             msg.state_applied_time.CopyFrom(timestamp(state.applied_ns))
         msg.state_error = state.error

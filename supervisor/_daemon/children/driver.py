@@ -85,6 +85,7 @@ class ChildStatistics:
     not_ready_reason: str
     unhealthy_reason: str  # a liveness or startup probe failing, or the restart it caused
     probes: tuple[ProbeState, ...]
+    last_start_error: str  # why the last start failed; "" once one succeeded
     last_exit: ExitRecord | None
     output: OutputStatistics
 
@@ -174,6 +175,7 @@ class ChildDriver:
         self._send, self._inbox = anyio.create_memory_object_stream[_Message](math.inf)
         self._waiters: list[_Waiter] = []
         self._start_attempts = 0
+        self.last_start_error = ""
         self._closed_by = ""  # "remove" or "shutdown" once the child is gone
         self._timer = 0  # the id of the one restart timer that may fire
         self._timer_scope: anyio.CancelScope | None = None
@@ -395,6 +397,7 @@ class ChildDriver:
             stop_signal=self.spec.stop_signal, leftover_grace=self.spec.stop_grace_seconds,
             scanner=self._scanner, log=self._log, child=self.name if self._identity else "", cgroup=cgroup,
         )
+        self.last_start_error = ""
         self._log.info("child.spawned", pid=proc.pid, generation=number, argv=list(self.spec.argv))
         self.output.append_event(self._event(EventKind.STARTED, f"started pid {proc.pid}", pid=proc.pid))
         assert self._task_group is not None
@@ -460,6 +463,7 @@ class ChildDriver:
             self._log.warning("child.not_ready", probe=verdict.probe, reason=verdict.reason)
 
     async def _start_failed(self, reason: str) -> None:
+        self.last_start_error = reason
         self._log.error("child.spawn.failed", generation=self.generation, error=reason)
         self.output.append_event(self._event(EventKind.START_FAILED, reason))
         await self._feed(lc.StartFailed(time.monotonic(), reason))
@@ -627,6 +631,7 @@ class ChildDriver:
             not_ready_reason=cur.not_ready_reason,
             unhealthy_reason=cur.unhealthy_reason or self._failing_probe(),
             probes=tuple(dataclasses.replace(p) for p in self._prober.statuses.values()) if self._prober else (),
+            last_start_error=self.last_start_error,
             last_exit=self.last_exit,
             output=self.output.statistics(),
         )

@@ -103,6 +103,11 @@ class PortReaper:
         ours = same_user and h.marker.get(INSTANCE_ENV) == self._instance and h.marker.get(CHILD_ENV) == spec.name
         if ours or (same_user and spec.port_holders is PortHolders.SAME_USER):
             return ""
+        if spec.port_holders is PortHolders.SAME_USER:
+            return (
+                f"{ports}, a process of another user than supd's ({_user(os.getuid())}): supd never stops it;"
+                " stop it yourself"
+            )
         return (
             f"{ports}; supd cannot prove it started that process for {spec.name!r} and leaves it alone: stop it"
             " yourself, or set port_holders = same-user to let supd stop processes of its own user"

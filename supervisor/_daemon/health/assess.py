@@ -32,8 +32,8 @@ def assess(stats: ChildStatistics, *, state_applied: bool = True, state_reason: 
     if stats.state is lc.State.STOPPING and stats.unhealthy_reason:
         return Health.UNHEALTHY, stats.unhealthy_reason
     if stats.state is not lc.State.RUNNING:
-        why = f"{stats.state.value}: {stats.fatal_reason}" if stats.fatal_reason else stats.state.value
-        return Health.DOWN, why
+        detail = stats.fatal_reason or (f"start failed: {stats.last_start_error}" if stats.last_start_error else "")
+        return Health.DOWN, f"{stats.state.value}: {detail}" if detail else stats.state.value
     if stats.unhealthy_reason:
         return Health.UNHEALTHY, stats.unhealthy_reason
     if not stats.ready:
