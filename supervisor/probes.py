@@ -214,14 +214,19 @@ PROBE_KEYS: Mapping[str, frozenset[str]] = {
 }
 
 
-def _take(table: Mapping[str, Any], key: str, kind: type, field: str, default: Any) -> Any:
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
+
+
+def _take(  # noqa: PLR0917 - the same shape as spec.py's, plus where the table sits
+    table: Mapping[str, Any], key: str, kind: type, field: str, default: Any, prefix: str = ""
+) -> Any:
     if key not in table:
         return default
     value = table[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        _bad(field, key, f"must be of type {kind.__name__}", value)
+        _bad(field, prefix + key, f"must be {_TYPE_WORDS.get(kind, kind.__name__)}", value)
     return value
 
 
@@ -241,25 +246,27 @@ def probe_from_mapping(table: Mapping[str, Any], field: str) -> Probe:
         _bad(field, f"{kind}.{key}", f"unknown key (known: {', '.join(sorted(PROBE_KEYS[kind]))})", sub[key])
     action: Action
     if kind == "exec":
-        argv = _take(sub, "argv", list, field, [])
+        argv = _take(sub, "argv", list, field, [], "exec.")
         if not all(isinstance(a, str) for a in argv):
             _bad(field, "exec.argv", "must be a list of strings", argv)
         action = ExecProbe(tuple(argv))
     elif kind == "http":
-        codes = _take(sub, "success_codes", list, field, [])
+        codes = _take(sub, "success_codes", list, field, [], "http.")
         if not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
             _bad(field, "http.success_codes", "must be a list of integers", codes)
-        headers = _take(sub, "headers", dict, field, {})
+        headers = _take(sub, "headers", dict, field, {}, "http.")
         if not all(isinstance(v, str) for v in headers.values()):
             _bad(field, "http.headers", "values must be strings", headers)
-        action = HttpProbe(url=_take(sub, "url", str, field, ""), headers=headers, success_codes=tuple(codes))
+        action = HttpProbe(url=_take(sub, "url", str, field, "", "http."), headers=headers, success_codes=tuple(codes))
     elif kind == "tcp":
-        action = TcpProbe(port=_take(sub, "port", int, field, 0), host=_take(sub, "host", str, field, "127.0.0.1"))
+        action = TcpProbe(
+            port=_take(sub, "port", int, field, 0, "tcp."), host=_take(sub, "host", str, field, "127.0.0.1", "tcp.")
+        )
     else:
         action = GrpcProbe(
-            port=_take(sub, "port", int, field, 0),
-            host=_take(sub, "host", str, field, "127.0.0.1"),
-            service=_take(sub, "service", str, field, ""),
+            port=_take(sub, "port", int, field, 0, "grpc."),
+            host=_take(sub, "host", str, field, "127.0.0.1", "grpc."),
+            service=_take(sub, "service", str, field, "", "grpc."),
         )
     d = Probe(action)
     return Probe(
