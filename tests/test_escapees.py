@@ -74,3 +74,19 @@ def test_a_descendant_that_cleared_its_environment_is_still_caught_by_the_cgroup
         assert "supd-" in f.read()
     stub.Stop(pb.StopRequest(name="wiper"), timeout=30)
     assert wait_for(lambda: process_gone(pid), 10, what="the escapee to be gone")
+
+
+@pytest.mark.skipif(not _cgroup2_writable(), reason="no writable cgroup2 hierarchy here")
+def test_supd_leaves_no_cgroup_behind(tmp_path) -> None:
+    from supervisor.testing import running_supervisor
+
+    with running_supervisor(tmp_path) as sup:
+        child = spawn(sup.stub(), "c", ["sleep", "100"])
+        with open(f"/proc/{child.pid}/cgroup") as f:
+            path = next(line.strip()[3:] for line in f if line.startswith("0::"))
+    from supervisor._daemon.children.cgroups import _own_cgroup_dir
+
+    base = _own_cgroup_dir()
+    assert base is not None and "supd-" in path
+    root = os.path.dirname(os.path.join(base, path.lstrip("/")))
+    assert not os.path.exists(root), f"{root} is left behind after a clean exit"

@@ -109,6 +109,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         raise
     if store.interrupted:
         log.warning("state.revisions.interrupted", count=store.interrupted, store=store.path)
+    cgroups = None
     try:
         exporter = telemetry.line_exporter
         shared = AsyncStateStore(store)
@@ -153,6 +154,8 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
         log.info("supd.stopped", code=code)
         return code
     finally:
+        if cgroups is not None:
+            cgroups.remove()
         store.close()
         lock.release()
 

@@ -55,6 +55,10 @@ class CgroupRoot:
     def __init__(self, path: str) -> None:
         self.path = path
 
+    def remove(self) -> None:
+        """Remove the root once every child's cgroup is gone (at supd's exit); a busy one stays, logged."""
+        Cgroup(self.path).remove()
+
     def make(self, child: str, generation: int) -> Cgroup | None:
         """A fresh cgroup for one process of ``child``; None (logged) when it cannot be made."""
         path = os.path.join(self.path, f"{child}.{os.getpid()}.{generation}")
