@@ -31,7 +31,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from supervisor._daemon.children import lifecycle as lc
-from supervisor._daemon.children.cgroups import CgroupRoot
+from supervisor._daemon.children.cgroups import Cgroup, CgroupRoot
 from supervisor._daemon.children.exits import finish_exit
 from supervisor._daemon.children.generation import Generation
 from supervisor._daemon.children.process import Process, SpawnError
@@ -380,15 +380,9 @@ class ChildDriver:
             return
         try:
             # In a worker thread: fork/exec waits until the child has exec'd, milliseconds on a loaded host.
-            cgroup = self._cgroups.make(self.name, number) if self._cgroups is not None else None
-            proc = await anyio.to_thread.run_sync(
-                Process.spawn, self.spec, pipes.stdout_write, pipes.stderr_write, self._identity,
-                cgroup.add if cgroup is not None else None,
-            )
+            proc, cgroup = await anyio.to_thread.run_sync(self._spawn_blocking, pipes, number)
         except SpawnError as exc:
             pipes.close_all()
-            if cgroup is not None:
-                cgroup.remove()
             await self._start_failed(str(exc))
             return
         origin = Origin(self.name, number, proc.pid, os.path.basename(self.spec.argv[0]))
@@ -461,6 +455,20 @@ class ChildDriver:
             await self._feed(lc.NotReady(now, verdict.reason))
             self.output.append_event(self._event(EventKind.NOT_READY, verdict.reason, probe=verdict.probe))
             self._log.warning("child.not_ready", probe=verdict.probe, reason=verdict.reason)
+
+    def _spawn_blocking(self, pipes: Pipes, number: int) -> tuple[Process, Cgroup | None]:
+        """In a worker thread: make the process's cgroup (if supd has them), fork, exec, move it in."""
+        cgroup = self._cgroups.make(self.name, number) if self._cgroups is not None else None
+        try:
+            proc = Process.spawn(
+                self.spec, pipes.stdout_write, pipes.stderr_write, self._identity,
+                cgroup.add if cgroup is not None else None,
+            )
+        except SpawnError:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        return proc, cgroup
 
     async def _start_failed(self, reason: str) -> None:
         self.last_start_error = reason
