@@ -35,7 +35,16 @@ from collections.abc import Mapping
 import anyio
 import structlog
 
-__all__ = ["Member", "SessionScanner", "cmdline_of", "marked_child", "read_stat", "scan_sessions", "signal_member"]
+__all__ = [
+    "Member",
+    "SessionScanner",
+    "cmdline_of",
+    "kill_process_group",
+    "marked_child",
+    "read_stat",
+    "scan_sessions",
+    "signal_member",
+]
 
 log = structlog.get_logger("supd.sessions")
 
@@ -142,6 +151,15 @@ def marked_child(pid: int, uid: int, instance: str) -> str:
         elif entry.startswith(b"SUPD_CHILD="):
             child = entry[len(b"SUPD_CHILD="):].decode("utf-8", "replace")
     return child if ours else ""
+
+
+def kill_process_group(pgid: int) -> None:
+    """SIGKILL process group ``pgid`` (led by a helper supd started in a new session and has not reaped yet,
+    so the id cannot have been reused: an exec probe, a delivery command)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        log.debug("process_group.gone", pgid=pgid)
 
 
 def signal_member(member: Member, sig: int) -> bool:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -40,7 +39,9 @@ import grpc.aio
 import structlog
 
 import supervisor
+from supervisor._daemon.children.sessions import kill_process_group
 from supervisor.probes import ExecProbe, GrpcProbe, HttpProbe, TcpProbe
+from supervisor.signals import signal_name
 
 if TYPE_CHECKING:
     import httpx
@@ -185,12 +186,12 @@ class ProbeRunner:
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:  # cut by the timeout or cancelled: the whole group goes
-                    _kill_group(process.pid)
+                    kill_process_group(process.pid)
                 await process.aclose()
         if code == 0:
             return ProbeResult(True, "exit 0", 0.0, exit_code=0, output=output.text())
         if code < 0:
-            return ProbeResult(False, f"killed by {_signal_name(-code)}", 0.0, exit_code=code, output=output.text())
+            return ProbeResult(False, f"killed by {signal_name(-code)}", 0.0, exit_code=code, output=output.text())
         words = output.text().strip()
         return ProbeResult(False, f"exit {code}: {words}" if words else f"exit {code}", 0.0, exit_code=code,
                            output=output.text())
@@ -409,18 +410,3 @@ def _could_not_run(program: str, exc: OSError, cwd: str | None) -> str:
     if cwd is not None and exc.filename == cwd:
         return f"could not run {program}: working directory {cwd}: {words}"
     return f"could not run {program}: {words}"
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the probe's process group (it leads it: started in a new session) while it is unreaped."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        log.debug("health.probe.exec.group_gone", pid=pid)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -39,8 +38,10 @@ import anyio
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
+from supervisor._daemon.children.sessions import kill_process_group
 from supervisor.delivery import ExecDelivery, FileDelivery, HttpDelivery, StateDelivery
 from supervisor.errors import FailedPrecondition, Unavailable
+from supervisor.signals import signal_name
 
 if TYPE_CHECKING:
     import httpx
@@ -385,7 +386,7 @@ async def _file_attempt(m: FileDelivery, state: bytes, target: Target) -> str:
     detail = f"wrote {m.path}"
     if not m.signal:
         return detail
-    name = _signal_name(m.signal)
+    name = signal_name(m.signal)
     if not target.pid:
         return detail  # no process yet: it reads the file when it starts
     if target.send_signal is None:
@@ -463,29 +464,14 @@ async def _exec_attempt(m: ExecDelivery, state: bytes, target: Target, seconds: 
     finally:
         with anyio.CancelScope(shield=True):
             if process.returncode is None:
-                _kill_group(process.pid)
+                kill_process_group(process.pid)
                 await process.wait()
             await stderr.aclose()
             await stdin.aclose()
     if code == 0:
         return "exit 0"
-    status = f"exit {code}" if code > 0 else f"signal {_signal_name(-code)}"
+    status = f"exit {code}" if code > 0 else f"signal {signal_name(-code).removeprefix('signal ')}"
     raise _Refused(status, bounded_text(bytes(tail)))
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the program's process group (it leads it: started in a new session) while it is unreaped."""
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        log.debug("state.exec.group_gone", pid=pid)
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
 
 
 # --- readiness ----------------------------------------------------------------------------------------------
