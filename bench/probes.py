@@ -63,7 +63,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
+from supervisor.testing import SupervisorProcess, accepting, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -135,13 +135,6 @@ def free_ports(n: int) -> list[int]:
         for s in socks:
             s.close()
 
-
-def accepting(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def proc_stat(pid: int) -> dict[str, float]:

@@ -38,7 +38,6 @@ import logging
 import os
 import pathlib
 import signal
-import socket
 import ssl
 import statistics
 import sys
@@ -54,7 +53,7 @@ import httpx
 import structlog
 
 from supervisor._daemon.state.store import StateStore
-from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
+from supervisor.testing import SupervisorProcess, accepting, free_port, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -63,11 +62,6 @@ NAME = "admin"
 TARGET_MS = 100.0
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def payload(serial: int, size: int) -> bytes:
@@ -100,13 +94,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "max": max(values), "mean": statistics.fmean(values),
     }
 
-
-def accepting(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def info(stub: pb_grpc.SupervisorStub) -> pb.ChildInfo:

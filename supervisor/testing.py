@@ -12,6 +12,7 @@ import dataclasses
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,6 +64,22 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, *, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's pick; another process may take it before you do)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def accepting(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts a TCP connection on ``host:port`` now (half a second at most)."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def supd_command() -> list[str]:

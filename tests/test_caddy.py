@@ -6,13 +6,12 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import urllib.error
 import urllib.request
 
 import pytest
 
-from supervisor.testing import running_supervisor
+from supervisor.testing import free_port, running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -23,11 +22,6 @@ CADDY = shutil.which("caddy")
 # Skipped on a developer machine without caddy; in CI (which installs it) a missing caddy fails.
 pytestmark = pytest.mark.skipif(CADDY is None and not os.environ.get("CI"), reason="caddy is not installed")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def admin_status(port: int) -> int:

@@ -39,6 +39,7 @@ from supervisor._daemon.state.deliver import (
 )
 from supervisor.backoff import Backoff
 from supervisor.delivery import DeliveryRetry, ExecDelivery, FileDelivery, HttpDelivery, StateDelivery
+from supervisor.testing import free_port
 
 from conftest import process_gone, wait_for
 from inproc import until
@@ -106,11 +107,6 @@ def admin_server(*args: str, announce: bool = True) -> Iterator[Admin]:
         proc.stdout.close()  # type: ignore[union-attr]
     assert code == 0, f"admin_server exited {code} on SIGTERM"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- http ---------------------------------------------------------------------------------------------------

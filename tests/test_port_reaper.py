@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import grpc
 
-from supervisor.testing import SupervisorProcess, running_supervisor
+from supervisor.testing import SupervisorProcess, accepting, free_port, running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -24,18 +23,6 @@ from conftest import process_gone, spawn, wait_for
 SERVERS = str(pathlib.Path(__file__).with_name("probe_servers.py"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def serve(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -44,7 +31,7 @@ def serve(port: int, env: dict[str, str] | None = None) -> subprocess.Popen[byte
         [sys.executable, SERVERS, "tcp", "--port", str(port)], stdout=subprocess.DEVNULL,
         env={**os.environ, **(env or {})}, start_new_session=True,
     )
-    wait_for(lambda: listening(port), 20, what=f"a server on {port}")
+    wait_for(lambda: accepting(port), 20, what=f"a server on {port}")
     return proc
 
 
@@ -90,7 +77,7 @@ def test_same_user_lets_supd_stop_a_stale_holder_and_says_so(stub: pb_grpc.Super
     spawn(stub, "web", [sys.executable, SERVERS, "tcp", "--port", str(port)], ports=[pb.Port(port=port)],
           port_holders=pb.PORT_HOLDERS_SAME_USER, stop_grace_seconds=2)
     assert stale.wait(10) == 0, "the stale holder got SIGTERM and exited cleanly"
-    child = wait_for(lambda: (c := info(stub, "web")).state == pb.CHILD_STATE_RUNNING and listening(port) and c, 20,
+    child = wait_for(lambda: (c := info(stub, "web")).state == pb.CHILD_STATE_RUNNING and accepting(port) and c, 20,
                      what="the child on the freed port")
     (reaped,) = events(stub, "web", pb.Event.KIND_PORT_HOLDER_REAPED)
     assert reaped.pid == stale.pid and f"held {port}/tcp: stopped by SIGTERM" in reaped.message
@@ -128,7 +115,7 @@ def test_after_supd_is_sigkilled_its_children_are_stopped_and_started_once_on_th
     with running_supervisor(tmp_path, ["--config", str(config)]) as first:
         stub = first.stub()
         old = {n: wait_for(lambda n=n: (c := info(stub, n)).pid and c, 20, what=n) for n in ("web", "quiet")}
-        wait_for(lambda: listening(port), 20, what="web listening")
+        wait_for(lambda: accepting(port), 20, what="web listening")
         first.proc.kill()
         first.proc.wait(10)
     assert not process_gone(old["quiet"].pid), "SIGKILL of supd leaves its children running"
@@ -137,7 +124,7 @@ def test_after_supd_is_sigkilled_its_children_are_stopped_and_started_once_on_th
         for name in ("web", "quiet"):
             assert wait_for(lambda n=name: process_gone(old[n].pid), 20, what=f"the old {name} to be stopped")
         new = {n: wait_for(lambda n=n: (c := info(stub, n)).pid and c, 20, what=n) for n in ("web", "quiet")}
-        wait_for(lambda: listening(port), 20, what="the new web on the same port")
+        wait_for(lambda: accepting(port), 20, what="the new web on the same port")
         assert all(new[n].pid != old[n].pid and new[n].generation == 1 for n in new), "each started once"
         assert info(stub, "web").restart_count == 0, "the new web never met its old self on the port"
         assert "supd.previous_children.found" in second.stderr_text()
@@ -156,7 +143,7 @@ def _children_of(pid: int) -> list[int]:
 def test_a_port_held_by_another_live_child_is_a_conflict(stub: pb_grpc.SupervisorStub, sup: SupervisorProcess) -> None:
     port = free_port()
     spawn(stub, "first", [sys.executable, SERVERS, "tcp", "--port", str(port)], ports=[pb.Port(port=port)])
-    wait_for(lambda: listening(port), 20, what="first listening")
+    wait_for(lambda: accepting(port), 20, what="first listening")
     second = spawn(stub, "second", ["sleep", "100"], ports=[pb.Port(port=port)], port_holders=pb.PORT_HOLDERS_SAME_USER)
     assert second.state == pb.CHILD_STATE_FATAL and "a running child of this supd (first)" in second.fatal_reason
     assert info(stub, "first").state == pb.CHILD_STATE_RUNNING, "supd never stops its own other children"

@@ -12,7 +12,6 @@ import os
 import pathlib
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from supervisor._daemon.health.probe import OUTPUT_LIMIT, ProbeResult, ProbeRunner
 from supervisor.probes import ExecProbe, GrpcProbe, HttpProbe, TcpProbe
+from supervisor.testing import free_port
 
 from conftest import process_gone
 from inproc import until
@@ -136,11 +136,6 @@ async def freeze(server: Server) -> None:
 
     await until(stopped, 5, what="the server to stop")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def timed_out(result: ProbeResult, seconds: float = CUT) -> None:

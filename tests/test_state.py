@@ -12,7 +12,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -22,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from supervisor.testing import SupervisorProcess, running_supervisor
+from supervisor.testing import SupervisorProcess, accepting, free_port, running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -31,11 +30,6 @@ from conftest import Follower, process_gone, spawn, wait_for
 ADMIN = str(pathlib.Path(__file__).with_name("admin_server.py"))
 ROUTES = {"routes": {"app": "hello from app"}}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_delivery(port: int, **retry: Any) -> pb.StateDelivery:
@@ -55,13 +49,6 @@ def spawn_admin(stub: pb_grpc.SupervisorStub, port: int, *extra: str, name: str 
     )
     wait_for(lambda: accepting(port), 20, what=f"admin server on port {port}")
 
-
-def accepting(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
 
 
 def held(port: int) -> Any:
