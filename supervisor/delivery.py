@@ -32,6 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor._fields import bad, take
 from supervisor.backoff import Backoff
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -172,9 +173,7 @@ class StateDelivery:
 
 
 def _bad(field: str, rule: str, got: object) -> None:
-    from supervisor.spec import FieldError
-
-    raise FieldError(f"state_delivery.{field}", f"spec.state_delivery.{field}: {rule}, got {got!r}")
+    bad(f"state_delivery.{field}", rule, got)
 
 
 def _range(field: str, value: float, low: float, high: float, *, low_open: bool = True) -> None:
@@ -271,14 +270,7 @@ DELIVERY_KEYS: Mapping[str, frozenset[str]] = {
 
 
 def _take(table: Mapping[str, Any], key: str, kind: type, field: str, default: Any) -> Any:
-    if key not in table:
-        return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        _bad(field, f"must be of type {kind.__name__}", value)
-    return value
+    return take(table, key, kind, f"state_delivery.{field}", default)
 
 
 def delivery_from_mapping(table: Mapping[str, Any]) -> StateDelivery:

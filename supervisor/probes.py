@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor._fields import bad, take
 from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = [
@@ -134,9 +135,7 @@ class Probe:
 
 
 def _bad(field: str, key: str, rule: str, got: object) -> None:
-    from supervisor.spec import FieldError
-
-    raise FieldError(f"{field}.{key}", f"spec.{field}.{key}: {rule}, got {got!r}")
+    bad(f"{field}.{key}", rule, got)
 
 
 def _range(field: str, key: str, value: float, low: float, high: float, *, low_open: bool = True) -> None:
@@ -214,20 +213,10 @@ PROBE_KEYS: Mapping[str, frozenset[str]] = {
 }
 
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}
-
-
-def _take(  # noqa: PLR0917 - the same shape as spec.py's, plus where the table sits
+def _take(  # noqa: PLR0917 - spec.py's shape, plus where the table sits
     table: Mapping[str, Any], key: str, kind: type, field: str, default: Any, prefix: str = ""
 ) -> Any:
-    if key not in table:
-        return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        _bad(field, prefix + key, f"must be {_TYPE_WORDS.get(kind, kind.__name__)}", value)
-    return value
+    return take(table, key, kind, f"{field}.{prefix}{key}", default)
 
 
 def probe_from_mapping(table: Mapping[str, Any], field: str) -> Probe:

@@ -21,9 +21,9 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor._fields import FieldError, bad, take
 from supervisor.backoff import Backoff
 from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
-from supervisor.errors import InvalidArgument
 from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -215,16 +215,8 @@ class ChildSpec:
         return self
 
 
-class FieldError(InvalidArgument):
-    """InvalidArgument about one field; ``field`` is its dotted name below ``spec`` (``backoff.max_seconds``)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 def _bad(field: str, rule: str, got: object) -> None:
-    raise FieldError(field, f"spec.{field}: {rule}, got {got!r}")
+    bad(field, rule, got)
 
 
 def _number(value: float, *, size: bool = False) -> str:
@@ -359,14 +351,7 @@ def _signal_number(field: str, value: object) -> int:
 
 
 def _take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], field: str, default: Any) -> Any:
-    if key not in table:
-        return default
-    value = table[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        _bad(field, f"must be of type {getattr(kind, '__name__', kind)}", value)
-    return value
+    return take(table, key, kind, field, default)
 
 
 # The keys a ``[children.NAME]`` table may hold, and those of its nested tables.
