@@ -42,6 +42,7 @@ from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 from conftest import spawn, wait_state
+from inproc import until
 
 HELPER = str(pathlib.Path(__file__).with_name("pid1_child.py"))
 UNSHARE = shutil.which("unshare")
@@ -89,17 +90,6 @@ def thread_children() -> dict[int, list[int]]:
 
 def marks(path: pathlib.Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
-
-
-async def until(predicate: object, seconds: float, what: str) -> None:
-    """Poll ``predicate()`` on the loop until truthy; fail after ``seconds``."""
-    assert callable(predicate)
-    try:
-        with anyio.fail_after(seconds):
-            while not predicate():  # noqa: ASYNC110 - /proc has no event to await
-                await anyio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {seconds}s waiting for {what}") from None
 
 
 @pytest.fixture
