@@ -38,6 +38,7 @@ from supervisor._cli_errors import (
 )
 from supervisor._cli_spec import spec_file
 from supervisor._cli_state import add_state_commands
+from supervisor.client import connection
 from supervisor.signals import parse_signal, signal_name
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="supd's address: unix:///path/to.sock, a socket path, or host:port "
         f"(default: ${paths.ADDR_ENV}, else unix://{paths.default_socket_path()})",
     )
+    _add_connection_flags(parser)
     parser.add_argument(
         "--timeout",
         type=_seconds_arg,
@@ -464,9 +466,31 @@ def _add_logs(sub: Any) -> None:
     p.set_defaults(func=cmd_logs)
 
 
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """How to reach a TCP listener of supd; each flag defaults to its ``SUPD_*`` variable."""
+    for flag, env, text in _CONNECTION_FLAGS:
+        metavar = "FILE" if flag.endswith("-file") else "NAME"
+        parser.add_argument(flag, default=None, metavar=metavar, help=f"{text} (${env})")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help=f"plaintext TCP, to a loopback listener that serves without TLS (${connection.INSECURE_ENV})",
+    )
+
+
+_CONNECTION_FLAGS = (
+    ("--token-file", connection.TOKEN_FILE_ENV, "a file holding the bearer token to send"),
+    ("--ca-file", connection.CA_FILE_ENV, "PEM roots that signed supd's certificate (default: the system's)"),
+    ("--cert-file", connection.CERT_FILE_ENV, "PEM client certificate, for mutual TLS"),
+    ("--key-file", connection.KEY_FILE_ENV, "PEM key of --cert-file"),
+    ("--server-name", connection.SERVER_NAME_ENV, "the name to verify in supd's certificate"),
+)
+
+
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """Split ``spawn ... -- CMD`` by hand: argparse drops every ``--`` inside CMD too."""
-    i, takes_value = 0, {"--addr", "--timeout", "--wait"}
+    i, takes_value = 0, {"--addr", "--timeout", "--wait", *(flag for flag, _, _ in _CONNECTION_FLAGS)}
     while i < len(argv):
         token = argv[i]
         if token in takes_value:
@@ -483,10 +507,6 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 # ---------------------------------------------------------------- errors and main
-
-
-def _normalise_address(address: str) -> str:
-    return "unix://" + address if address.startswith("/") else address
 
 
 def _wait_ready(channel: grpc.Channel, address: str, seconds: float) -> None:
@@ -517,7 +537,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.command = [*args.command, *command_tail]
         if not args.command and not args.spec:
             args.parser.error("a command is required after -- (or a --spec file with argv)")
-    address = _normalise_address(args.addr or paths.default_address())
+    try:
+        conn = connection.Connection.from_env(
+            address=args.addr,
+            token_file=args.token_file,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            server_name=args.server_name,
+            insecure=args.insecure,
+        )
+    except connection.ConnectionConfigError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    address = conn.address
     func: Callable[[Client, argparse.Namespace], int] = args.func
     # Batches hold up to max_line_bytes (1 MiB) lines; never refuse a message for size.
     options = [("grpc.max_receive_message_length", -1)]
@@ -525,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Retry a missing or refusing socket often, not gRPC's default of once a second and more.
         options += [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 250)]
     try:
-        with grpc.insecure_channel(address, options=options) as channel:
+        with conn.channel(options) as channel:
             if args.wait is not None:
                 _wait_ready(channel, address, args.wait)
             code = func(Client(pb_grpc.SupervisorStub(channel), address, args.timeout), args)
@@ -538,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         _fail(exc.message)
         return exc.code
+    except connection.ConnectionConfigError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK if args.command_name == "logs" else EXIT_INTERRUPTED
     except BrokenPipeError:
