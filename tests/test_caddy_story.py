@@ -144,6 +144,7 @@ def test_1_caddy_logging_heavily_with_nobody_reading_stays_responsive_and_its_li
     after = story.info()
     assert (after.pid, after.generation) == (before.pid, before.generation), "Caddy was never restarted"
     assert after.bytes_drained - before.bytes_drained > 2 * PIPE_MAX, "more than the pipe holds went through"
+    assert after.stderr_lines - before.stderr_lines >= requests, "Caddy logs on stderr (its stdout is drained too)"
     assert admin and set(admin) == {200}, f"the admin API answered every poll: {admin}"
 
     def access_lines() -> list:
@@ -233,7 +234,8 @@ def test_4_after_supd_is_sigkilled_the_old_caddy_is_reaped_and_the_new_one_serve
     tmp_path: pathlib.Path,
 ) -> None:
     """Seed 02, fixes 1 and 3: a restarted manager finds its old Caddy on the admin port, stops it (never by
-    name: by its recorded pid and start time, or its marks), starts one Caddy and gives it the stored routes."""
+    name: by its recorded pid and start time, or its marks), starts one Caddy and gives it the stored routes;
+    whatever TLS settings the new supd has, for an admin API that is plain HTTP."""
     example = Example(tmp_path / "example", free_port(), free_port())
     body = b"across a supd crash\n"
     try:
@@ -245,17 +247,24 @@ def test_4_after_supd_is_sigkilled_the_old_caddy_is_reaped_and_the_new_one_serve
             first.proc.kill()
             first.proc.wait(10)
         assert not process_gone(old.pid) and accepting(example.admin), "the old Caddy still holds the admin port"
-        with running_supervisor(tmp_path, ["--config", str(example.config)]) as second:
+        # Caddy's admin API is plain HTTP: a CA bundle setting that does not fit (a pod's SSL_CERT_FILE for
+        # another image) must neither fail the replay nor a Reload, nor take supd down.
+        env = {"SSL_CERT_FILE": str(tmp_path / "missing-ca.pem")}
+        with running_supervisor(tmp_path, ["--config", str(example.config)], env=env) as second:
             stub = second.stub()
             wait_for(lambda: process_gone(old.pid), 20, what="the old caddy to be stopped")
-            wait_for(lambda: fetch(example.http, "/hello") == (200, body), replay_target(example),
-                     what="the stored routes served by the new caddy")
+            wait_for(lambda: second.proc.poll() is not None or fetch(example.http, "/hello") == (200, body),
+                     replay_target(example), what="the stored routes served by the new caddy")
+            assert second.proc.poll() is None, f"supd exited while replaying: {second.stderr_text()[-2000:]}"
             child = wait_for(lambda: (c := info(stub)).ready and c, 10, what="the new caddy to be ready")
             assert child.pid != old.pid and child.generation == 1 and child.restart_count == 0
+            assert child.state_applied_revision == child.state_revision == 1
             assert example.pids() == [child.pid], "one Caddy: the old one is gone, none started twice"
             found = [json.loads(line) for line in second.stderr_text().splitlines()
                      if '"supd.previous_children.found"' in line]
             assert found and str(old.pid) in json.dumps(found), "the old Caddy was found as ours, by pid"
+            reply = stub.Reload(pb.ReloadRequest(name="caddy", state=example.routes(hello="reloaded")), timeout=30)
+            assert reply.revision == 2 and fetch(example.http, "/hello") == (200, b"reloaded")
     finally:
         example.kill_all()
 
