@@ -75,6 +75,14 @@ def replay_target(example: Example) -> float:
             + startup["period_seconds"] * startup["failure_threshold"])
 
 
+def restart_target(example: Example) -> float:
+    """The longest the example allows from a frozen Caddy to a new one serving: the liveness probe's failures
+    in a row (each cut at its timeout), the stop grace, then the replay target."""
+    live = example.spec["liveness_probe"]
+    detect = live["failure_threshold"] * (live["period_seconds"] + live["timeout_seconds"])
+    return detect + example.spec["stop_grace_seconds"] + replay_target(example)
+
+
 def events(stub: pb_grpc.SupervisorStub, kind: int) -> list[pb.Event]:
     stream = stub.Stream(pb.StreamRequest(name="caddy"), timeout=10)
     return [m.event for m in stream if m.HasField("event") and m.event.kind == kind]
@@ -89,10 +97,9 @@ def running(stub: pb_grpc.SupervisorStub, example: Example, after: int = 0) -> p
     )
 
 
-def serving(story: Story, body: bytes, after: int) -> pb.ChildInfo:
-    """Wait, under the replay target, until a Caddy newer than generation ``after`` serves ``body`` and is ready."""
-    wait_for(lambda: story.served() == (200, body), replay_target(story.example),
-             what=f"/hello to serve {body!r} again")
+def serving(story: Story, body: bytes, after: int, within: float) -> pb.ChildInfo:
+    """Wait, ``within`` s at most, until a Caddy newer than generation ``after`` serves ``body`` and is ready."""
+    wait_for(lambda: story.served() == (200, body), within, what=f"/hello to serve {body!r} again")
     child = wait_for(lambda: (c := story.info()).ready and c.generation > after and c, 10,
                      what="the new caddy to be ready")
     assert child.state_applied_revision == child.state_revision and child.state_error == ""
@@ -201,7 +208,7 @@ def test_3_a_sigkilled_caddy_serves_its_routes_again_with_no_client_call(story: 
     early = [(c.generation, c.state_revision, c.state_applied_revision)
              for c in seen if c.ready and c.state_applied_revision != c.state_revision]
     assert not early, f"ready before its routes were applied (generation, revision, applied): {early}"
-    child = serving(story, body, old.generation)
+    child = serving(story, body, old.generation, replay_target(story.example))
     assert child.pid != old.pid and child.last_exit.signal_name == "SIGKILL"
     applied = events(story.stub, pb.Event.KIND_STATE_APPLIED)
     assert any(e.generation == child.generation and e.revision == child.state_revision for e in applied)
@@ -227,7 +234,7 @@ def test_4_a_port_holder_that_is_not_caddy_is_named_and_never_signalled(story: S
     finally:
         stranger.kill()
         stranger.wait()
-    serving(story, body, old.generation)
+    serving(story, body, old.generation, replay_target(story.example))
 
 
 def test_4_after_supd_is_sigkilled_the_old_caddy_is_reaped_and_the_new_one_serves_the_routes(
@@ -277,7 +284,7 @@ def test_5_a_frozen_caddy_fails_liveness_and_is_restarted_through_the_stop_escal
     old = story.info()
     os.kill(old.pid, signal.SIGSTOP)
     try:
-        child = serving(story, body, old.generation)
+        child = serving(story, body, old.generation, restart_target(story.example))
     finally:
         if not process_gone(old.pid):
             os.kill(old.pid, signal.SIGCONT)
