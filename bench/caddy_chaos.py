@@ -10,14 +10,15 @@ For ``--seconds``, one random step after another, each left to settle before the
 - ``reload-invalid``: a Reload of an invalid set (bad JSON, or JSON that Caddy refuses: an unknown handler);
   it must be refused with FAILED_PRECONDITION and change nothing.
 - ``kill-caddy``: SIGKILL of Caddy; ``kill-caddy-reload``: the same, then at once a Reload of a valid set while
-  Caddy comes back (accepted or not, whatever supd answered is what must hold).
+  Caddy comes back: accepted (at once or after retries of connection errors), refused while Caddy waits for its
+  restart (FAILED_PRECONDITION), or UNAVAILABLE after its retries; whatever supd answered is what must hold.
 - ``stop-caddy``: SIGSTOP of Caddy: its liveness probe fails and supd restarts it through the stop escalation.
 - ``kill-supd``: SIGKILL of supd, then a new supd on the same store and config.
 
 After every step settles (under a deadline): Caddy serves the body of the last accepted revision, Health shows
-that revision accepted and applied and the child ready, GetState holds exactly the last accepted revision's
-bytes (no accepted revision lost), and the process table holds exactly one Caddy of this run, the pid supd
-reports (none orphaned, none duplicated). A thread GETs ``/hello`` every 10 ms all along.
+that revision accepted and applied and the child ready, Caddy's ``GET /config/`` is that revision, GetState
+holds exactly its bytes (no accepted revision lost), and the process table holds exactly one Caddy of this run,
+the pid supd reports (none orphaned, none duplicated). A thread GETs ``/hello`` every 10 ms all along.
 
 Printed: the kills survived, by kind; the longest time ``/hello`` did not answer 200; p50/p99/max of the time
 from a kill (or SIGSTOP) to the last accepted routes served again by a new Caddy. The exit status is 1 on any
@@ -104,6 +105,7 @@ class Chaos:
         self.counts: dict[str, int] = dict.fromkeys(STEPS, 0)
         self.recovery: dict[str, list[float]] = {k: [] for k in KILLS}
         self.violations: list[str] = []
+        self.during_restart: dict[str, int] = {}  # outcomes of the Reloads of kill-caddy-reload
         self.sup: SupervisorProcess | None = None
         self.stub: pb_grpc.SupervisorStub | None = None
 
@@ -137,16 +139,24 @@ class Chaos:
         config["apps"]["http"]["servers"]["example"]["routes"][1]["handle"][0]["handler"] = "no_such_handler"
         return json.dumps(config).encode()
 
-    def reload(self, state: bytes, body: bytes, *, may_fail: bool = False) -> None:
+    def reload(self, state: bytes, body: bytes, *, during_restart: bool = False) -> None:
+        """A valid Reload: accepted, it is the last accepted revision. During a restart it may also be refused
+        (no running process: FAILED_PRECONDITION) or find no Caddy through its retries (UNAVAILABLE)."""
         assert self.stub is not None
         try:
             reply = self.stub.Reload(pb.ReloadRequest(name="caddy", state=state), timeout=60)
         except grpc.RpcError as exc:
-            if not may_fail:
-                raise Violation(f"a valid Reload failed: {exc.code().name}: {exc.details()}") from exc
-            return
+            code, details = exc.code(), exc.details() or ""
+            refused = code == grpc.StatusCode.FAILED_PRECONDITION and "no running process" in details
+            if during_restart and (refused or code == grpc.StatusCode.UNAVAILABLE):
+                self.during_restart[code.name] = self.during_restart.get(code.name, 0) + 1
+                return
+            raise Violation(f"a valid Reload failed: {code.name}: {details}") from exc
         if reply.revision <= self.accepted.revision:
             raise Violation(f"Reload answered revision {reply.revision} after {self.accepted.revision}")
+        if during_restart:
+            key = "accepted after retries" if reply.attempts > 1 else "accepted at once"
+            self.during_restart[key] = self.during_restart.get(key, 0) + 1
         self.accepted = Accepted(reply.revision, state, body)
 
     def reload_invalid(self) -> None:
@@ -179,7 +189,7 @@ class Chaos:
             at = time.monotonic()
             os.kill(old.pid, signal.SIGSTOP if kind == "stop-caddy" else signal.SIGKILL)
             if kind == "kill-caddy-reload":
-                self.reload(*self.valid(), may_fail=True)
+                self.reload(*self.valid(), during_restart=True)
         try:
             self.settle(old_pid=old.pid)
         finally:
@@ -218,6 +228,9 @@ class Chaos:
             raise Violation(f"GetState holds revision {got.revision.revision}, last accepted {want.revision}")
         if old_pid and child.pid == old_pid:
             raise Violation(f"caddy {old_pid} was not restarted")
+        status, held = fetch(self.example.admin, "/config/")
+        if status != 200 or json.loads(held) != json.loads(want.state):
+            raise Violation(f"Caddy holds another config than revision {want.revision}: HTTP {status}: {held[:200]!r}")
         pids = self.example.pids()
         if pids != [child.pid]:
             raise Violation(f"Caddy processes {pids}, supd runs {child.pid}: orphaned or duplicated")
@@ -261,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds, "seed": args.seed, "steps": chaos.counts,
         "kills_survived": {k: len(v) for k, v in chaos.recovery.items()},
         "last_accepted_revision": chaos.accepted.revision,
+        "reloads_during_restart": chaos.during_restart,
         "longest_unavailable_s": outages.longest,
         "kill_to_served_s": {"p50": pct(times, 50), "p99": pct(times, 99), "max": max(times)} if times else {},
         "kill_to_served_s_by_kind": {k: statistics.median(v) for k, v in chaos.recovery.items() if v},
@@ -282,6 +296,9 @@ def main() -> None:
     print(f"steps: {', '.join(f'{k} {n}' for k, n in result['steps'].items())}")
     print(f"kills survived: {sum(survived.values())} ({', '.join(f'{k} {n}' for k, n in survived.items())}); "
           f"last accepted revision {result['last_accepted_revision']}")
+    if result["reloads_during_restart"]:
+        print("Reloads sent right after a SIGKILL of Caddy: " + ", ".join(
+            f"{k} {n}" for k, n in sorted(result["reloads_during_restart"].items())))
     print(f"longest time /hello did not answer 200: {result['longest_unavailable_s'] * 1000:.0f} ms")
     if result["kill_to_served_s"]:
         t = result["kill_to_served_s"]
