@@ -62,6 +62,21 @@ def test_stop_returns_as_soon_as_child_exits_not_after_the_grace(stub):
     assert reply.exit.exited and reply.exit.code == 0 and not reply.exit.killed_after_grace
 
 
+def test_a_frozen_child_is_continued_after_the_stop_signal_so_it_can_exit_cleanly(stub):
+    # A SIGSTOPped process cannot act on SIGTERM; without a SIGCONT it waits out the whole grace and is SIGKILLed.
+    child = spawn(stub, "frozen", zoo("term-fast"), stop_grace_seconds=60)
+    wait_for(lambda: stub.Health(pb.HealthRequest(name="frozen")).children[0].stdout_lines == 1)
+    os.kill(child.pid, signal.SIGSTOP)
+    wait_for(lambda: _proc_state(child.pid) == "T", what="the child to be stopped")
+    reply = stub.Stop(pb.StopRequest(name="frozen"), timeout=30)
+    assert reply.exit.exited and reply.exit.code == 0 and not reply.exit.killed_after_grace
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
 def test_restart_with_backoff_is_seen_in_events(stub):
     spawn(
         stub, "crashy", zoo("exit", "1"),

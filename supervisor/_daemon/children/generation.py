@@ -166,14 +166,16 @@ class Generation:
         proc, sig = self.process, self._stop_signal
         signalled_at = time.monotonic()
         try:
-            proc.signal(sig)
-            proc.signal_group(sig)
+            for each in _with_continue(sig):
+                proc.signal(each)
+                proc.signal_group(each)
             self._log.info(
                 "child.stop.signalled", pid=proc.pid, signal=signal_name(sig), grace=self.grace, reason=reason
             )
             with anyio.CancelScope(deadline=self._deadline) as scope:
                 self._wait_scope = scope
-                await self._signal_session(sig)
+                for each in _with_continue(sig):
+                    await self._signal_session(each)
                 await self._wait_session_empty()
             self._wait_scope = None
             if not scope.cancelled_caught:
@@ -223,3 +225,9 @@ class Generation:
         while await self._members():
             await anyio.sleep(delay)
             delay = min(delay * 2, POLL_MAX_SECONDS)
+
+
+def _with_continue(sig: int) -> tuple[int, ...]:
+    """The stop signal, then SIGCONT: a stopped (SIGSTOP, SIGTSTP) process cannot act on the stop signal until it
+    runs again, and would otherwise always wait out the grace. systemd does the same (systemd.kill(5), KillMode)."""
+    return (sig,) if sig in (signal.SIGCONT, signal.SIGKILL) else (sig, signal.SIGCONT)
