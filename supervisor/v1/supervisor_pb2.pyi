@@ -323,10 +323,16 @@ class ChildSpec(_message.Message):
     PORT_HOLDERS_FIELD_NUMBER: _builtins.int
     PORT_HOLDER_STOP_URL_FIELD_NUMBER: _builtins.int
     START_ORDER_FIELD_NUMBER: _builtins.int
+    PASS_ENV_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
     inherit_env: _builtins.bool
-    """When true, env is added to supd's environment instead of replacing it."""
+    """When true, the base is supd's whole environment instead, less supd's own
+    and credential variables, which pass only when named in pass_env: names
+    (compared in upper case) starting with OTEL_, SUPD_, AWS_ or AZURE_,
+    GOOGLE_APPLICATION_CREDENTIALS, and names ending in _TOKEN, _SECRET,
+    _PASSWORD, _KEY or _CREDENTIALS.
+    """
     cwd: _builtins.str
     """Working directory; must exist. Empty: supd's working directory."""
     restart: Global___RestartPolicy.ValueType
@@ -357,13 +363,18 @@ class ChildSpec(_message.Message):
     """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The program and its arguments; argv[0] is looked up in PATH (of env, else
-        of supd) unless it contains '/'. At least one element.
+        """The program and its arguments; argv[0] is looked up in the PATH of the
+        child's environment (see env) unless it contains '/'. At least one element.
         """
 
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Environment of the child. Empty: inherit supd's environment."""
+        """Environment entries of the child. The child's environment is a minimal
+        base taken from supd's environment (PATH, LANG, HOME and TZ, each when
+        supd has it), then the variables named in pass_env, then these entries,
+        which win; supd adds SUPD_INSTANCE and SUPD_CHILD. Exec probes and exec
+        state deliveries run with the same environment.
+        """
 
     @_builtins.property
     def backoff(self) -> Global___Backoff:
@@ -402,6 +413,13 @@ class ChildSpec(_message.Message):
         child); any other holder fails the start, naming it.
         """
 
+    @_builtins.property
+    def pass_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of supd's environment variables the child gets (when supd has
+        them), with or without inherit_env and withheld or not, like systemd's
+        PassEnvironment=. Names are non-empty, without '=' or NUL.
+        """
+
     def __init__(
         self,
         *,
@@ -425,10 +443,11 @@ class ChildSpec(_message.Message):
         port_holders: Global___PortHolders.ValueType = ...,
         port_holder_stop_url: _builtins.str = ...,
         start_order: _builtins.int = ...,
+        pass_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "start_order", b"start_order", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "pass_env", b"pass_env", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "start_order", b"start_order", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -877,8 +896,8 @@ Global___FileDelivery: _TypeAlias = FileDelivery  # noqa: Y015
 class ExecDelivery(_message.Message):
     """ExecDelivery runs a command with the state on its stdin; exit 0 means
     accepted, another exit means rejected with its stderr as the reason. The
-    command gets SUPD_CHILD, SUPD_CHILD_PID, SUPD_STATE_REVISION and
-    SUPD_STATE_CONTENT_TYPE in its environment.
+    command runs with the child's environment (see ChildSpec.env) plus
+    SUPD_CHILD, SUPD_CHILD_PID, SUPD_STATE_REVISION and SUPD_STATE_CONTENT_TYPE.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
