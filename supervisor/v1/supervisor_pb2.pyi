@@ -1065,6 +1065,7 @@ class ChildInfo(_message.Message):
     HEALTH_REASON_FIELD_NUMBER: _builtins.int
     PROBES_FIELD_NUMBER: _builtins.int
     LAST_START_ERROR_FIELD_NUMBER: _builtins.int
+    SPEC_ABRIDGED_FIELD_NUMBER: _builtins.int
     state: Global___ChildState.ValueType
     """Current state."""
     pid: _builtins.int
@@ -1124,9 +1125,19 @@ class ChildInfo(_message.Message):
     """Why the last start attempt failed (a missing program, a port held by a
     stranger, ...); empty once a start succeeded.
     """
+    spec_abridged: _builtins.bool
+    """True when spec leaves something out beyond the emptied values: strings
+    longer than 1 KiB are cut (ending in "...[cut]") and the elements of
+    lists and maps past the answer's size budget for this child are left out,
+    so that List and Health stay within a client's default 4 MiB limit.
+    """
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
-        """The spec the child runs with, defaults filled in."""
+        """The spec the child runs with, defaults filled in, as shown to every
+        client: the values of env and of probe and delivery headers are empty
+        (their names are kept), and when the spec is large it is abridged (see
+        spec_abridged). GetSpec returns it whole.
+        """
 
     @_builtins.property
     def last_exit(self) -> Global___ExitStatus:
@@ -1172,10 +1183,11 @@ class ChildInfo(_message.Message):
         health_reason: _builtins.str = ...,
         probes: _abc.Iterable[Global___ProbeStatus] | None = ...,
         last_start_error: _builtins.str = ...,
+        spec_abridged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec", "state_applied_time", b"state_applied_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "last_start_error", b"last_start_error", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "last_start_error", b"last_start_error", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "spec_abridged", b"spec_abridged", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2008,6 +2020,49 @@ class RemoveResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveResponse: _TypeAlias = RemoveResponse  # noqa: Y015
+
+@_typing.final
+class GetSpecRequest(_message.Message):
+    """GetSpecRequest names the child whose spec is wanted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpecRequest: _TypeAlias = GetSpecRequest  # noqa: Y015
+
+@_typing.final
+class GetSpecResponse(_message.Message):
+    """GetSpecResponse carries the child's spec as declared, defaults filled in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> Global___ChildSpec: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___ChildSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpecResponse: _TypeAlias = GetSpecResponse  # noqa: Y015
 
 @_typing.final
 class ListRequest(_message.Message):
