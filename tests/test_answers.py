@@ -114,6 +114,7 @@ def test_long_strings_are_cut_with_a_mark_and_flagged() -> None:
     small = pb.ChildInfo(spec=pb.ChildSpec(name="y", argv=["/bin/true"], env={"A": "1"}))
     abridge_info(small, budget_for(1))
     assert not small.spec_abridged and dict(small.spec.env) == {"A": ""}
+    assert not small.HasField("last_exit")
 
 
 def test_the_budget_shrinks_with_the_number_of_children() -> None:

@@ -56,7 +56,8 @@ def abridge_info(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
     """Empty the secret values of ``info.spec``, cut its strings and fit the spec to ``budget`` bytes; ``info``."""
     for field in ("fatal_reason", "health_reason", "state_error", "last_start_error"):
         setattr(info, field, cut(getattr(info, field)))
-    info.last_exit.description = cut(info.last_exit.description) if info.HasField("last_exit") else ""
+    if info.HasField("last_exit"):  # assigning to an unset message field would set it
+        info.last_exit.description = cut(info.last_exit.description)
     for probe in info.probes:
         probe.message = cut(probe.message)
     left = [budget]
