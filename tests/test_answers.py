@@ -9,6 +9,7 @@ default limits refused.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -99,6 +100,19 @@ def test_list_of_children_with_huge_argv_and_env_fits_a_client_with_default_limi
         assert big.spec_abridged and list(big.spec.argv) == argv[: len(big.spec.argv)]
         assert 3 < len(big.spec.argv) < len(argv)
     assert list(stub.GetSpec(pb.GetSpecRequest(name="big-argv"), timeout=30).spec.argv) == argv
+
+
+def test_get_spec_refuses_a_spec_larger_than_a_default_client_takes(stub: pb_grpc.SupervisorStub) -> None:
+    env = {f"VAR_{i:03}": "v" * 100_000 for i in range(44)}  # 4.4 MB: the child cannot even exec (E2BIG)
+    spawn(stub, pb.ChildSpec(name="huge", argv=SLEEP, env=env))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetSpec(pb.GetSpecRequest(name="huge"), timeout=30)
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert re.fullmatch(
+        r"the spec of child 'huge' is 44\d{5} bytes, more than the 4128768 a client takes by default;"
+        r" Health shows it abridged",
+        caught.value.details(),
+    ), caught.value.details()
 
 
 def test_long_strings_are_cut_with_a_mark_and_flagged() -> None:

@@ -227,7 +227,7 @@ def test_supd_started_under_umask_000_never_lets_another_user_in(
 ) -> None:
     socket = shared_tmp / "supd-0" / "supd.sock"
     with connecting(socket) as seen:
-        for _ in range(3):
+        for _ in range(2):
             with subprocess.Popen(
                 [*supd_command(), "--socket", str(socket), "--state-dir", str(shared_tmp / "state")],
                 stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, umask=0,
