@@ -438,9 +438,9 @@ def _add_spawn(sub: Any) -> None:
         type=_env_arg,
         action="append",
         metavar="K=V",
-        help="environment entry (repeat); replaces supd's environment unless --inherit-env",
+        help="environment entry (repeat), added to PATH, LANG, HOME and TZ of supd (docs/config.md)",
     )
-    p.add_argument("--inherit-env", action="store_true", help="add --env entries to supd's environment instead")
+    p.add_argument("--inherit-env", action="store_true", help="start from supd's environment less its secrets")
     p.add_argument("--cwd", metavar="DIR", help="working directory (relative to yours)")
     p.add_argument("--replace", action="store_true", help="stop and remove a child of that name first")
     p.add_argument("--backoff-initial", type=float, metavar="S", help="first restart delay (default 0.5)")

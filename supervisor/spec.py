@@ -24,6 +24,7 @@ from typing import Any
 from supervisor._fields import FieldError, bad, take
 from supervisor.backoff import Backoff
 from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
+from supervisor.environment import child_environment
 from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -110,6 +111,8 @@ class ChildSpec:
     argv: tuple[str, ...]
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     inherit_env: bool = False
+    # Names of supd's variables the child gets even when withheld (supervisor/environment.py).
+    pass_env: tuple[str, ...] = ()
     cwd: str = ""
     restart: RestartPolicy = RestartPolicy.ON_FAILURE
     backoff: Backoff = Backoff()
@@ -138,12 +141,8 @@ class ChildSpec:
         return {name: probe for name, probe in found.items() if probe is not None}
 
     def child_env(self) -> dict[str, str]:
-        """The environment the process gets."""
-        if not self.env:
-            return dict(os.environ)
-        if self.inherit_env:
-            return {**os.environ, **self.env}
-        return dict(self.env)
+        """The environment the process, its exec probes and exec deliveries get (``environment.child_environment``)."""
+        return child_environment(self.env, inherit=self.inherit_env, pass_env=self.pass_env)
 
     def validate(self) -> ChildSpec:
         """Structural checks: types, ranges and names; return self when all are good.
@@ -162,6 +161,9 @@ class ChildSpec:
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
                 _bad(f"env[{key!r}]", "names must be non-empty without '=' or NUL; values without NUL", value)
+        for i, name in enumerate(self.pass_env):
+            if not name or "=" in name or "\0" in name:
+                _bad(f"pass_env[{i}]", "names must be non-empty without '=' or NUL", name)
         if "\0" in self.cwd:
             _bad("cwd", "must not contain NUL bytes", self.cwd)
         b = self.backoff
@@ -296,6 +298,7 @@ def spec_from_proto(msg: pb.ChildSpec, *, check_runnable: bool = True) -> ChildS
         argv=tuple(msg.argv),
         env=dict(msg.env),
         inherit_env=msg.inherit_env,
+        pass_env=tuple(msg.pass_env),
         cwd=msg.cwd,
         restart=_POLICY_FROM_PB[msg.restart],
         backoff=backoff,
@@ -323,6 +326,7 @@ def spec_to_proto(spec: ChildSpec) -> pb.ChildSpec:
         argv=list(spec.argv),
         env=dict(spec.env),
         inherit_env=spec.inherit_env,
+        pass_env=list(spec.pass_env),
         cwd=spec.cwd,
         restart=_POLICY_TO_PB[spec.restart],
         backoff=pb.Backoff(**dataclasses.asdict(spec.backoff)),
@@ -358,7 +362,7 @@ def _take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], fie
 SPEC_KEYS: Mapping[str, frozenset[str]] = {
     "": frozenset(
         {
-            "argv", "env", "inherit_env", "cwd", "restart", "backoff", "flap_limit",
+            "argv", "env", "inherit_env", "pass_env", "cwd", "restart", "backoff", "flap_limit",
             "stop_signal", "stop_grace_seconds", "ring_bytes", "max_line_bytes", "state_delivery",
             "liveness_probe", "readiness_probe", "startup_probe", "ports", "port_holders", "port_holder_stop_url",
             "start_order",
@@ -412,6 +416,10 @@ def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
     for key, value in env.items():
         if not isinstance(value, str):
             _bad(f"env.{key}", "must be a string", value)
+    pass_env = _take(table, "pass_env", list, "pass_env", [])
+    for i, passed in enumerate(pass_env):
+        if not isinstance(passed, str):
+            _bad(f"pass_env[{i}]", "must be a string", passed)
     policy = _take(table, "restart", str, "restart", "on-failure")
     try:
         restart = RestartPolicy(policy)
@@ -425,6 +433,7 @@ def spec_from_mapping(name: str, table: Mapping[str, Any]) -> ChildSpec:
         argv=tuple(argv),
         env=env,
         inherit_env=_take(table, "inherit_env", bool, "inherit_env", False),
+        pass_env=tuple(pass_env),
         cwd=_take(table, "cwd", str, "cwd", ""),
         restart=restart,
         backoff=Backoff(

@@ -52,7 +52,7 @@ def _error(tmp_path: pathlib.Path, text: str) -> str:
         (
             '[children.x]\nargv = ["sh"]\nrestrat = "always"\n',
             "FILE:3: children.x: spec.restrat: unknown key (known: argv, backoff, cwd, env, flap_limit,"
-            " inherit_env, liveness_probe, max_line_bytes, port_holder_stop_url, port_holders, ports,"
+            " inherit_env, liveness_probe, max_line_bytes, pass_env, port_holder_stop_url, port_holders, ports,"
             " readiness_probe, restart, ring_bytes, start_order, startup_probe, state_delivery, stop_grace_seconds,"
             " stop_signal),"
             " got 'always'",

@@ -99,7 +99,7 @@ async def _watch_signals(shutdown: Shutdown) -> None:
 
 async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) -> int:
     """Run until a signal or the Shutdown RPC; the exit code. Raises SocketError, StoreError."""
-    lock = SocketLock(settings.socket)
+    lock = SocketLock(settings.socket, settings.socket_group)
     lock.acquire()
     become_subreaper()
     try:

@@ -32,6 +32,7 @@ class Settings:
     export_summary_seconds: float = 10.0
     export_queue_lines: int = 131_072
     state_dir: str = ""
+    socket_group: str = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket",
         default=None,
         help=f"Unix socket to serve on (default: $SUPD_ADDR if unix:, else {default_socket_path()})",
+    )
+    parser.add_argument(
+        "--socket-group",
+        default="",
+        metavar="NAME",
+        help="let this group's members use the socket too (socket 0660 and directory 0750 of that group); "
+        "each of them gets supd's full rights (default: none, socket 0600 in a 0700 directory)",
     )
     parser.add_argument("--config", help="TOML file of children to start at boot")
     parser.add_argument(
@@ -114,4 +122,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         export_summary_seconds=args.export_summary_seconds,
         export_queue_lines=args.export_queue_lines,
         state_dir=os.path.abspath(state_dir),
+        socket_group=args.socket_group,
     )

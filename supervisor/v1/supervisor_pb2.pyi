@@ -323,10 +323,16 @@ class ChildSpec(_message.Message):
     PORT_HOLDERS_FIELD_NUMBER: _builtins.int
     PORT_HOLDER_STOP_URL_FIELD_NUMBER: _builtins.int
     START_ORDER_FIELD_NUMBER: _builtins.int
+    PASS_ENV_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
     inherit_env: _builtins.bool
-    """When true, env is added to supd's environment instead of replacing it."""
+    """When true, the base is supd's whole environment instead, less supd's own
+    and credential variables, which pass only when named in pass_env: names
+    (compared in upper case) starting with OTEL_, SUPD_, AWS_ or AZURE_,
+    GOOGLE_APPLICATION_CREDENTIALS, and names ending in _TOKEN, _SECRET,
+    _PASSWORD, _KEY or _CREDENTIALS.
+    """
     cwd: _builtins.str
     """Working directory; must exist. Empty: supd's working directory."""
     restart: Global___RestartPolicy.ValueType
@@ -357,13 +363,18 @@ class ChildSpec(_message.Message):
     """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The program and its arguments; argv[0] is looked up in PATH (of env, else
-        of supd) unless it contains '/'. At least one element.
+        """The program and its arguments; argv[0] is looked up in the PATH of the
+        child's environment (see env) unless it contains '/'. At least one element.
         """
 
     @_builtins.property
     def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Environment of the child. Empty: inherit supd's environment."""
+        """Environment entries of the child. The child's environment is a minimal
+        base taken from supd's environment (PATH, LANG, HOME and TZ, each when
+        supd has it), then the variables named in pass_env, then these entries,
+        which win; supd adds SUPD_INSTANCE and SUPD_CHILD. Exec probes and exec
+        state deliveries run with the same environment.
+        """
 
     @_builtins.property
     def backoff(self) -> Global___Backoff:
@@ -402,6 +413,13 @@ class ChildSpec(_message.Message):
         child); any other holder fails the start, naming it.
         """
 
+    @_builtins.property
+    def pass_env(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of supd's environment variables the child gets (when supd has
+        them), with or without inherit_env and withheld or not, like systemd's
+        PassEnvironment=. Names are non-empty, without '=' or NUL.
+        """
+
     def __init__(
         self,
         *,
@@ -425,10 +443,11 @@ class ChildSpec(_message.Message):
         port_holders: Global___PortHolders.ValueType = ...,
         port_holder_stop_url: _builtins.str = ...,
         start_order: _builtins.int = ...,
+        pass_env: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["backoff", b"backoff", "flap_limit", b"flap_limit", "liveness_probe", b"liveness_probe", "readiness_probe", b"readiness_probe", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "start_order", b"start_order", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "backoff", b"backoff", "cwd", b"cwd", "env", b"env", "flap_limit", b"flap_limit", "inherit_env", b"inherit_env", "liveness_probe", b"liveness_probe", "max_line_bytes", b"max_line_bytes", "name", b"name", "pass_env", b"pass_env", "port_holder_stop_url", b"port_holder_stop_url", "port_holders", b"port_holders", "ports", b"ports", "readiness_probe", b"readiness_probe", "restart", b"restart", "ring_bytes", b"ring_bytes", "start_order", b"start_order", "startup_probe", b"startup_probe", "state_delivery", b"state_delivery", "stop_grace_seconds", b"stop_grace_seconds", "stop_signal", b"stop_signal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -877,8 +896,8 @@ Global___FileDelivery: _TypeAlias = FileDelivery  # noqa: Y015
 class ExecDelivery(_message.Message):
     """ExecDelivery runs a command with the state on its stdin; exit 0 means
     accepted, another exit means rejected with its stderr as the reason. The
-    command gets SUPD_CHILD, SUPD_CHILD_PID, SUPD_STATE_REVISION and
-    SUPD_STATE_CONTENT_TYPE in its environment.
+    command runs with the child's environment (see ChildSpec.env) plus
+    SUPD_CHILD, SUPD_CHILD_PID, SUPD_STATE_REVISION and SUPD_STATE_CONTENT_TYPE.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -1046,6 +1065,7 @@ class ChildInfo(_message.Message):
     HEALTH_REASON_FIELD_NUMBER: _builtins.int
     PROBES_FIELD_NUMBER: _builtins.int
     LAST_START_ERROR_FIELD_NUMBER: _builtins.int
+    SPEC_ABRIDGED_FIELD_NUMBER: _builtins.int
     state: Global___ChildState.ValueType
     """Current state."""
     pid: _builtins.int
@@ -1105,9 +1125,19 @@ class ChildInfo(_message.Message):
     """Why the last start attempt failed (a missing program, a port held by a
     stranger, ...); empty once a start succeeded.
     """
+    spec_abridged: _builtins.bool
+    """True when spec leaves something out beyond the emptied values: strings
+    longer than 1 KiB are cut (ending in "...[cut]") and the elements of
+    lists and maps past the answer's size budget for this child are left out,
+    so that List and Health stay within a client's default 4 MiB limit.
+    """
     @_builtins.property
     def spec(self) -> Global___ChildSpec:
-        """The spec the child runs with, defaults filled in."""
+        """The spec the child runs with, defaults filled in, as shown to every
+        client: the values of env and of probe and delivery headers are empty
+        (their names are kept), and when the spec is large it is abridged (see
+        spec_abridged). GetSpec returns it whole.
+        """
 
     @_builtins.property
     def last_exit(self) -> Global___ExitStatus:
@@ -1153,10 +1183,11 @@ class ChildInfo(_message.Message):
         health_reason: _builtins.str = ...,
         probes: _abc.Iterable[Global___ProbeStatus] | None = ...,
         last_start_error: _builtins.str = ...,
+        spec_abridged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_exit", b"last_exit", "spec", b"spec", "state_applied_time", b"state_applied_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "last_start_error", b"last_start_error", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_drained", b"bytes_drained", "export_dropped_lines", b"export_dropped_lines", "export_exported_lines", b"export_exported_lines", "export_offered_lines", b"export_offered_lines", "export_queued_lines", b"export_queued_lines", "fatal_reason", b"fatal_reason", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "last_exit", b"last_exit", "last_start_error", b"last_start_error", "next_seq", b"next_seq", "next_start_in_seconds", b"next_start_in_seconds", "oldest_seq", b"oldest_seq", "pid", b"pid", "probes", b"probes", "ready", b"ready", "restart_count", b"restart_count", "ring_bytes_used", b"ring_bytes_used", "ring_evicted_records", b"ring_evicted_records", "spec", b"spec", "spec_abridged", b"spec_abridged", "state", b"state", "state_applied_revision", b"state_applied_revision", "state_applied_time", b"state_applied_time", "state_error", b"state_error", "state_revision", b"state_revision", "stderr_lines", b"stderr_lines", "stdout_lines", b"stdout_lines", "uptime_seconds", b"uptime_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1989,6 +2020,49 @@ class RemoveResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveResponse: _TypeAlias = RemoveResponse  # noqa: Y015
+
+@_typing.final
+class GetSpecRequest(_message.Message):
+    """GetSpecRequest names the child whose spec is wanted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpecRequest: _TypeAlias = GetSpecRequest  # noqa: Y015
+
+@_typing.final
+class GetSpecResponse(_message.Message):
+    """GetSpecResponse carries the child's spec as declared, defaults filled in."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> Global___ChildSpec: ...
+    def __init__(
+        self,
+        *,
+        spec: Global___ChildSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpecResponse: _TypeAlias = GetSpecResponse  # noqa: Y015
 
 @_typing.final
 class ListRequest(_message.Message):

@@ -85,6 +85,11 @@ class SupervisorStub:
                 request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ListRequest.SerializeToString,
                 response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ListResponse.FromString,
                 _registered_method=True)
+        self.GetSpec = channel.unary_unary(
+                '/supervisor.v1.Supervisor/GetSpec',
+                request_serializer=supervisor_dot_v1_dot_supervisor__pb2.GetSpecRequest.SerializeToString,
+                response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.GetSpecResponse.FromString,
+                _registered_method=True)
         self.Shutdown = channel.unary_unary(
                 '/supervisor.v1.Supervisor/Shutdown',
                 request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.SerializeToString,
@@ -114,7 +119,8 @@ class SupervisorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Health(self, request, context):
-        """Health reports the state of one child or of all of them.
+        """Health reports the state of one child or of all of them, with each
+        child's spec shown as List shows it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,7 +188,17 @@ class SupervisorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """List returns every declared child, in name order.
+        """List returns every declared child, in name order. Each child's spec is
+        shown without environment or header values and bounded in size (see
+        ChildInfo.spec); GetSpec returns it whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSpec(self, request, context):
+        """GetSpec returns one child's spec exactly as declared, environment values
+        and headers included. NOT_FOUND for an unknown child.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -249,6 +265,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.List,
                     request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ListRequest.FromString,
                     response_serializer=supervisor_dot_v1_dot_supervisor__pb2.ListResponse.SerializeToString,
+            ),
+            'GetSpec': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpec,
+                    request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.GetSpecRequest.FromString,
+                    response_serializer=supervisor_dot_v1_dot_supervisor__pb2.GetSpecResponse.SerializeToString,
             ),
             'Shutdown': grpc.unary_unary_rpc_method_handler(
                     servicer.Shutdown,
@@ -527,6 +548,33 @@ class Supervisor:
             '/supervisor.v1.Supervisor/List',
             supervisor_dot_v1_dot_supervisor__pb2.ListRequest.SerializeToString,
             supervisor_dot_v1_dot_supervisor__pb2.ListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpec(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.Supervisor/GetSpec',
+            supervisor_dot_v1_dot_supervisor__pb2.GetSpecRequest.SerializeToString,
+            supervisor_dot_v1_dot_supervisor__pb2.GetSpecResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,7 +53,9 @@ class SupervisorStub:
     removed. Lines arrive in batches; see StreamMessage.
     """
     Health: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.HealthRequest, _supervisor_pb2.HealthResponse]
-    """Health reports the state of one child or of all of them."""
+    """Health reports the state of one child or of all of them, with each
+    child's spec shown as List shows it.
+    """
     Reload: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ReloadRequest, _supervisor_pb2.ReloadResponse]
     """Reload delivers a new revision of a child's state to its running process
     with the child's state_delivery, and stores it durably as the accepted
@@ -91,7 +93,14 @@ class SupervisorStub:
     child receive everything queued, then a REMOVED event, then end.
     """
     List: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ListRequest, _supervisor_pb2.ListResponse]
-    """List returns every declared child, in name order."""
+    """List returns every declared child, in name order. Each child's spec is
+    shown without environment or header values and bounded in size (see
+    ChildInfo.spec); GetSpec returns it whole.
+    """
+    GetSpec: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.GetSpecRequest, _supervisor_pb2.GetSpecResponse]
+    """GetSpec returns one child's spec exactly as declared, environment values
+    and headers included. NOT_FOUND for an unknown child.
+    """
     Shutdown: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ShutdownRequest, _supervisor_pb2.ShutdownResponse]
     """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
     child is stopped within the shutdown timeout, open streams receive what
@@ -113,7 +122,9 @@ class SupervisorAsyncStub(SupervisorStub):
     removed. Lines arrive in batches; see StreamMessage.
     """
     Health: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.HealthRequest, _supervisor_pb2.HealthResponse]  # type: ignore[assignment]
-    """Health reports the state of one child or of all of them."""
+    """Health reports the state of one child or of all of them, with each
+    child's spec shown as List shows it.
+    """
     Reload: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ReloadRequest, _supervisor_pb2.ReloadResponse]  # type: ignore[assignment]
     """Reload delivers a new revision of a child's state to its running process
     with the child's state_delivery, and stores it durably as the accepted
@@ -151,7 +162,14 @@ class SupervisorAsyncStub(SupervisorStub):
     child receive everything queued, then a REMOVED event, then end.
     """
     List: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ListRequest, _supervisor_pb2.ListResponse]  # type: ignore[assignment]
-    """List returns every declared child, in name order."""
+    """List returns every declared child, in name order. Each child's spec is
+    shown without environment or header values and bounded in size (see
+    ChildInfo.spec); GetSpec returns it whole.
+    """
+    GetSpec: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.GetSpecRequest, _supervisor_pb2.GetSpecResponse]  # type: ignore[assignment]
+    """GetSpec returns one child's spec exactly as declared, environment values
+    and headers included. NOT_FOUND for an unknown child.
+    """
     Shutdown: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ShutdownRequest, _supervisor_pb2.ShutdownResponse]  # type: ignore[assignment]
     """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
     child is stopped within the shutdown timeout, open streams receive what
@@ -188,7 +206,9 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         request: _supervisor_pb2.HealthRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.HealthResponse, _abc.Awaitable[_supervisor_pb2.HealthResponse]]:
-        """Health reports the state of one child or of all of them."""
+        """Health reports the state of one child or of all of them, with each
+        child's spec shown as List shows it.
+        """
 
     @_abc_1.abstractmethod
     def Reload(
@@ -268,7 +288,20 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         request: _supervisor_pb2.ListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_supervisor_pb2.ListResponse, _abc.Awaitable[_supervisor_pb2.ListResponse]]:
-        """List returns every declared child, in name order."""
+        """List returns every declared child, in name order. Each child's spec is
+        shown without environment or header values and bounded in size (see
+        ChildInfo.spec); GetSpec returns it whole.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSpec(
+        self,
+        request: _supervisor_pb2.GetSpecRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.GetSpecResponse, _abc.Awaitable[_supervisor_pb2.GetSpecResponse]]:
+        """GetSpec returns one child's spec exactly as declared, environment values
+        and headers included. NOT_FOUND for an unknown child.
+        """
 
     @_abc_1.abstractmethod
     def Shutdown(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from supervisor._daemon.api.abridge import MAX_CHILD_BYTES, abridge_info
 from supervisor._daemon.children.driver import ChildStatistics
 from supervisor._daemon.children.lifecycle import State
 from supervisor._daemon.health.assess import Health
@@ -127,10 +128,12 @@ def child_to_proto(
     export: ChildExportStats | None = None,
     state: StateStatus | None = None,
     health: tuple[Health, str] = (Health.DOWN, ""),
+    budget: int = MAX_CHILD_BYTES,
 ) -> pb.ChildInfo:
     """The ChildInfo of one child snapshot, with its export counts when export is on, its stored state and health.
 
-    ``health`` comes from ``health.assess.assess``; ``ready`` is health READY.
+    ``health`` comes from ``health.assess.assess``; ``ready`` is health READY. The spec is shown as every client
+    may see it: secret values emptied, fitted to ``budget`` bytes (``abridge.abridge_info``).
     """
     out = stats.output
     msg = pb.ChildInfo(
@@ -169,7 +172,7 @@ def child_to_proto(
         msg.export_exported_lines = export.exported
         msg.export_dropped_lines = export.dropped
         msg.export_queued_lines = export.queued
-    return msg
+    return abridge_info(msg, budget)
 
 
 def revision_to_proto(stored: StoredRevision, *, with_state: bool = True) -> pb.StateRevision:

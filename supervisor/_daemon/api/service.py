@@ -17,6 +17,7 @@ import grpc
 import structlog
 
 from supervisor import __version__
+from supervisor._daemon.api.abridge import budget_for
 from supervisor._daemon.api.convert import child_to_proto, exit_to_proto, revision_to_proto
 from supervisor._daemon.children.driver import ChildDriver, ChildStatistics
 from supervisor._daemon.children.registry import Registry
@@ -26,8 +27,8 @@ from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import read_stream
 from supervisor._daemon.telemetry.log_writer import log_dropped_events
 from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
-from supervisor.errors import InvalidArgument, SupervisorError, Unimplemented
-from supervisor.spec import spec_from_proto
+from supervisor.errors import FailedPrecondition, InvalidArgument, SupervisorError, Unimplemented
+from supervisor.spec import spec_from_proto, spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -40,6 +41,8 @@ __all__ = ["SupervisorService"]
 log = structlog.get_logger("supd.service")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+# The largest spec GetSpec answers with: a client's default 4 MiB receive limit less room for the envelope.
+MAX_SPEC_ANSWER_BYTES = 4 * 1024 * 1024 - 64 * 1024
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 
 
@@ -94,12 +97,14 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         """Snapshots of ``children`` with their export counts from one consistent exporter snapshot."""
         export = self._exporter.statistics().children if self._exporter is not None else {}
         keeper = self._registry.keeper
+        budget = budget_for(len(children))
         return [
             child_to_proto(
                 stats := child.statistics(),
                 export.get(child.name),
                 keeper.status(child.name) if keeper is not None else None,
                 self._assess(child, stats),
+                budget,
             )
             for child in children
         ]
@@ -235,6 +240,16 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     @_boundary
     async def List(self, request: pb.ListRequest, context: Any) -> pb.ListResponse:
         return pb.ListResponse(children=self._infos(self._registry.all()))
+
+    @_boundary
+    async def GetSpec(self, request: pb.GetSpecRequest, context: Any) -> pb.GetSpecResponse:
+        spec = spec_to_proto(self._registry.get(request.name).spec)
+        if spec.ByteSize() > MAX_SPEC_ANSWER_BYTES:
+            raise FailedPrecondition(
+                f"the spec of child {request.name!r} is {spec.ByteSize()} bytes, more than the"
+                f" {MAX_SPEC_ANSWER_BYTES} a client takes by default; Health shows it abridged"
+            )
+        return pb.GetSpecResponse(spec=spec)
 
     @_boundary
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -40,6 +40,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from supervisor._daemon.children.sessions import kill_process_group
 from supervisor.delivery import ExecDelivery, FileDelivery, HttpDelivery, StateDelivery
+from supervisor.environment import child_environment
 from supervisor.errors import FailedPrecondition, Unavailable
 from supervisor.signals import signal_name
 
@@ -78,6 +79,8 @@ class Target:
     content_type: str
     # Signals the child's process (through its pidfd); returns False when the process is gone.
     send_signal: Callable[[int], bool] | None = None
+    # The child's environment (ChildSpec.child_env): an exec delivery runs with it, plus its SUPD_* variables.
+    env: Mapping[str, str] = dataclasses.field(default_factory=lambda: child_environment({}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,7 +411,7 @@ async def _exec_attempt(m: ExecDelivery, state: bytes, target: Target, seconds: 
     Processes it leaves behind after a normal exit are its own; only a timeout or a cancellation kills them.
     """
     env = {
-        **os.environ,
+        **target.env,
         "SUPD_CHILD": target.child,
         "SUPD_CHILD_PID": str(target.pid),
         "SUPD_STATE_REVISION": str(target.revision),

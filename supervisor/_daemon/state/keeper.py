@@ -355,6 +355,7 @@ class StateKeeper:
             revision=stored.revision,
             content_type=stored.content_type,
             send_signal=lambda sig: driver.signal_generation(generation, sig),
+            env=driver.spec.child_env(),
         )
 
     def _on_attempt(self, driver: ChildDriver, revision: int) -> Callable[[int, str], None]:
