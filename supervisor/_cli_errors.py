@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import cast
 
 import grpc
@@ -28,6 +29,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "CliError",
+    "quiet_grpc_core_log",
     "rpc_failure",
     "what",
 ]
@@ -52,6 +54,23 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+def quiet_grpc_core_log() -> None:
+    """Keep gRPC core's own log lines (a failed TLS handshake, ...) off supctl's stderr, unless GRPC_VERBOSITY is set.
+
+    gRPC core writes them to file descriptor 2 and reads GRPC_VERBOSITY once, when grpc is imported, which is
+    before supctl runs. So descriptor 2 goes to /dev/null and ``sys.stderr`` to a duplicate of the original:
+    the one ``supctl:`` line stays the only line, and a user debugging gRPC sets GRPC_VERBOSITY to see them.
+    """
+    if "GRPC_VERBOSITY" in os.environ:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = open(saved, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")  # noqa: SIM115
 
 
 def what(args: argparse.Namespace) -> str:

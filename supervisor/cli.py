@@ -33,6 +33,7 @@ from supervisor._cli_errors import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
+    quiet_grpc_core_log,
     rpc_failure,
     what,
 )
@@ -530,6 +531,8 @@ def _fail(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run one command, map every failure to one line and an exit code."""
+    if argv is None:  # supctl the program, not a caller's main([...]): stderr is ours
+        quiet_grpc_core_log()
     argv = list(sys.argv[1:] if argv is None else argv)
     head, command_tail = _split_command(argv)
     args = build_parser().parse_args(head)

@@ -100,6 +100,8 @@ async def _watch_signals(shutdown: Shutdown) -> None:
 
 async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) -> int:
     """Run until a signal or the Shutdown RPC; the exit code. Raises SocketError, StoreError."""
+    if settings.listen is not None:
+        settings.listen.check_ports()
     lock = SocketLock(settings.socket)
     lock.acquire()
     become_subreaper()

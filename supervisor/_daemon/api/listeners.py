@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import ipaddress
+import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -52,6 +54,34 @@ class ListenSettings:
     client_ca: bytes | None
     interceptor: AuthInterceptor
 
+    def check_ports(self) -> None:
+        """Bind and release every listener's addresses now, before anything starts: ListenError naming the one in use.
+
+        gRPC binds later, inside the running server, and says only "Failed to bind"; this names the errno. An
+        address the host lacks (``localhost`` without IPv6) is skipped as gRPC skips it, if another one binds.
+        """
+        for target, _ in self.endpoints:
+            host, _, port = target.rpartition(":")
+            try:
+                found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            except socket.gaierror as exc:
+                raise ListenError(f"cannot listen on {target}: {exc.strerror}") from exc
+            errors = []
+            for family, kind, proto, _, address in found:
+                with socket.socket(family, kind, proto) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+                    try:
+                        probe.bind(address)
+                    except OSError as exc:
+                        if exc.errno == errno.EADDRINUSE:
+                            raise ListenError(
+                                f"cannot listen on {target}: the port is in use (another supd, or another"
+                                " program); stop it or choose another port"
+                            ) from exc
+                        errors.append(exc)
+            if len(errors) == len(found):
+                raise ListenError(f"cannot listen on {target}: {errors[0].strerror}")
+
     def add_ports(self, server: grpc.aio.Server) -> None:
         """Bind every listener on ``server`` (before it starts); ListenError naming the address if one cannot be."""
         credentials = None
@@ -68,9 +98,7 @@ class ListenSettings:
                 else:
                     server.add_insecure_port(target)
             except RuntimeError as exc:
-                raise ListenError(
-                    f"cannot listen on {target}: the port is in use or the address is not this host's ({exc})"
-                ) from exc
+                raise ListenError(f"cannot listen on {target}: the port was taken since start-up ({exc})") from exc
 
 
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
