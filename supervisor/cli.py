@@ -60,12 +60,13 @@ exit codes:
     0  success
     1  supd refused or failed the request (its reason is printed)
     2  usage error
-    3  supd unreachable (no socket, connection refused, or supd shutting down)
+    3  supd unreachable (no socket, connection refused, a failed TLS handshake, or supd shutting down)
     4  no child of that name
     5  timed out (see --timeout)
     6  spawn: the child was declared but its first start failed (BACKOFF or FATAL; the reason is printed)
     7  reload --expect-revision: the accepted revision is another one (it is printed)
     8  health: a child asked about is not READY (for a container HEALTHCHECK)
+    9  a TCP listener refused the credentials (UNAUTHENTICATED or PERMISSION_DENIED)
   130  interrupted (Ctrl-C), except logs, which exits 0 (also on a closed pipe)
 
 The address defaults to $SUPD_ADDR, else the per-user default socket.

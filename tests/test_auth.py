@@ -58,8 +58,11 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listener]:
 def test_a_call_without_a_token_is_unauthenticated(tls: Listener) -> None:
     with tls.channel() as channel:
         code, details = list_request(channel)
-    assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert "--token-file" in details
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert "--token-file" in details
+        # A response stream is refused before its first message.
+        code, _ = call_code(lambda: list(stub(channel).Stream(pb.StreamRequest(name="any"), timeout=10)))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_wrong_token_is_unauthenticated_never_echoed_and_logged(tls: Listener) -> None:
@@ -205,6 +208,7 @@ async def test_each_refusal_is_logged_and_counted_without_the_token(tmp_path: pa
     stats = interceptor.statistics()
     assert stats.denied == {"unauthenticated": 2} and stats.allowed == {"read": 1}
     denied = [e for e in logs if e["event"] == "rpc.auth.denied"]
-    assert len(denied) == 2 and all(e["method"] == "/grpc.health.v1.Health/Check" for e in denied)
+    assert [e["count"] for e in denied] == [1, 2]
+    assert all(e["method"] == "/grpc.health.v1.Health/Check" for e in denied)
     assert all(e["peer"].startswith("ipv4:127.0.0.1:") for e in denied)
     assert "x" * 20 not in repr(logs) and READ not in repr(logs)
