@@ -7,8 +7,10 @@ token. Clients are real ``supervisor.client.Connection`` channels and real supct
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -176,6 +178,28 @@ def test_an_empty_tokens_file_is_refused_at_start(tmp_path: pathlib.Path) -> Non
     path.write_text("# nobody yet\n")
     with pytest.raises(TokenError, match="no tokens"):
         Tokens(str(path))
+
+
+def test_a_change_within_one_clock_tick_is_still_seen(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "tokens"
+    first, second = new_token(), new_token()
+
+    def rewrite_in_place(token: str, mtime_ns: int) -> None:  # same inode, same size, and the mtime forced
+        path.write_text(f"admin {token}\n")
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+    recent = time.time_ns() + 3600 * 10**9  # "changed just now" for the whole test, however slow the machine
+    rewrite_in_place(first, recent)
+    tokens = Tokens(str(path))
+    assert tokens.role_of(first) is Role.ADMIN
+    rewrite_in_place(second, recent)
+    assert tokens.role_of(first) is None and tokens.role_of(second) is Role.ADMIN
+    # Once a change is old, an unchanged stamp means an unchanged file: the stat alone answers.
+    old = time.time_ns() - 3600 * 10**9
+    rewrite_in_place(second, old)
+    assert tokens.role_of(second) is Role.ADMIN
+    rewrite_in_place(first, old)
+    assert tokens.role_of(second) is Role.ADMIN and tokens.reloads == 1
 
 
 @pytest.fixture

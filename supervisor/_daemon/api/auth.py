@@ -22,8 +22,9 @@ Calls over the Unix socket pass untouched: its file permissions are its access c
 Tokens file (``--tokens-file``): one ``ROLE TOKEN`` (or ``TOKEN ROLE``) per line, ``#`` starts a comment,
 blank lines are ignored. ROLE is ``read`` or ``admin``; a token is 16 to 4096 printable ASCII characters
 without spaces. The file is read again whenever its modification time, size or inode changes (checked on
-every call), so tokens rotate without a restart; a file that cannot be read or parsed then keeps the
-previous tokens, and says so (``rpc.auth.tokens.reload_failed``).
+every call; while its last change is under a second old, read on every call, since a change within the
+clock's granularity could keep the stamp), so tokens rotate without a restart; a file that cannot be read
+or parsed then keeps the previous tokens, and says so (``rpc.auth.tokens.reload_failed``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import hashlib
 import hmac
 import inspect
 import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -67,6 +69,7 @@ READ_METHODS = frozenset({
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 })
 _MISSING = (-1, -1, -1)
+RACY_NS = 1_000_000_000
 HEALTH_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
@@ -109,6 +112,7 @@ class Tokens:
     def __init__(self, path: str) -> None:
         self.path = path
         self._stamp: tuple[int, int, int] | None = None
+        self._racy = False
         self._pairs: list[tuple[bytes, Role]] = []
         self.reloads = 0
         self.reload_failures = 0
@@ -123,9 +127,13 @@ class Tokens:
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError as exc:
             stamp, error = _MISSING, f"cannot read {self.path}: {exc.strerror}"
-        if stamp == self._stamp:  # unchanged since the last look (read or failed): once per change
+        if stamp == self._stamp and not self._racy:  # unchanged since the last look (read or failed)
             return
+        changed = stamp != self._stamp
         self._stamp = stamp
+        # A file changed within the clock's granularity of our read may change again under the same stamp (git's
+        # "racily clean" entries): look inside again on every call until its modification is a second old.
+        self._racy = error is None and st.st_mtime_ns > time.time_ns() - RACY_NS
         if error is None:
             try:
                 with open(self.path, encoding="utf-8", errors="replace") as f:
@@ -137,14 +145,16 @@ class Tokens:
         if error is not None:
             if initial:
                 raise TokenError(error)
-            self.reload_failures += 1
-            log.error("rpc.auth.tokens.reload_failed", error=error, detail="the previous tokens stay valid")
+            if changed:  # once per change of the file, not once per call
+                self.reload_failures += 1
+                log.error("rpc.auth.tokens.reload_failed", error=error, detail="the previous tokens stay valid")
             return
-        if not initial:
+        # SHA-256 digests, so that every comparison is of 32 bytes and the time does not tell a token's length.
+        digests = [(hashlib.sha256(token.encode()).digest(), role) for token, role in pairs]
+        if not initial and digests != self._pairs:
             self.reloads += 1
             log.info("rpc.auth.tokens.reloaded", tokens_file=self.path, tokens=len(pairs))
-        # SHA-256 digests, so that every comparison is of 32 bytes and the time does not tell a token's length.
-        self._pairs = [(hashlib.sha256(token.encode()).digest(), role) for token, role in pairs]
+        self._pairs = digests
 
     def reload(self) -> None:
         """Read the file again if it changed since the last look."""
