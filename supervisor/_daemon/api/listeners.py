@@ -102,7 +102,7 @@ class ListenSettings:
 
 
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TCP listeners (README: Security, TCP listeners)")
+    group = parser.add_argument_group("TCP listeners (README \"Security: TCP listeners\")")
     group.add_argument("--listen", action="append", metavar="HOST:PORT",
                        help="serve the API over TLS on HOST:PORT too (repeatable; needs --tls-cert and --tls-key)")
     group.add_argument("--listen-insecure", action="append", metavar="HOST:PORT",
