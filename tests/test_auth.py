@@ -21,7 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 from test_cli import ENV, assert_one_line_error, read_until, supctl_argv
 
-from supervisor._daemon.api.auth import AuthInterceptor, Role, TokenError, Tokens, parse_tokens
+from supervisor._daemon.api.auth import AuthInterceptor
+from supervisor._daemon.api.tokens import Role, TokenError, Tokens, parse_tokens
 from supervisor.testing import SupervisorProcess, free_port, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 

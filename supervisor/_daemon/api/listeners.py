@@ -32,7 +32,8 @@ from typing import Any
 
 import grpc
 
-from supervisor._daemon.api.auth import AuthInterceptor, Role, TokenError, Tokens
+from supervisor._daemon.api.auth import AuthInterceptor
+from supervisor._daemon.api.tokens import Role, TokenError, Tokens
 from supervisor._daemon.config_file import ConfigError
 
 __all__ = ["ListenError", "ListenSettings", "add_listen_arguments", "listen_settings"]
