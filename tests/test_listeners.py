@@ -26,10 +26,11 @@ TOKEN = new_token()
 
 
 class Supd:
-    def __init__(self, sup: SupervisorProcess, pki: Pki, tls_port: int, plain_port: int) -> None:
+    def __init__(self, sup: SupervisorProcess, pki: Pki, ports: tuple[int, int, int]) -> None:
         self.sup, self.pki = sup, pki
-        self.tls_address = f"localhost:{tls_port}"
-        self.plain_address = f"127.0.0.1:{plain_port}"
+        self.tls_address = f"localhost:{ports[0]}"
+        self.plain_address = f"127.0.0.1:{ports[1]}"
+        self.probe_address = f"127.0.0.1:{ports[2]}"
 
     def mtls(self, name: str, ca: trustme.CA | None = None) -> grpc.Channel:
         cert, key = self.pki.client_cert(name, ca)
@@ -45,14 +46,15 @@ def supd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supd]:
     pki = Pki(tmp / "pki")
     tokens = tmp / "tokens"
     write_tokens(tokens, [f"admin {TOKEN}"])
-    tls_port, plain_port = free_port(), free_port()
+    ports = tls_port, plain_port, probe_port = free_port(), free_port(), free_port()
     args = [
         "--listen", f"127.0.0.1:{tls_port}", *pki.server_args(), "--tls-client-ca", pki.client_ca_file,
         "--tls-client-role", "ops=admin", "--tls-client-role", "viewer=read",
         "--listen-insecure", f"127.0.0.1:{plain_port}", "--tokens-file", str(tokens), "--health-unauthenticated",
+        "--listen-health", f"127.0.0.1:{probe_port}",
     ]
     with running_supervisor(tmp, args, env={"PYTHONPATH": ENV["PYTHONPATH"]}) as sup:
-        yield Supd(sup, pki, tls_port, plain_port)
+        yield Supd(sup, pki, ports)
 
 
 def test_client_certificates_map_to_roles(supd: Supd) -> None:
@@ -106,6 +108,18 @@ def test_health_without_credentials_when_configured(supd: Supd) -> None:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         assert list_request(channel)[0] == grpc.StatusCode.UNAUTHENTICATED  # only grpc.health.v1 is open
+
+
+def test_the_probe_port_answers_check_and_nothing_else(supd: Supd) -> None:
+    with grpc.insecure_channel(supd.probe_address) as channel:  # kubelet's probe: plaintext, no credentials
+        health, request = health_pb2_grpc.HealthStub(channel), health_pb2.HealthCheckRequest()
+        assert health.Check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        code, _ = call_code(lambda: next(health.Watch(request, timeout=10)))
+        assert code == grpc.StatusCode.UNIMPLEMENTED
+        assert list_request(channel)[0] == grpc.StatusCode.UNIMPLEMENTED
+    given = token_file(supd.pki.directory, TOKEN)
+    with connection(supd.probe_address, insecure=True, token_file=given).channel() as channel:
+        assert list_request(channel)[0] == grpc.StatusCode.UNIMPLEMENTED  # a token opens nothing more there
 
 
 def _start(tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -162,6 +176,14 @@ def test_settings_that_cannot_work_are_refused(tmp_path: pathlib.Path) -> None:
     assert "ROLE read or admin" in _settings_error(*listen, *pki.server_args(), *client_ca, *bad_role)
     swapped = ["--tls-cert", pki.key_file, "--tls-key", pki.cert_file]
     assert "not a PEM certificate chain and its key" in _settings_error(*listen, *swapped, *client_ca)
+
+
+def test_the_probe_port_may_listen_anywhere_and_alone() -> None:
+    settings = parse_args(["--socket", "/tmp/unused.sock", "--listen-health", "0.0.0.0:7071"])
+    assert settings.listen is not None
+    assert settings.listen.probe_endpoints == ("0.0.0.0:7071",) and settings.listen.endpoints == ()
+    assert settings.listen.interceptors() == []
+    assert settings.listen.summary() == ["0.0.0.0:7071 health-only"]
 
 
 def test_listeners_from_the_config_file(tmp_path: pathlib.Path) -> None:

@@ -37,8 +37,8 @@ __all__ = ["LISTEN_KEYS", "SUPERVISOR_KEYS", "Config", "ConfigError", "load_conf
 TOP_LEVEL_KEYS = frozenset({"supervisor", "children"})
 # The TCP listener keys, read by api/listeners.py.
 LISTEN_KEYS = frozenset({
-    "listen", "listen_insecure", "tls_cert", "tls_key", "tls_client_ca", "tls_client_roles", "tokens_file",
-    "health_unauthenticated",
+    "listen", "listen_insecure", "listen_health", "tls_cert", "tls_key", "tls_client_ca", "tls_client_roles",
+    "tokens_file", "health_unauthenticated",
 })
 SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds", "state_dir"}) | LISTEN_KEYS
 

@@ -100,8 +100,6 @@ async def _watch_signals(shutdown: Shutdown) -> None:
 
 async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) -> int:
     """Run until a signal or the Shutdown RPC; the exit code. Raises SocketError, StoreError."""
-    if settings.listen is not None:
-        settings.listen.check_ports()
     lock = SocketLock(settings.socket)
     lock.acquire()
     become_subreaper()
@@ -139,7 +137,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             tg.start_soon(board.run)
             log.info(
                 "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path,
-                listen=[target for target, _ in settings.listen.endpoints] if settings.listen else [],
+                listen=settings.listen.summary() if settings.listen else [],
             )
             specs = [*settings.children, *await _stored_children(keeper, settings.children)]
             limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
@@ -154,6 +152,8 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             with anyio.CancelScope(shield=True):
                 # Children are down and their rings closed: streams finish what is queued, within the deadline.
                 await server.stop(max(0.05, shutdown.left() - shutdown.reserve / 2))
+                if settings.listen is not None:
+                    await settings.listen.stop()
             tg.cancel_scope.cancel()
         log.info("supd.stopped", code=code)
         return code
@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     shutdown = Shutdown(settings.shutdown_timeout)
     try:
+        if settings.listen is not None:
+            settings.listen.check_ports()  # before anything starts: a busy port named with its cause
         return anyio.run(serve, settings, telemetry, shutdown, backend="asyncio")
     except (SocketError, ListenError) as exc:
         print(f"supd: {exc}", file=sys.stderr)

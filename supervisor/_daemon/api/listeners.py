@@ -7,10 +7,19 @@ authenticates every call (see ``auth``), so each needs a way to: ``--tokens-file
 certificates for a TLS listener. Settings that cannot work stop supd at start-up with one line
 (ConfigError, exit 2); a port that cannot be bound, ListenError (exit 3).
 
+``--listen-health HOST:PORT`` is the probe port: plaintext on any address, grpc.health.v1 Check and
+nothing else, without credentials. kubelet's gRPC probe dials the pod's IP in plaintext and sends no
+credentials (Kubernetes, "Configure Liveness, Readiness and Startup Probes": gRPC probes take no TLS or
+authentication settings), so it can use neither a TLS listener nor a loopback one. Only the unary Check
+is served there (no Watch, whose streams nobody would bound on an open port), by supd's one health
+servicer, so the port says NOT_SERVING from the first moment of a shutdown as every listener does; any
+other method is UNIMPLEMENTED.
+
 The same settings in the config file's ``[supervisor]`` table (a flag wins over its key)::
 
     listen = ["0.0.0.0:7443"]
     listen_insecure = ["127.0.0.1:7070"]
+    listen_health = ["0.0.0.0:7071"]
     tls_cert = "/etc/supd/tls.crt"
     tls_key = "/etc/supd/tls.key"
     tls_client_ca = "/etc/supd/clients-ca.crt"
@@ -27,10 +36,11 @@ import errno
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 
 from supervisor._daemon.api.auth import AuthInterceptor
 from supervisor._daemon.api.tokens import Role, TokenError, Tokens
@@ -47,13 +57,44 @@ class ListenError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ListenSettings:
-    """TCP listeners (``(host:port, tls)`` pairs) and everything they check callers against."""
+    """TCP listeners (``(host:port, tls)`` pairs) and everything they check callers against; the probe port."""
 
     endpoints: tuple[tuple[str, bool], ...]
     cert_chain: bytes | None
     key: bytes | None
     client_ca: bytes | None
-    interceptor: AuthInterceptor
+    interceptor: AuthInterceptor | None
+    probe_endpoints: tuple[str, ...] = ()
+    _probe: list[grpc.aio.Server] = dataclasses.field(default_factory=list, compare=False, repr=False)
+
+    def summary(self) -> list[str]:
+        """Every TCP address served and how, for supd's start-up event: ``127.0.0.1:7443 tls``."""
+        kinds = [f"{target} {'tls' if tls else 'plaintext'}" for target, tls in self.endpoints]
+        return kinds + [f"{target} health-only" for target in self.probe_endpoints]
+
+    def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        return [self.interceptor] if self.interceptor is not None else []
+
+    async def serve(self, server: grpc.aio.Server, servicer: health.aio.HealthServicer) -> None:
+        """Bind the listeners on ``server`` (not started yet) and start the probe port. Raises ListenError."""
+        self.add_ports(server)
+        if not self.probe_endpoints:
+            return
+        probe = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4096)])
+        check = grpc.unary_unary_rpc_method_handler(
+            servicer.Check, request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+        )
+        probe.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(_HEALTH, {"Check": check})])
+        for target in self.probe_endpoints:
+            _bind(target, probe.add_insecure_port, target)
+        await probe.start()
+        self._probe.append(probe)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop the probe port (the listeners stop with their server)."""
+        while self._probe:
+            await self._probe.pop().stop(grace)
 
     def check_ports(self) -> None:
         """Bind and release every listener's addresses now, before anything starts: ListenError naming the one in use.
@@ -61,7 +102,7 @@ class ListenSettings:
         gRPC binds later, inside the running server, and says only "Failed to bind"; this names the errno. An
         address the host lacks (``localhost`` without IPv6) is skipped as gRPC skips it, if another one binds.
         """
-        for target, _ in self.endpoints:
+        for target in [*(target for target, _ in self.endpoints), *self.probe_endpoints]:
             host, _, port = target.rpartition(":")
             try:
                 found = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -92,14 +133,21 @@ class ListenSettings:
                 require_client_auth=self.client_ca is not None,
             )
         for target, tls in self.endpoints:
-            try:
-                if tls:
-                    assert credentials is not None
-                    server.add_secure_port(target, credentials)
-                else:
-                    server.add_insecure_port(target)
-            except RuntimeError as exc:
-                raise ListenError(f"cannot listen on {target}: the port was taken since start-up ({exc})") from exc
+            if tls:
+                assert credentials is not None
+                _bind(target, server.add_secure_port, target, credentials)
+            else:
+                _bind(target, server.add_insecure_port, target)
+
+
+_HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def _bind(target: str, add: Callable[..., int], *args: Any) -> None:
+    try:
+        add(*args)
+    except RuntimeError as exc:  # grpcio's words for any bind failure; check_ports named the cause before
+        raise ListenError(f"cannot listen on {target}: the port was taken since start-up ({exc})") from exc
 
 
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,6 +157,9 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--listen-insecure", action="append", metavar="HOST:PORT",
                        help="serve the API over plaintext TCP on a loopback HOST:PORT (repeatable; needs "
                        "--tokens-file)")
+    group.add_argument("--listen-health", action="append", metavar="HOST:PORT",
+                       help="serve grpc.health.v1 Check alone, plaintext, without credentials, on HOST:PORT "
+                       "(repeatable; for kubelet's grpc probe)")
     group.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain of the TLS listeners")
     group.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
     group.add_argument("--tls-client-ca", metavar="FILE",
@@ -140,6 +191,7 @@ def listen_settings(args: argparse.Namespace, sup: Mapping[str, Any], config: st
     cert, key, ca = pick("tls_cert", str), pick("tls_key", str), pick("tls_client_ca", str)
     tokens_file, health = pick("tokens_file", str), pick("health_unauthenticated", bool)
     roles = _client_roles(args.tls_client_role, sup.get("tls_client_roles"), config)
+    probes = tuple(_endpoint(a, "--listen-health") for a in pick("listen_health", list) or ())
     if not secure and not plain:
         given = [flag for flag, value in (("--tls-cert", cert), ("--tls-key", key), ("--tls-client-ca", ca),
                  ("--tokens-file", tokens_file), ("--health-unauthenticated", health), ("--tls-client-role", roles))
@@ -147,7 +199,7 @@ def listen_settings(args: argparse.Namespace, sup: Mapping[str, Any], config: st
         if given:
             raise ConfigError(f"{given[0]}: applies to TCP listeners only; add --listen HOST:PORT (the Unix socket"
                               " is guarded by its file permissions)")
-        return None
+        return ListenSettings((), None, None, None, None, probes) if probes else None
     if secure and not (cert and key):
         raise ConfigError("--listen: a TLS listener needs --tls-cert FILE and --tls-key FILE")
     if (cert or key or ca) and not secure:
@@ -172,7 +224,7 @@ def listen_settings(args: argparse.Namespace, sup: Mapping[str, Any], config: st
         raise ConfigError(f"--tokens-file: {exc}") from exc
     interceptor = AuthInterceptor(tokens, (roles or {}) if ca else None, health_unauthenticated=bool(health))
     endpoints = tuple([(target, True) for target in secure] + [(target, False) for target in plain])
-    return ListenSettings(endpoints, cert_chain, key_bytes, ca_bytes, interceptor)
+    return ListenSettings(endpoints, cert_chain, key_bytes, ca_bytes, interceptor, probes)
 
 
 _KINDS = {list: "a list of 'HOST:PORT' strings", str: "a string", bool: "true or false"}

@@ -132,7 +132,7 @@ async def build_server(
 
     Raises ListenError when a TCP listener cannot be bound.
     """
-    auth = [listen.interceptor] if listen is not None else []
+    auth = listen.interceptors() if listen is not None else []
     server = grpc.aio.server(
         # grpc.so_reuseport 0: a port another process listens on is an error, not a silently shared port.
         options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), ("grpc.so_reuseport", 0)],
@@ -147,7 +147,7 @@ async def build_server(
     )
     server.add_insecure_port("unix:" + socket_path)
     if listen is not None:
-        listen.add_ports(server)
+        await listen.serve(server, health_servicer)
     await server.start()
     os.chmod(socket_path, 0o600)
     for name in ("", SERVICE_NAME):
