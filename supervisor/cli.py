@@ -33,6 +33,7 @@ from supervisor._cli_errors import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
+    quiet_grpc_core_log,
     rpc_failure,
     what,
 )
@@ -59,12 +60,13 @@ exit codes:
     0  success
     1  supd refused or failed the request (its reason is printed)
     2  usage error
-    3  supd unreachable (no socket, connection refused, or supd shutting down)
+    3  supd unreachable (no socket, connection refused, a failed TLS handshake, or supd shutting down)
     4  no child of that name
     5  timed out (see --timeout)
     6  spawn: the child was declared but its first start failed (BACKOFF or FATAL; the reason is printed)
     7  reload --expect-revision: the accepted revision is another one (it is printed)
     8  health: a child asked about is not READY (for a container HEALTHCHECK)
+    9  a TCP listener refused the credentials (UNAUTHENTICATED or PERMISSION_DENIED)
   130  interrupted (Ctrl-C), except logs, which exits 0 (also on a closed pipe)
 
 The address defaults to $SUPD_ADDR, else the per-user default socket.
@@ -530,6 +532,8 @@ def _fail(message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, run one command, map every failure to one line and an exit code."""
+    if argv is None:  # supctl the program, not a caller's main([...]): stderr is ours
+        quiet_grpc_core_log()
     argv = list(sys.argv[1:] if argv is None else argv)
     head, command_tail = _split_command(argv)
     args = build_parser().parse_args(head)

@@ -32,10 +32,15 @@ from supervisor._daemon.toml_lines import key_line
 from supervisor.errors import InvalidArgument
 from supervisor.spec import ChildSpec, FieldError, spec_from_mapping
 
-__all__ = ["SUPERVISOR_KEYS", "Config", "ConfigError", "load_config"]
+__all__ = ["LISTEN_KEYS", "SUPERVISOR_KEYS", "Config", "ConfigError", "load_config"]
 
 TOP_LEVEL_KEYS = frozenset({"supervisor", "children"})
-SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds", "state_dir"})
+# The TCP listener keys, read by api/listeners.py.
+LISTEN_KEYS = frozenset({
+    "listen", "listen_insecure", "listen_health", "tls_cert", "tls_key", "tls_client_ca", "tls_client_roles",
+    "tokens_file", "health_unauthenticated",
+})
+SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds", "state_dir"}) | LISTEN_KEYS
 
 
 class ConfigError(Exception):

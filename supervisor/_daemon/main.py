@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from supervisor import __version__
 from supervisor._daemon.api.health_board import HealthBoard
+from supervisor._daemon.api.listeners import ListenError
 from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.children.cgroups import find_root
@@ -130,12 +131,13 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             tg.start_soon(_watch_signals, shutdown)
             tg.start_soon(OrphanReaper(owned=registry.owned_pids).run)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
-            server, health = await build_server(service, settings.socket)
+            server, health = await build_server(service, settings.socket, settings.listen)
             board = HealthBoard(health, service.child_ready, reserved=frozenset({SERVICE_NAME}))
             registry.watchers.append(board.changed)
             tg.start_soon(board.run)
             log.info(
-                "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path
+                "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path,
+                listen=settings.listen.summary() if settings.listen else [],
             )
             specs = [*settings.children, *await _stored_children(keeper, settings.children)]
             limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
@@ -150,6 +152,8 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             with anyio.CancelScope(shield=True):
                 # Children are down and their rings closed: streams finish what is queued, within the deadline.
                 await server.stop(max(0.05, shutdown.left() - shutdown.reserve / 2))
+                if settings.listen is not None:
+                    await settings.listen.stop()
             tg.cancel_scope.cancel()
         log.info("supd.stopped", code=code)
         return code
@@ -247,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     shutdown = Shutdown(settings.shutdown_timeout)
     try:
+        if settings.listen is not None:
+            settings.listen.check_ports()  # before anything starts: a busy port named with its cause
         return anyio.run(serve, settings, telemetry, shutdown, backend="asyncio")
-    except SocketError as exc:
+    except (SocketError, ListenError) as exc:
         print(f"supd: {exc}", file=sys.stderr)
         return EXIT_SOCKET
     except StoreError as exc:

@@ -12,6 +12,7 @@ import dataclasses
 import os
 
 from supervisor import __version__
+from supervisor._daemon.api.listeners import ListenSettings, add_listen_arguments, listen_settings
 from supervisor._daemon.config_file import Config, ConfigError, load_config
 from supervisor.paths import STATE_DIR_ENV, default_socket_path, default_state_dir, socket_path_of
 from supervisor.spec import ChildSpec
@@ -33,6 +34,7 @@ class Settings:
     export_queue_lines: int = 131_072
     state_dir: str = ""
     socket_group: str = ""
+    listen: ListenSettings | None = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="child lines the OTLP export may hold while the endpoint is slow or down; beyond, lines are "
         "dropped and counted, never waited for (default 131072)",
     )
+    add_listen_arguments(parser)
     return parser
 
 
@@ -123,4 +126,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         export_queue_lines=args.export_queue_lines,
         state_dir=os.path.abspath(state_dir),
         socket_group=args.socket_group,
+        listen=listen_settings(args, sup, args.config),
     )

@@ -11,6 +11,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from supervisor._daemon.api.listeners import ListenSettings
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.api.socket_dir import SocketError, SocketLock, bind_unix, check_private_directory
 from supervisor.delivery import MAX_MAX_STATE_BYTES
@@ -28,10 +29,18 @@ MAX_RECEIVE_BYTES = MAX_MAX_STATE_BYTES + 1024 * 1024
 
 
 async def build_server(
-    service: SupervisorService, socket_path: str
+    service: SupervisorService, socket_path: str, listen: ListenSettings | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket (and ``listen``).
+
+    Raises ListenError when a TCP listener cannot be bound.
+    """
+    auth = listen.interceptors() if listen is not None else []
+    server = grpc.aio.server(
+        # grpc.so_reuseport 0: a port another process listens on is an error, not a silently shared port.
+        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), ("grpc.so_reuseport", 0)],
+        interceptors=auth,
+    )
     pb_grpc.add_SupervisorServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -40,6 +49,8 @@ async def build_server(
         server,
     )
     publish = bind_unix(server.add_insecure_port, socket_path)
+    if listen is not None:
+        await listen.serve(server, health_servicer)
     await server.start()
     publish()
     for name in ("", SERVICE_NAME):
