@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from supervisor import _cli_format as fmt
-from supervisor._cli_client import QUICK_TIMEOUT, RELOAD_TIMEOUT, Client
 from supervisor._cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
-from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.client import Client
 
 __all__ = ["add_state_commands", "cmd_reload", "cmd_state"]
 
@@ -35,22 +35,18 @@ def _read_state(path: str) -> bytes:
         raise CliError(f"reload: cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from None
 
 
-def cmd_reload(client: Client, args: argparse.Namespace) -> int:
+def cmd_reload(supd: Client, args: argparse.Namespace) -> int:
     """Deliver a file's bytes as the child's new state; print the revision the child accepted."""
-    request = pb.ReloadRequest(name=args.name, state=_read_state(args.file), content_type=args.content_type or "")
-    if args.expect_revision is not None:
-        request.expected_revision = args.expect_revision
-    resp = client.stub.Reload(request, timeout=client.deadline(RELOAD_TIMEOUT))
+    state = _read_state(args.file)
+    resp = supd.reload(args.name, state, content_type=args.content_type, expected_revision=args.expect_revision)
     tries = f"{resp.attempts} attempt{'s' if resp.attempts != 1 else ''}"
-    print(f"{args.name}: state revision {resp.revision} accepted ({len(request.state)} bytes, {tries})")
+    print(f"{args.name}: state revision {resp.revision} accepted ({len(state)} bytes, {tries})")
     return EXIT_OK
 
 
-def cmd_state(client: Client, args: argparse.Namespace) -> int:
+def cmd_state(supd: Client, args: argparse.Namespace) -> int:
     """Show the accepted revision (or --revision N): a summary, its bytes with --raw, or JSON."""
-    resp = client.stub.GetState(
-        pb.GetStateRequest(name=args.name, revision=args.revision or 0), timeout=client.deadline(QUICK_TIMEOUT)
-    )
+    resp = supd.get_state(args.name, args.revision or 0)
     if args.raw:
         if not resp.HasField("revision"):
             raise CliError(f"state {args.name}: the child has no accepted state", EXIT_FAILED)
@@ -60,21 +56,19 @@ def cmd_state(client: Client, args: argparse.Namespace) -> int:
         document: dict[str, Any] = fmt.message_dict(resp)
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    health = client.stub.Health(pb.HealthRequest(name=args.name), timeout=client.deadline(QUICK_TIMEOUT))
-    child = health.children[0] if health.children else None
-    print(fmt.state_text(args.name, resp, child))
+    print(fmt.state_text(args.name, resp, supd.child(args.name)))
     return EXIT_OK
 
 
-def add_state_commands(sub: Any) -> None:
-    """Register ``reload`` and ``state`` on supctl's subcommand parser."""
+def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
+    """Register ``reload`` and ``state`` on supctl's subcommand parser; ``add_name`` adds the NAME argument."""
     p = sub.add_parser(
         "reload",
         help="deliver a new state to a child and store it once the child accepted it",
         description="Deliver FILE's bytes to the running child with its state_delivery; once the child accepted "
         "them, supd stores them as the new accepted revision and delivers them again after every restart.",
     )
-    p.add_argument("name", metavar="NAME")
+    add_name(p)
     p.add_argument("--file", required=True, metavar="FILE", help="the new state ('-': standard input)")
     p.add_argument("--content-type", metavar="TYPE", help="its media type (default application/octet-stream)")
     p.add_argument(
@@ -86,7 +80,7 @@ def add_state_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("state", help="a child's accepted state: its revision, whether it is applied, its history")
-    p.add_argument("name", metavar="NAME")
+    add_name(p)
     p.add_argument("--revision", type=_revision_arg, metavar="N", help="another revision still kept")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--raw", action="store_true", help="write the revision's bytes to stdout, nothing else")

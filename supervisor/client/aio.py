@@ -202,8 +202,9 @@ class AsyncClient:
         and everything held was sent.
         """
         resume = Resume(rq.stream_request(name, from_seq, tail, follow, streams), since)
+        resumed = False  # the first call fails at once when supd is unreachable; a resumed one waits for it
         while True:
-            call = self.stub.Stream(resume.request(), wait_for_ready=True)
+            call = self.stub.Stream(resume.request(), wait_for_ready=resumed)
             try:
                 async for msg in call:
                     if resume.seen(msg):
@@ -213,6 +214,7 @@ class AsyncClient:
                 if not reconnect or resume.ended or not is_connection_lost(exc):
                     raise error_from_rpc(exc) from exc
                 await self._reconnect(exc, reconnect)
+                resumed = True
             finally:
                 call.cancel()
 

@@ -158,8 +158,9 @@ class Client:
     ) -> Iterator[pb.StreamMessage]:
         """See ``AsyncClient.stream``. ``resume``: a Resume to read ``next_seq`` from when the stream fails."""
         resume = resume or Resume(rq.stream_request(name, from_seq, tail, follow, streams), since)
+        resumed = False  # the first call fails at once when supd is unreachable; a resumed one waits for it
         while True:
-            call = self.stub.Stream(resume.request(), wait_for_ready=True)
+            call = self.stub.Stream(resume.request(), wait_for_ready=resumed)
             try:
                 for msg in call:
                     if resume.seen(msg):
@@ -170,6 +171,7 @@ class Client:
                     raise error_from_rpc(exc) from exc
                 if not self.wait_connected(reconnect):
                     raise error_from_rpc(exc) from exc
+                resumed = True
             finally:
                 call.cancel()
 
