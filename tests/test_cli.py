@@ -511,3 +511,110 @@ def test_spawn_with_a_spec_file_declares_probes_state_and_ports(sup: SupervisorP
     assert result.stderr.decode().strip() == (
         f"supctl: spawn x: {bad}: spec.liveness_probe.tcp.port: must be a port number (1..65535), got 0"
     )
+
+
+def _read_pty(fd: int, until: bytes, timeout: float = 20.0) -> bytes:
+    """What the terminal (pty master) got, up to and including ``until``."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while until not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {until!r} within {timeout}s; got {seen!r}")
+            if sel.select(left):
+                seen += os.read(fd, 65536)
+    return seen
+
+
+def _logs_on_a_terminal(sup: SupervisorProcess, name: str, env: dict[str, str]) -> bytes:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            supctl_argv(sup.address, "logs", name), stdout=slave, stderr=slave, env={**env, "TERM": "xterm"}
+        )
+        seen = _read_pty(master, b"exited with code 0")
+        assert proc.wait(timeout=20) == 0
+        return seen
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_logs_colours_stderr_lines_and_dims_events_on_a_terminal_only(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--restart", "never", "--", "sh", "-c", "echo out; echo err >&2")
+    wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    env = {k: v for k, v in ENV.items() if k != "NO_COLOR"}
+    coloured = _logs_on_a_terminal(sup, "web", env)
+    assert b"\x1b[31merr\r\n\x1b[0m" in coloured  # the pty turns \n into \r\n
+    assert b"\x1b[2msupctl: [web] started with pid" in coloured
+    assert b"out\r\n" in coloured and b"\x1b[31mout" not in coloured
+    assert b"\x1b[" not in _logs_on_a_terminal(sup, "web", {**env, "NO_COLOR": "1"})
+    piped = supctl(sup, "logs", "web")  # not a terminal: never a colour
+    assert piped.stdout == b"out\nerr\n" and b"\x1b[" not in piped.stderr
+
+
+def test_logs_timestamps_and_since(sup: SupervisorProcess) -> None:
+    spawn_finished_child(sup)
+    stamped = supctl(sup, "logs", "web", "--timestamps").stdout.split(b"\n")
+    assert len(stamped) == 5  # the last line has no newline
+    for line in stamped:
+        when, _, _ = line.partition(b" ")
+        assert datetime.datetime.fromisoformat(when.decode()).tzinfo is not None, line
+    assert b"\n".join(line.partition(b" ")[2] for line in stamped) == CHILD_BYTES
+    events = supctl(sup, "logs", "web", "-t").stderr.decode().splitlines()
+    assert events[0].startswith("supctl: 20") and "[web] started" in events[0]
+
+    assert supctl(sup, "logs", "web", "--since", "1h").stdout == CHILD_BYTES
+    assert ok(sup, "logs", "web", "--since", "2099-01-01T00:00:00Z") == ""
+    records = [json.loads(r) for r in ok(sup, "logs", "web", "--json").splitlines()]
+    exited = next(r for r in records if r.get("event") == "exited")
+    after = [json.loads(r) for r in ok(sup, "logs", "web", "--json", "--since", exited["time"]).splitlines()]
+    assert after == [exited]
+    err = assert_one_line_error(supctl(sup, "logs", "web", "--since", "yesterday"), 2)
+    assert "an age like 90s, 5m" in err
+
+
+def test_every_read_command_speaks_json_and_tables_line_up(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "a-much-longer-name", "--", "sleep", "1000")
+    spawn_finished_child(sup)
+    assert [c["spec"]["name"] for c in json.loads(ok(sup, "ls", "--json"))["children"]] == [
+        "a-much-longer-name",
+        "web",
+    ]
+    assert len(json.loads(ok(sup, "health", "--json"))["children"]) == 2
+    assert json.loads(ok(sup, "state", "web", "--json")) == {"history": []}
+    assert all(json.loads(r) for r in ok(sup, "logs", "web", "--json").splitlines())
+    for args in (("ls",), ("health",)):
+        rows = ok(sup, *args).splitlines()
+        rows = rows[1:] if args == ("health",) else rows  # health starts with supd's own line
+        header = rows[0]
+        starts = [header.index(col) for col in header.split()]
+        for row in rows[1:]:
+            for start in starts[1:]:
+                assert row[start - 2 : start] == "  " and row[start] != " ", (args, row)
+    assert ok(sup, "health").splitlines()[0].startswith("supd ")
+
+
+def test_completion_script_and_child_names(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    script = ok(sup, "completion", "bash")
+    assert "complete " in script and "supctl" in script
+    ok(sup, "spawn", "web", "--", "sleep", "1000")
+    ok(sup, "spawn", "worker", "--", "sleep", "1000")
+    ok(sup, "spawn", "db", "--", "sleep", "1000")
+    answer = tmp_path / "completions"
+    line = f"supctl --addr {sup.address} logs w"
+    env = {
+        **ENV,
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+        "_ARGCOMPLETE_IFS": "\n",
+    }
+    subprocess.run([PY, "-m", "supervisor.cli"], env=env, timeout=30, check=True, capture_output=True)
+    assert sorted(answer.read_text().split()) == ["web", "worker"]
+    assert_one_line_error(supctl(sup, "completion", "tcsh"), 2)
