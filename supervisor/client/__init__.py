@@ -21,10 +21,14 @@ Example::
             print(item)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from supervisor.client._records import Item, Line, Resume
-from supervisor.client.aio import AsyncClient
 from supervisor.client.connection import Connection, ConnectionConfigError, normalise_address
 from supervisor.client.sync import Client
+
+if TYPE_CHECKING:
+    from supervisor.client.aio import AsyncClient
 
 __all__ = [
     "AsyncClient",
@@ -36,3 +40,12 @@ __all__ = [
     "Resume",
     "normalise_address",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncClient is loaded on first use: supctl, which is blocking, does not pay for its module.
+    if name == "AsyncClient":
+        from supervisor.client.aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

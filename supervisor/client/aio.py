@@ -35,22 +35,14 @@ import grpc
 from supervisor import errors
 from supervisor.client import _requests as rq
 from supervisor.client._errors import error_from_rpc, is_connection_lost
-from supervisor.client._ready import never_ready, not_ready_in_time
 from supervisor.client._records import Item, Resume, items_of
-from supervisor.client.connection import ChannelOptions, Connection
+from supervisor.client.connection import ChannelOptions, Connection, connection_of
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
-__all__ = ["AsyncClient", "connection_of"]
+__all__ = ["AsyncClient"]
 
 T = TypeVar("T")
-
-
-def connection_of(where: Connection | str | None) -> Connection:
-    """A Connection as given, from an address (other settings from ``SUPD_*``), or wholly from ``SUPD_*``."""
-    if isinstance(where, Connection):
-        return where
-    return Connection.from_env(address=where)
 
 
 class AsyncClient:
@@ -254,6 +246,8 @@ class AsyncClient:
         and why it is not ready.
         """
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        from supervisor.client._ready import never_ready, not_ready_in_time
 
         limit = time.monotonic() + timeout
         await self.child(name)  # NotFound now rather than a watch of a name that is not there

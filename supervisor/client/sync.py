@@ -26,10 +26,8 @@ import grpc
 from supervisor import errors
 from supervisor.client import _requests as rq
 from supervisor.client._errors import error_from_rpc, is_connection_lost
-from supervisor.client._ready import never_ready, not_ready_in_time
 from supervisor.client._records import Item, Resume, items_of
-from supervisor.client.aio import connection_of
-from supervisor.client.connection import ChannelOptions, Connection
+from supervisor.client.connection import ChannelOptions, Connection, connection_of
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -195,6 +193,8 @@ class Client:
     def wait_ready(self, name: str, timeout: float = 60.0) -> pb.ChildInfo:
         """See ``AsyncClient.wait_ready``."""
         from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        from supervisor.client._ready import never_ready, not_ready_in_time
 
         limit = time.monotonic() + timeout
         self.child(name)  # NotFound now rather than a watch of a name that is not there
