@@ -49,7 +49,9 @@ def sup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SupervisorProcess]
 
 def node(sup: SupervisorProcess, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SUPD_ADDR": sup.address}
-    return subprocess.run(["node", *args], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["node", *args], cwd=NODE_DIR, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_the_example_spawns_reloads_follows_to_the_exit_and_reads_health(
@@ -70,7 +72,9 @@ def test_errors_carry_the_grpc_status_and_supds_words(node_modules: None, sup: S
     script = (
         "const { SupdClient, status } = require('.');"
         "const c = new SupdClient();"
-        "c.stop('nobody').catch((e) => { console.log(JSON.stringify([e.code === status.NOT_FOUND, e.details])); c.close(); });"
+        "c.stop('nobody').catch((e) => {"
+        "  console.log(JSON.stringify([e.code === status.NOT_FOUND, e.details])); c.close();"
+        "});"
     )
     result = node(sup, "-e", script)
     assert result.returncode == 0, result.stderr
