@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import pathlib
 import subprocess
 import sys
@@ -227,3 +228,28 @@ def test_follow_since_drops_older_records(client: Client) -> None:
     later = list(client.follow("since", live=False, since=last.time.ToDatetime(tzinfo=datetime.UTC)))
     assert [i.seq for i in later] == [last.seq]
     client.remove("since")
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "clients" / "python" / "examples"
+EXPECTED = {
+    "spawn_and_follow.py": "stdout: hello\nstderr: oops\nexited: exited with code 3\n",
+    "ready_and_reload.py": (
+        "not ready yet: configured did not become ready within 0.5s\n"
+        "state revision 1 accepted\n"
+        "configured is CHILD_HEALTH_READY\n"
+    ),
+}
+
+
+def test_every_example_is_checked() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("example", sorted(EXPECTED))
+def test_example_runs_against_a_real_supd(example: str, sup: SupervisorProcess) -> None:
+    env = {**os.environ, "SUPD_ADDR": sup.address}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / example)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == EXPECTED[example]
