@@ -16,19 +16,18 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from supervisor import _cli_format as fmt
 from supervisor._cli_args import count_arg
 from supervisor._cli_errors import EXIT_OK, CliError, rpc_failure
-from supervisor.client import Client, Resume
-from supervisor.client._errors import rpc_error_of
-from supervisor.client._records import lines_of
-from supervisor.client._requests import stream_request
 from supervisor.errors import SupervisorError
 from supervisor.v1 import supervisor_pb2 as pb
+
+if TYPE_CHECKING:
+    from supervisor.client import Client
 
 __all__ = ["add_logs_command", "cmd_logs", "parse_since", "use_colour"]
 
@@ -72,6 +71,10 @@ def _stamp(ts: Timestamp) -> str:
 
 def cmd_logs(supd: Client, args: argparse.Namespace) -> int:
     """Stream a child's output: raw bytes to stdout (events to stderr), or JSON records."""
+    from supervisor.client._errors import rpc_error_of
+    from supervisor.client._records import Resume
+    from supervisor.client._requests import stream_request
+
     streams = ["stdout"] if args.stdout_only else ["stderr"] if args.stderr_only else []
     request = stream_request(args.name, args.from_seq, args.tail, args.follow, streams)
     resume = Resume(request, args.since)
@@ -95,6 +98,8 @@ def cmd_logs(supd: Client, args: argparse.Namespace) -> int:
 
 def _stream_raw(messages: Iterable[pb.StreamMessage], out: BinaryIO, name: str, timestamps: bool) -> None:
     """The hot path without --timestamps: one write and one flush per batch (up to 256 KiB), no per-line work."""
+    from supervisor.client._records import lines_of
+
     write, flush, err = out.write, out.flush, sys.stderr
     red = use_colour(out)
     dim = use_colour(err)

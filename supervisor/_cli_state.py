@@ -6,23 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor import _cli_format as fmt
+from supervisor._cli_args import count_arg
 from supervisor._cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
-from supervisor.client import Client
+
+if TYPE_CHECKING:
+    from supervisor.client import Client
 
 __all__ = ["add_state_commands", "cmd_reload", "cmd_state"]
-
-
-def _revision_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a revision number (0 or more), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a revision number (0 or more), got {text!r}")
-    return value
 
 
 def _read_state(path: str) -> bytes:
@@ -73,7 +66,7 @@ def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
     p.add_argument("--content-type", metavar="TYPE", help="its media type (default application/octet-stream)")
     p.add_argument(
         "--expect-revision",
-        type=_revision_arg,
+        type=count_arg,
         metavar="N",
         help="apply only if N is still the accepted revision (0: none yet); otherwise exit 7",
     )
@@ -81,7 +74,7 @@ def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
 
     p = sub.add_parser("state", help="a child's accepted state: its revision, whether it is applied, its history")
     add_name(p)
-    p.add_argument("--revision", type=_revision_arg, metavar="N", help="another revision still kept")
+    p.add_argument("--revision", type=count_arg, metavar="N", help="another revision still kept")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--raw", action="store_true", help="write the revision's bytes to stdout, nothing else")
     out.add_argument("--json", action="store_true", help="one JSON document (GetStateResponse)")

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor import __version__, paths
 from supervisor import _cli_format as fmt
@@ -38,12 +38,14 @@ from supervisor._cli_errors import (
 from supervisor._cli_logs import add_logs_command
 from supervisor._cli_spec import spec_file
 from supervisor._cli_state import add_state_commands
-from supervisor.client import Client, connection
-from supervisor.client._errors import rpc_error_of
+from supervisor.client import connection
 from supervisor.client._requests import QUICK_TIMEOUT, STOPPING_TIMEOUT
 from supervisor.errors import SupervisorError
 from supervisor.signals import signal_name
 from supervisor.v1 import supervisor_pb2 as pb
+
+if TYPE_CHECKING:
+    from supervisor.client import Client
 
 __all__ = [
     "EXIT_FAILED",
@@ -456,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except connection.ConnectionConfigError as exc:
         _fail(str(exc))
         return EXIT_USAGE
+    from supervisor.client._errors import rpc_error_of
+    from supervisor.client.sync import Client  # here, not at the top: supctl --help does without it
+
     address = conn.address
     func: Callable[[Client, argparse.Namespace], int] = args.func
     # With --wait, retry a missing or refusing socket often, not gRPC's default of once a second and more.

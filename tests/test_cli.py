@@ -86,7 +86,11 @@ def wait_state(sup: SupervisorProcess, name: str, state: int, timeout: float = 2
 def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20.0) -> bytes:
     """Everything proc wrote to stdout up to and including needle, or fail at the deadline."""
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
+    return read_fd_until(proc.stdout.fileno(), needle, timeout)
+
+
+def read_fd_until(fd: int, needle: bytes, timeout: float = 20.0) -> bytes:
+    """Everything read from fd up to and including needle, or fail at the deadline."""
     seen = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
@@ -98,7 +102,7 @@ def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20
             if sel.select(left):
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise AssertionError(f"stdout closed before {needle!r}; got {seen!r}")
+                    raise AssertionError(f"{fd} closed before {needle!r}; got {seen!r}")
                 seen += chunk
     return seen
 
@@ -513,21 +517,6 @@ def test_spawn_with_a_spec_file_declares_probes_state_and_ports(sup: SupervisorP
     )
 
 
-def _read_pty(fd: int, until: bytes, timeout: float = 20.0) -> bytes:
-    """What the terminal (pty master) got, up to and including ``until``."""
-    seen = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while until not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {until!r} within {timeout}s; got {seen!r}")
-            if sel.select(left):
-                seen += os.read(fd, 65536)
-    return seen
-
-
 def _logs_on_a_terminal(sup: SupervisorProcess, name: str, env: dict[str, str]) -> bytes:
     import pty
 
@@ -536,7 +525,7 @@ def _logs_on_a_terminal(sup: SupervisorProcess, name: str, env: dict[str, str]) 
         proc = subprocess.Popen(
             supctl_argv(sup.address, "logs", name), stdout=slave, stderr=slave, env={**env, "TERM": "xterm"}
         )
-        seen = _read_pty(master, b"exited with code 0")
+        seen = read_fd_until(master, b"exited with code 0")
         assert proc.wait(timeout=20) == 0
         return seen
     finally:

@@ -253,3 +253,12 @@ def test_example_runs_against_a_real_supd(example: str, sup: SupervisorProcess) 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == EXPECTED[example]
+
+
+def test_every_public_name_of_the_client_exists() -> None:
+    import supervisor.client
+
+    for name in supervisor.client.__all__:
+        assert getattr(supervisor.client, name) is not None, name
+    with pytest.raises(AttributeError):
+        supervisor.client.Nothing  # noqa: B018 - the attribute access is the test

@@ -21,14 +21,15 @@ Example::
             print(item)
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from supervisor.client._records import Item, Line, Resume
 from supervisor.client.connection import Connection, ConnectionConfigError, normalise_address
-from supervisor.client.sync import Client
 
 if TYPE_CHECKING:
+    from supervisor.client._records import Item, Line, Resume
     from supervisor.client.aio import AsyncClient
+    from supervisor.client.sync import Client
 
 __all__ = [
     "AsyncClient",
@@ -41,11 +42,25 @@ __all__ = [
     "normalise_address",
 ]
 
+# The clients load on first use, so that a program (supctl) pays only for what it touches: supctl --help
+# needs the connection settings alone, and supctl never the asyncio client.
+_LAZY = {
+    "AsyncClient": "supervisor.client.aio",
+    "Client": "supervisor.client.sync",
+    "Item": "supervisor.client._records",
+    "Line": "supervisor.client._records",
+    "Resume": "supervisor.client._records",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # AsyncClient is loaded on first use: supctl, which is blocking, does not pay for its module.
-    if name == "AsyncClient":
-        from supervisor.client.aio import AsyncClient
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return AsyncClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
