@@ -42,7 +42,10 @@ def cmd_state(supd: Client, args: argparse.Namespace) -> int:
     resp = supd.get_state(args.name, args.revision or 0)
     if args.raw:
         if not resp.HasField("revision"):
-            raise CliError(f"state {args.name}: the child has no accepted state", EXIT_FAILED)
+            raise CliError(
+                f"state {args.name}: the child has no accepted state (give it one: supctl reload {args.name} --file F)",
+                EXIT_FAILED,
+            )
         sys.stdout.buffer.write(resp.revision.state)
         return EXIT_OK
     if args.json:

@@ -438,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     head, command_tail = _split_command(argv)
     parser = build_parser()
     autocomplete(parser)
+    if not argv:  # a first try: show what there is to do, as a usage error for scripts
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(head)
     if args.command_name == "spawn":
         args.command = [*args.command, *command_tail]

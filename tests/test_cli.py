@@ -607,3 +607,9 @@ def test_completion_script_and_child_names(sup: SupervisorProcess, tmp_path: pat
     subprocess.run([PY, "-m", "supervisor.cli"], env=env, timeout=30, check=True, capture_output=True)
     assert sorted(answer.read_text().split()) == ["web", "worker"]
     assert_one_line_error(supctl(sup, "completion", "tcsh"), 2)
+
+
+def test_supctl_alone_shows_what_there_is_to_do() -> None:
+    result = subprocess.run([PY, "-m", "supervisor.cli"], capture_output=True, text=True, env=ENV, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "spawn" in result.stderr and "exit codes:" in result.stderr

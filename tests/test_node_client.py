@@ -15,8 +15,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from tcp_proxy import TcpProxy
 
-from supervisor.testing import SupervisorProcess, running_supervisor
+from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
+
+from conftest import zoo
 
 NODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "clients" / "node"
 NPM_CACHE = "/tmp/supd-npm-cache"
@@ -80,3 +83,45 @@ def test_errors_carry_the_grpc_status_and_supds_words(node_modules: None, sup: S
     assert result.returncode == 0, result.stderr
     found, details = json.loads(result.stdout)
     assert found and "nobody" in details
+
+
+FOLLOW_THROUGH = """
+const { SupdClient } = require('.');
+const supd = new SupdClient(process.argv[1], { insecure: true });
+(async () => {
+  const seqs = [];
+  for await (const item of supd.follow('ticker')) {
+    if (item.gap) throw new Error('unexpected gap');
+    const seq = item.line ? item.line.seq : item.event.seq;
+    seqs.push(seq);
+    if (item.line) console.log(`line ${seq} ${item.line.text}`);
+    if (seqs.length >= 80) break;
+  }
+  console.log(JSON.stringify(seqs));
+  supd.close();
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def test_follow_resumes_after_the_connection_is_cut(node_modules: None, sup: SupervisorProcess) -> None:
+    with sup.client() as supd, TcpProxy(str(sup.socket)) as proxy:
+        supd.spawn(name="ticker", argv=zoo("ticker", "0.01"))
+        follower = subprocess.Popen(
+            ["node", "-e", FOLLOW_THROUGH, proxy.address], cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            assert follower.stdout is not None
+            for _ in range(20):
+                assert follower.stdout.readline().startswith(b"line ")
+            proxy.cut()
+            cut_at = supd.child("ticker").next_seq
+            wait_until(lambda: supd.child("ticker").next_seq > cut_at + 30, what="ticks while cut")
+            proxy.resume()
+            out, err = follower.communicate(timeout=60)
+        finally:
+            follower.kill()
+        supd.remove("ticker")
+    assert follower.returncode == 0, err
+    seqs = json.loads(out.splitlines()[-1])
+    assert seqs == list(range(seqs[0], seqs[0] + 80))  # every record once, in order, across the cut
+    assert proxy.accepted >= 2 and seqs[-1] > cut_at
