@@ -23,7 +23,6 @@ import pytest
 
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
-from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -68,9 +67,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int)
 
 
 def child_info(sup: SupervisorProcess, name: str) -> pb.ChildInfo:
-    with sup.channel() as channel:
-        resp = pb_grpc.SupervisorStub(channel).Health(pb.HealthRequest(name=name), timeout=10)
-    return resp.children[0]
+    with sup.client(timeout=10) as supd:
+        return supd.child(name)
 
 
 def wait_state(sup: SupervisorProcess, name: str, state: int, timeout: float = 20.0) -> pb.ChildInfo:

@@ -13,6 +13,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -195,6 +196,13 @@ def test_follow_without_reconnect_raises_unavailable_when_cut(client: Client, su
             if isinstance(item, Line):
                 proxy.cut()
     client.remove("cut")
+
+
+def test_follow_of_a_supd_never_reached_fails_at_once(tmp_path: pathlib.Path) -> None:
+    started = time.monotonic()
+    with Client(f"unix://{tmp_path / 'nobody.sock'}") as nowhere, pytest.raises(errors.Unavailable):
+        next(nowhere.follow("web", reconnect=60))
+    assert time.monotonic() - started < 30  # not the reconnect budget: there was nothing to reconnect to
 
 
 def test_wait_ready_waits_for_readiness_and_says_why_it_gave_up(client: Client, tmp_path: pathlib.Path) -> None:

@@ -53,8 +53,16 @@ def rpc_error_of(error: BaseException) -> grpc.RpcError | None:
     return cause if isinstance(cause, grpc.RpcError) else None
 
 
-def is_connection_lost(exc: grpc.RpcError) -> bool:
-    """Whether the call failed in transport (supd unreachable or the connection broke), not by supd's answer."""
+def is_connection_lost(exc: grpc.RpcError, *, established: bool = True) -> bool:
+    """Whether the call failed in transport (the connection broke), not by supd's answer.
+
+    With ``established=False`` (nothing came over this channel yet) a failure to connect does not count:
+    a supd that was never reached is reported at once rather than waited for.
+    """
     call = cast(grpc.Call, exc)
     details = call.details() or ""
-    return call.code() == grpc.StatusCode.UNAVAILABLE and any(s in details for s in _TRANSPORT)
+    if call.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    if not established and "failed to connect" in details:
+        return False
+    return any(s in details for s in _TRANSPORT)

@@ -52,7 +52,8 @@ class AsyncClient:
     ``host:port``), or None for ``SUPD_ADDR`` and the default socket.
     ``timeout``: the deadline of every unary call in seconds, overriding each
     method's default (30 s for quick calls; an hour and a minute for those
-    that may wait out a stop grace; 120 s for reload).
+    that may wait out a stop grace; 120 s for reload). Create it inside the
+    event loop that uses it: a grpc.aio channel belongs to one loop.
     """
 
     def __init__(
@@ -180,6 +181,7 @@ class AsyncClient:
         streams: Iterable[str | int] = (),
         since: datetime.datetime | None = None,
         reconnect: float = rq.RECONNECT_TIMEOUT,
+        resume: Resume | None = None,
     ) -> AsyncIterator[pb.StreamMessage]:
         """A child's records as Stream messages (line batches, events, gaps), resumed across reconnects.
 
@@ -191,22 +193,27 @@ class AsyncClient:
         ``"stdout"``, ``"stderr"`` (default both). ``since``: drop lines and
         events older than this aware datetime (filtered here: Stream has no time
         filter). Ends after a REMOVED or SHUTDOWN event, or when not following
-        and everything held was sent.
+        and everything held was sent. ``resume``: a Resume made by the caller
+        (it then gives the start, not the other arguments), to read
+        ``next_seq`` from after a failure. Raises the taxonomy's errors, as
+        Unavailable when the connection stays lost past ``reconnect``.
         """
-        resume = Resume(rq.stream_request(name, from_seq, tail, follow, streams), since)
-        resumed = False  # the first call fails at once when supd is unreachable; a resumed one waits for it
+        resume = resume or Resume(rq.stream_request(name, from_seq, tail, follow, streams), since)
+        # A supd never reached is reported at once; once a stream came, a break is waited out and resumed.
+        established = False
         while True:
-            call = self.stub.Stream(resume.request(), wait_for_ready=resumed)
+            call = self.stub.Stream(resume.request(), wait_for_ready=established)
             try:
                 async for msg in call:
+                    established = True
                     if resume.seen(msg):
                         yield msg
                 return
             except grpc.RpcError as exc:
-                if not reconnect or resume.ended or not is_connection_lost(exc):
+                if not reconnect or resume.ended or not is_connection_lost(exc, established=established):
                     raise error_from_rpc(exc) from exc
                 await self._reconnect(exc, reconnect)
-                resumed = True
+                established = True
             finally:
                 call.cancel()
 

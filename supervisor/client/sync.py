@@ -154,22 +154,24 @@ class Client:
         reconnect: float = rq.RECONNECT_TIMEOUT,
         resume: Resume | None = None,
     ) -> Iterator[pb.StreamMessage]:
-        """See ``AsyncClient.stream``. ``resume``: a Resume to read ``next_seq`` from when the stream fails."""
+        """See ``AsyncClient.stream``."""
         resume = resume or Resume(rq.stream_request(name, from_seq, tail, follow, streams), since)
-        resumed = False  # the first call fails at once when supd is unreachable; a resumed one waits for it
+        # A supd never reached is reported at once; once a stream came, a break is waited out and resumed.
+        established = False
         while True:
-            call = self.stub.Stream(resume.request(), wait_for_ready=resumed)
+            call = self.stub.Stream(resume.request(), wait_for_ready=established)
             try:
                 for msg in call:
+                    established = True
                     if resume.seen(msg):
                         yield msg
                 return
             except grpc.RpcError as exc:
-                if not reconnect or resume.ended or not is_connection_lost(exc):
+                if not reconnect or resume.ended or not is_connection_lost(exc, established=established):
                     raise error_from_rpc(exc) from exc
                 if not self.wait_connected(reconnect):
                     raise error_from_rpc(exc) from exc
-                resumed = True
+                established = True
             finally:
                 call.cancel()
 
