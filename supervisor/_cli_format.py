@@ -21,10 +21,12 @@ __all__ = [
     "duration",
     "event_json",
     "gap_json",
+    "health_table",
     "health_text",
     "list_table",
     "message_dict",
     "state_name",
+    "table",
 ]
 
 _STREAM_NAMES = {pb.OUTPUT_STREAM_STDOUT: "stdout", pb.OUTPUT_STREAM_STDERR: "stderr"}
@@ -91,10 +93,41 @@ def list_table(children: Sequence[pb.ChildInfo]) -> str:
         )
         for c in children
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return table(rows)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as columns sized to their contents, two spaces apart; the last column unpadded (no trailing blanks)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows
     )
+
+
+def health_table(resp: pb.HealthResponse) -> str:
+    """``supctl health``: supd's version and uptime, then one row per child, why it is not ready last."""
+    header = ("NAME", "STATE", "HEALTH", "PID", "RESTARTS", "UPTIME", "STATE-REV", "REASON")
+    rows = [header] + [
+        (
+            c.spec.name,
+            state_name(c.state),
+            health_name(c.health),
+            str(c.pid) if c.pid else "-",
+            str(c.restart_count),
+            duration(c.uptime_seconds),
+            _state_rev_short(c),
+            " ".join((c.health_reason or c.fatal_reason or "-").split()),
+        )
+        for c in resp.children
+    ]
+    first = f"supd {resp.version or '(unknown version)'}, up {duration(resp.supervisor_uptime_seconds)}"
+    return first + "\n" + (table(rows) if resp.children else "no children")
+
+
+def _state_rev_short(c: pb.ChildInfo) -> str:
+    if not c.state_revision:
+        return "-"
+    return str(c.state_revision) + ("" if c.state_applied_revision == c.state_revision else " (not applied)")
 
 
 def health_name(health: int) -> str:

@@ -5,24 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from supervisor import _cli_format as fmt
-from supervisor._cli_client import QUICK_TIMEOUT, RELOAD_TIMEOUT, Client
+from supervisor._cli_args import count_arg
 from supervisor._cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
-from supervisor.v1 import supervisor_pb2 as pb
+
+if TYPE_CHECKING:
+    from supervisor.client import Client
 
 __all__ = ["add_state_commands", "cmd_reload", "cmd_state"]
-
-
-def _revision_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a revision number (0 or more), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a revision number (0 or more), got {text!r}")
-    return value
 
 
 def _read_state(path: str) -> bytes:
@@ -35,59 +28,56 @@ def _read_state(path: str) -> bytes:
         raise CliError(f"reload: cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from None
 
 
-def cmd_reload(client: Client, args: argparse.Namespace) -> int:
+def cmd_reload(supd: Client, args: argparse.Namespace) -> int:
     """Deliver a file's bytes as the child's new state; print the revision the child accepted."""
-    request = pb.ReloadRequest(name=args.name, state=_read_state(args.file), content_type=args.content_type or "")
-    if args.expect_revision is not None:
-        request.expected_revision = args.expect_revision
-    resp = client.stub.Reload(request, timeout=client.deadline(RELOAD_TIMEOUT))
+    state = _read_state(args.file)
+    resp = supd.reload(args.name, state, content_type=args.content_type, expected_revision=args.expect_revision)
     tries = f"{resp.attempts} attempt{'s' if resp.attempts != 1 else ''}"
-    print(f"{args.name}: state revision {resp.revision} accepted ({len(request.state)} bytes, {tries})")
+    print(f"{args.name}: state revision {resp.revision} accepted ({len(state)} bytes, {tries})")
     return EXIT_OK
 
 
-def cmd_state(client: Client, args: argparse.Namespace) -> int:
+def cmd_state(supd: Client, args: argparse.Namespace) -> int:
     """Show the accepted revision (or --revision N): a summary, its bytes with --raw, or JSON."""
-    resp = client.stub.GetState(
-        pb.GetStateRequest(name=args.name, revision=args.revision or 0), timeout=client.deadline(QUICK_TIMEOUT)
-    )
+    resp = supd.get_state(args.name, args.revision or 0)
     if args.raw:
         if not resp.HasField("revision"):
-            raise CliError(f"state {args.name}: the child has no accepted state", EXIT_FAILED)
+            raise CliError(
+                f"state {args.name}: the child has no accepted state (give it one: supctl reload {args.name} --file F)",
+                EXIT_FAILED,
+            )
         sys.stdout.buffer.write(resp.revision.state)
         return EXIT_OK
     if args.json:
         document: dict[str, Any] = fmt.message_dict(resp)
         print(json.dumps(document, indent=2))
         return EXIT_OK
-    health = client.stub.Health(pb.HealthRequest(name=args.name), timeout=client.deadline(QUICK_TIMEOUT))
-    child = health.children[0] if health.children else None
-    print(fmt.state_text(args.name, resp, child))
+    print(fmt.state_text(args.name, resp, supd.child(args.name)))
     return EXIT_OK
 
 
-def add_state_commands(sub: Any) -> None:
-    """Register ``reload`` and ``state`` on supctl's subcommand parser."""
+def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
+    """Register ``reload`` and ``state`` on supctl's subcommand parser; ``add_name`` adds the NAME argument."""
     p = sub.add_parser(
         "reload",
         help="deliver a new state to a child and store it once the child accepted it",
         description="Deliver FILE's bytes to the running child with its state_delivery; once the child accepted "
         "them, supd stores them as the new accepted revision and delivers them again after every restart.",
     )
-    p.add_argument("name", metavar="NAME")
+    add_name(p)
     p.add_argument("--file", required=True, metavar="FILE", help="the new state ('-': standard input)")
     p.add_argument("--content-type", metavar="TYPE", help="its media type (default application/octet-stream)")
     p.add_argument(
         "--expect-revision",
-        type=_revision_arg,
+        type=count_arg,
         metavar="N",
         help="apply only if N is still the accepted revision (0: none yet); otherwise exit 7",
     )
     p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("state", help="a child's accepted state: its revision, whether it is applied, its history")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--revision", type=_revision_arg, metavar="N", help="another revision still kept")
+    add_name(p)
+    p.add_argument("--revision", type=count_arg, metavar="N", help="another revision still kept")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--raw", action="store_true", help="write the revision's bytes to stdout, nothing else")
     out.add_argument("--json", action="store_true", help="one JSON document (GetStateResponse)")

@@ -14,14 +14,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, BinaryIO, NoReturn
-
-import grpc
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor import __version__, paths
 from supervisor import _cli_format as fmt
-from supervisor._cli_client import QUICK_TIMEOUT, SHUTDOWN_SLACK_SECONDS, STOPPING_TIMEOUT, Client
+from supervisor._cli_args import seconds_arg, signal_arg
+from supervisor._cli_complete import SHELLS, add_name, autocomplete, cmd_completion
 from supervisor._cli_errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -37,12 +36,17 @@ from supervisor._cli_errors import (
     rpc_failure,
     what,
 )
-from supervisor._cli_spec import spec_file
+from supervisor._cli_logs import add_logs_command
+from supervisor._cli_spawn import add_spawn_command, print_child, start_failure
 from supervisor._cli_state import add_state_commands
 from supervisor.client import connection
-from supervisor.signals import parse_signal, signal_name
+from supervisor.client._requests import QUICK_TIMEOUT, STOPPING_TIMEOUT
+from supervisor.errors import SupervisorError
+from supervisor.signals import signal_name
 from supervisor.v1 import supervisor_pb2 as pb
-from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from supervisor.client import Client
 
 __all__ = [
     "EXIT_FAILED",
@@ -72,136 +76,40 @@ exit codes:
 The address defaults to $SUPD_ADDR, else the per-user default socket.
 """
 
-_POLICIES = {
-    "always": pb.RESTART_POLICY_ALWAYS,
-    "on-failure": pb.RESTART_POLICY_ON_FAILURE,
-    "never": pb.RESTART_POLICY_NEVER,
-}
-
-
-# ---------------------------------------------------------------- argument types
-
-
-def _signal_arg(text: str) -> int:
-    """A signal by number (``15``) or name (``TERM``, ``SIGTERM``, ``sigterm``)."""
-    try:
-        return parse_signal(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"unknown signal {text!r}") from None
-
-
-def _env_arg(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
-    return key, value
-
-
-def _seconds_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
+# How long past its announced deadline `shutdown` waits for supd to be gone.
+SHUTDOWN_SLACK_SECONDS = 5.0
 
 # ---------------------------------------------------------------- commands
 
 
-def cmd_spawn(client: Client, args: argparse.Namespace) -> int:
-    """Declare and start a child; print its name, pid and state.
-
-    A first start that failed (the reply shows BACKOFF or FATAL) is an error:
-    the reason on stderr and ``EXIT_START_FAILED``; the child stays declared.
-    """
-    spec = spec_file(args) if args.spec else pb.ChildSpec(name=args.name, argv=args.command)
-    if args.inherit_env:
-        spec.inherit_env = True
-    spec.env.update(dict(args.env or ()))
-    if args.cwd:
-        # The user means a directory relative to their shell, not to supd.
-        spec.cwd = os.path.abspath(args.cwd)
-    if args.restart:
-        spec.restart = _POLICIES[args.restart]
-    if args.grace is not None:
-        spec.stop_grace_seconds = args.grace
-    if args.stop_signal is not None:
-        spec.stop_signal = args.stop_signal
-    if args.backoff_initial is not None:
-        spec.backoff.initial_seconds = args.backoff_initial
-    if args.backoff_max is not None:
-        spec.backoff.max_seconds = args.backoff_max
-    if args.flap_max is not None:
-        spec.flap_limit.max_restarts = args.flap_max
-    if args.flap_window is not None:
-        spec.flap_limit.window_seconds = args.flap_window
-    if args.ring_bytes is not None:
-        spec.ring_bytes = args.ring_bytes
-    if args.max_line_bytes is not None:
-        spec.max_line_bytes = args.max_line_bytes
-    resp = client.stub.Spawn(
-        pb.SpawnRequest(spec=spec, replace=args.replace), timeout=client.deadline(STOPPING_TIMEOUT)
-    )
-    if resp.child.state in (pb.CHILD_STATE_FATAL, pb.CHILD_STATE_BACKOFF):
-        raise CliError(f"spawn {args.name}: {_start_failure(client, resp.child)}", EXIT_START_FAILED)
-    _print_child(resp.child)
-    return EXIT_OK
+def _print_json(message: Any) -> None:
+    print(json.dumps(fmt.message_dict(message), indent=2))
 
 
-def _start_failure(client: Client, child: pb.ChildInfo) -> str:
-    """Why the first start failed, in one line: supd's fatal reason, else the last failure event it recorded."""
-    state = fmt.state_name(child.state)
-    if child.state == pb.CHILD_STATE_BACKOFF:
-        state += f", next start in {child.next_start_in_seconds:.1f}s"
-    reason = child.fatal_reason.removeprefix("could not start: ")
-    if not reason:
-        request = pb.StreamRequest(name=child.spec.name, follow=False)
-        failures = (pb.Event.KIND_START_FAILED, pb.Event.KIND_FATAL, pb.Event.KIND_EXITED)
-        for msg in client.stub.Stream(request, timeout=client.deadline(QUICK_TIMEOUT)):
-            if msg.HasField("event") and msg.event.kind in failures and msg.event.generation == child.generation:
-                event = msg.event
-                reason = fmt.describe_exit(event.exit) if event.HasField("exit") else event.message
-    return f"failed to start: {' '.join((reason or 'no reason recorded').split())} ({state})"
-
-
-def _print_child(child: pb.ChildInfo) -> None:
-    pid = child.pid or "-"
-    print(f"{child.spec.name}: {fmt.state_name(child.state)}, pid {pid}, generation {child.generation}")
-
-
-def cmd_ls(client: Client, args: argparse.Namespace) -> int:
+def cmd_ls(supd: Client, args: argparse.Namespace) -> int:
     """Every declared child as a table, or as one JSON document."""
-    resp = client.stub.List(pb.ListRequest(), timeout=client.deadline(QUICK_TIMEOUT))
+    children = supd.list()
     if args.json:
-        print(json.dumps(fmt.message_dict(resp), indent=2))
+        _print_json(pb.ListResponse(children=children))
     else:
-        print(fmt.list_table(resp.children))
+        print(fmt.list_table(children))
     return EXIT_OK
 
 
-def cmd_health(client: Client, args: argparse.Namespace) -> int:
-    """Health of one child or of all, readable or as one JSON document; EXIT_UNHEALTHY unless every one is READY.
+def cmd_health(supd: Client, args: argparse.Namespace) -> int:
+    """Health of all children as a table, of one in detail, or as one JSON document; EXIT_UNHEALTHY unless
+    every one is READY.
 
     A child that is meant to be down (stopped on request, or exited with restart=never) does not count
     against the code when all children are asked about; asked about by name, only READY is healthy.
     """
-    resp = client.stub.Health(pb.HealthRequest(name=args.name or ""), timeout=client.deadline(QUICK_TIMEOUT))
+    resp = supd.health(args.name)
     if args.json:
-        print(json.dumps(fmt.message_dict(resp), indent=2))
-    else:
+        _print_json(resp)
+    elif args.name:
         print(fmt.health_text(resp))
+    else:
+        print(fmt.health_table(resp))
     resting = (pb.CHILD_STATE_STOPPED, pb.CHILD_STATE_EXITED)
     unwell = [
         c.spec.name for c in resp.children
@@ -213,12 +121,9 @@ def cmd_health(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_stop(client: Client, args: argparse.Namespace) -> int:
+def cmd_stop(supd: Client, args: argparse.Namespace) -> int:
     """Stop a child and say how its process ended."""
-    resp = client.stub.Stop(
-        pb.StopRequest(name=args.name, grace_seconds=args.grace or 0.0),
-        timeout=client.deadline(STOPPING_TIMEOUT),
-    )
+    resp = supd.stop(args.name, args.grace)
     how = fmt.describe_exit(resp.exit) if resp.HasField("exit") else "was not running"
     state = fmt.state_name(resp.child.state)
     if resp.child.state in (pb.CHILD_STATE_STOPPED, pb.CHILD_STATE_STOPPING):
@@ -228,46 +133,39 @@ def cmd_stop(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_restart(client: Client, args: argparse.Namespace) -> int:
+def cmd_restart(supd: Client, args: argparse.Namespace) -> int:
     """Restart a child and print its new pid."""
-    resp = client.stub.Restart(
-        pb.RestartRequest(name=args.name, grace_seconds=args.grace or 0.0), timeout=client.deadline(STOPPING_TIMEOUT)
-    )
-    if resp.child.state in (pb.CHILD_STATE_FATAL, pb.CHILD_STATE_BACKOFF):
-        raise CliError(f"restart {args.name}: {_start_failure(client, resp.child)}", EXIT_START_FAILED)
-    _print_child(resp.child)
+    child = supd.restart(args.name, args.grace)
+    if child.state in (pb.CHILD_STATE_FATAL, pb.CHILD_STATE_BACKOFF):
+        raise CliError(f"restart {args.name}: {start_failure(supd, child)}", EXIT_START_FAILED)
+    print_child(child)
     return EXIT_OK
 
 
-def cmd_kill(client: Client, args: argparse.Namespace) -> int:
+def cmd_kill(supd: Client, args: argparse.Namespace) -> int:
     """Send one signal to a child's process or process group."""
-    client.stub.Signal(
-        pb.SignalRequest(name=args.name, signal=args.signal, group=args.group),
-        timeout=client.deadline(QUICK_TIMEOUT),
-    )
+    supd.signal(args.name, args.signal, group=args.group)
     print(f"{args.name}: sent {signal_name(args.signal)}{' to its process group' if args.group else ''}")
     return EXIT_OK
 
 
-def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+def cmd_rm(supd: Client, args: argparse.Namespace) -> int:
     """Stop a child if it runs and forget it."""
-    resp = client.stub.Remove(
-        pb.RemoveRequest(name=args.name, grace_seconds=args.grace or 0.0), timeout=client.deadline(STOPPING_TIMEOUT)
-    )
+    resp = supd.remove(args.name, args.grace)
     how = f" ({fmt.describe_exit(resp.exit)})" if resp.HasField("exit") else ""
     print(f"{args.name}: removed{how}")
     return EXIT_OK
 
 
-def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
+def cmd_shutdown(supd: Client, args: argparse.Namespace) -> int:
     """Start supd's ordered shutdown (as SIGTERM does); unless --no-wait, wait until supd has exited."""
-    resp = client.stub.Shutdown(pb.ShutdownRequest(), timeout=client.deadline(QUICK_TIMEOUT))
+    socket = paths.socket_path_of(supd.connection.address)
+    if socket is None and not args.no_wait:
+        raise CliError("shutdown: add --no-wait for a supd on TCP: its exit cannot be seen from here", EXIT_USAGE)
+    resp = supd.shutdown()
     print(f"supd (pid {resp.pid}): shutting down, exit within {resp.deadline_seconds:.1f}s", flush=True)
-    if args.no_wait:
+    if socket is None or args.no_wait:
         return EXIT_OK
-    socket = paths.socket_path_of(client.address)
-    if socket is None:
-        raise CliError("--no-wait is needed for a supd on TCP: its exit cannot be seen from here", EXIT_USAGE)
     limit = time.monotonic() + resp.deadline_seconds + SHUTDOWN_SLACK_SECONDS
     # supd removes its socket as the very last step before it exits.
     while os.path.lexists(socket):
@@ -276,59 +174,6 @@ def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
         time.sleep(0.05)
     print(f"supd (pid {resp.pid}): exited", flush=True)
     return EXIT_OK
-
-
-def cmd_logs(client: Client, args: argparse.Namespace) -> int:
-    """Stream a child's output: raw bytes to stdout (events to stderr), or JSON records."""
-    req = pb.StreamRequest(name=args.name, follow=args.follow)
-    if args.tail is not None:
-        req.tail = args.tail
-    elif args.from_seq is not None:
-        req.from_seq = args.from_seq
-    if args.stdout_only:
-        req.streams.append(pb.OUTPUT_STREAM_STDOUT)
-    elif args.stderr_only:
-        req.streams.append(pb.OUTPUT_STREAM_STDERR)
-    call = client.stub.Stream(req, timeout=client.deadline(None))
-    out = sys.stdout.buffer
-    try:
-        if args.json:
-            _stream_json(call, out)
-        else:
-            _stream_raw(call, out, args.name)
-    finally:
-        call.cancel()
-    return EXIT_OK
-
-
-def _stream_raw(call: Iterable[pb.StreamMessage], out: BinaryIO, name: str) -> None:
-    """The hot path: one write and one flush per batch (up to 256 KiB), no per-line work."""
-    write, flush, err = out.write, out.flush, sys.stderr
-    for msg in call:
-        if msg.HasField("lines"):
-            write(msg.lines.data)
-            flush()
-            continue
-        flush()
-        if msg.HasField("event"):
-            print(fmt.describe_event(name, msg.event), file=err, flush=True)
-        elif msg.HasField("gap"):
-            print(fmt.describe_gap(name, msg.gap), file=err, flush=True)
-
-
-def _stream_json(call: Iterable[pb.StreamMessage], out: BinaryIO) -> None:
-    """One JSON object per line, event and gap, flushed per message so followers see it live."""
-    for msg in call:
-        if msg.HasField("lines"):
-            text = "\n".join(fmt.batch_json_lines(msg.lines))
-        elif msg.HasField("event"):
-            text = fmt.event_json(msg.event)
-        elif msg.HasField("gap"):
-            text = fmt.gap_json(msg.gap)
-        else:
-            continue
-        out.write(text.encode("utf-8") + b"\n")
-        out.flush()
 
 
 # ---------------------------------------------------------------- parser
@@ -361,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_flags(parser)
     parser.add_argument(
         "--timeout",
-        type=_seconds_arg,
+        type=seconds_arg,
         default=None,
         metavar="SECONDS",
         help=f"deadline of each request (default: {QUICK_TIMEOUT:g}s for ls, health, kill; "
@@ -369,103 +214,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--wait",
-        type=_seconds_arg,
+        type=seconds_arg,
         default=None,
         metavar="SECONDS",
         help="wait up to SECONDS for supd to accept connections before the command (for start-up scripts)",
     )
     sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
-    _add_spawn(sub)
-    _add_logs(sub)
+    add_spawn_command(sub)
+    add_logs_command(sub, add_name)
 
     p = sub.add_parser("ls", help="list children")
     p.add_argument("--json", action="store_true", help="one JSON document (ListResponse)")
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("health", help="health of one child or all")
-    p.add_argument("name", nargs="?", metavar="NAME")
+    p = sub.add_parser("health", help="health of all children (a table) or of one (in detail)")
+    add_name(p, nargs="?")
     p.add_argument("--json", action="store_true", help="one JSON document (HealthResponse)")
     p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("stop", help="stop a child (it stays declared)")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
+    add_name(p)
+    p.add_argument("--grace", type=seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("restart", help="stop a child if it runs, then start it")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
+    add_name(p)
+    p.add_argument("--grace", type=seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_restart)
 
     p = sub.add_parser("kill", help="send a signal to a child")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("signal", type=_signal_arg, metavar="SIGNAL", help="TERM, SIGHUP, 9, ...")
+    add_name(p)
+    p.add_argument("signal", type=signal_arg, metavar="SIGNAL", help="TERM, SIGHUP, 9, ...")
     p.add_argument("--group", action="store_true", help="signal the whole process group")
     p.set_defaults(func=cmd_kill)
 
     p = sub.add_parser("rm", help="stop a child if it runs and forget it")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--grace", type=_seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
+    add_name(p)
+    p.add_argument("--grace", type=seconds_arg, metavar="S", help="seconds before SIGKILL, this time only")
     p.set_defaults(func=cmd_rm)
 
-    add_state_commands(sub)
+    add_state_commands(sub, add_name)
 
     p = sub.add_parser("shutdown", help="stop every child and supd itself, as SIGTERM does (works for any user)")
     p.add_argument("--no-wait", action="store_true", help="return once the shutdown has begun")
     p.set_defaults(func=cmd_shutdown)
-    return parser
 
-
-def _add_spawn(sub: Any) -> None:
     p = sub.add_parser(
-        "spawn",
-        help="declare and start a child",
-        usage="supctl spawn NAME [options] [--spec FILE] -- CMD [ARGS...]",
+        "completion",
+        help="print a shell completion script: eval \"$(supctl completion bash)\"",
+        description="Print the script that completes supctl's commands, options and child names in SHELL. "
+        "bash: add 'eval \"$(supctl completion bash)\"' to ~/.bashrc; zsh likewise to ~/.zshrc; "
+        "fish: supctl completion fish > ~/.config/fish/completions/supctl.fish",
     )
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("command", nargs="*", metavar="CMD", help="the program and its arguments, after --")
-    p.add_argument(
-        "--spec",
-        metavar="FILE",
-        help="a TOML file with the keys of a config's [children.NAME] table (probes, state_delivery, ports, ...);"
-        " options given here override it, a command after -- replaces its argv",
-    )
-    p.add_argument("--restart", choices=sorted(_POLICIES), help="restart policy (default on-failure)")
-    p.add_argument(
-        "--grace", type=_seconds_arg, metavar="S", help="stop signal to SIGKILL, seconds, > 0 and <= 3600 (default 10)"
-    )
-    p.add_argument("--stop-signal", type=_signal_arg, metavar="SIG", help="stop signal (default SIGTERM)")
-    p.add_argument(
-        "--env",
-        type=_env_arg,
-        action="append",
-        metavar="K=V",
-        help="environment entry (repeat), added to PATH, LANG, HOME and TZ of supd (docs/config.md)",
-    )
-    p.add_argument("--inherit-env", action="store_true", help="start from supd's environment less its secrets")
-    p.add_argument("--cwd", metavar="DIR", help="working directory (relative to yours)")
-    p.add_argument("--replace", action="store_true", help="stop and remove a child of that name first")
-    p.add_argument("--backoff-initial", type=float, metavar="S", help="first restart delay (default 0.5)")
-    p.add_argument("--backoff-max", type=float, metavar="S", help="longest restart delay (default 30)")
-    p.add_argument("--flap-max", type=_count_arg, metavar="N", help="restarts per window (0: no limit)")
-    p.add_argument("--flap-window", type=float, metavar="S", help="flap window in seconds (default 60)")
-    p.add_argument("--ring-bytes", type=_count_arg, metavar="N", help="output kept in memory (default 8 MiB)")
-    p.add_argument("--max-line-bytes", type=_count_arg, metavar="N", help="longer lines are split (default 16 KiB)")
-    p.set_defaults(func=cmd_spawn, parser=p)
-
-
-def _add_logs(sub: Any) -> None:
-    p = sub.add_parser("logs", help="a child's output, byte for byte (events go to stderr)")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("-f", "--follow", action="store_true", help="keep streaming new output until Ctrl-C")
-    start = p.add_mutually_exclusive_group()
-    start.add_argument("--tail", type=_count_arg, metavar="N", help="start with the last N lines held")
-    start.add_argument("--from-seq", type=_count_arg, metavar="N", help="start at this sequence number")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--stdout-only", action="store_true", help="only the child's stdout")
-    which.add_argument("--stderr-only", action="store_true", help="only the child's stderr")
-    p.add_argument("--json", action="store_true", help="one JSON object per line, event and gap")
-    p.set_defaults(func=cmd_logs)
+    p.add_argument("shell", choices=SHELLS, metavar="SHELL", help=f"one of {', '.join(SHELLS)}")
+    p.set_defaults(func=None)
+    return parser
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -511,12 +314,11 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 # ---------------------------------------------------------------- errors and main
 
 
-def _wait_ready(channel: grpc.Channel, address: str, seconds: float) -> None:
+def _wait_ready(supd: Client, seconds: float) -> None:
     """Block until the channel connects, or fail with exit code 3 after ``seconds``."""
-    try:
-        grpc.channel_ready_future(channel).result(timeout=seconds)
-    except grpc.FutureTimeoutError:
-        raise CliError(f"no supd answered at {address} within {seconds:g}s (--wait)", EXIT_UNREACHABLE) from None
+    if not supd.wait_connected(seconds):
+        address = supd.connection.address
+        raise CliError(f"no supd answered at {address} within {seconds:g}s (--wait)", EXIT_UNREACHABLE)
 
 
 def _silence_stdout() -> None:
@@ -536,11 +338,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_grpc_core_log()
     argv = list(sys.argv[1:] if argv is None else argv)
     head, command_tail = _split_command(argv)
-    args = build_parser().parse_args(head)
+    parser = build_parser()
+    autocomplete(parser)
+    if not argv:  # a first try: show what there is to do, as a usage error for scripts
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(head)
     if args.command_name == "spawn":
         args.command = [*args.command, *command_tail]
         if not args.command and not args.spec:
             args.parser.error("a command is required after -- (or a --spec file with argv)")
+    if args.command_name == "completion":
+        return cmd_completion(args.shell)  # needs no supd
     try:
         conn = connection.Connection.from_env(
             address=args.addr,
@@ -554,22 +363,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except connection.ConnectionConfigError as exc:
         _fail(str(exc))
         return EXIT_USAGE
+    from supervisor.client._errors import rpc_error_of
+    from supervisor.client.sync import Client  # here, not at the top: supctl --help does without it
+
     address = conn.address
     func: Callable[[Client, argparse.Namespace], int] = args.func
-    # Batches hold up to max_line_bytes (1 MiB) lines; never refuse a message for size.
-    options = [("grpc.max_receive_message_length", -1)]
-    if args.wait is not None:
-        # Retry a missing or refusing socket often, not gRPC's default of once a second and more.
-        options += [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 250)]
+    # With --wait, retry a missing or refusing socket often, not gRPC's default of once a second and more.
+    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 250)] if args.wait else []
     try:
-        with conn.channel(options) as channel:
+        with Client(conn, timeout=args.timeout, options=options) as supd:
             if args.wait is not None:
-                _wait_ready(channel, address, args.wait)
-            code = func(Client(pb_grpc.SupervisorStub(channel), address, args.timeout), args)
+                _wait_ready(supd, args.wait)
+            code = func(supd, args)
         sys.stdout.flush()  # here, so that a closed pipe is handled below, not at exit
         return code
-    except grpc.RpcError as exc:
-        failure = rpc_failure(exc, args, address, args.timeout)
+    except SupervisorError as exc:
+        cause = rpc_error_of(exc)
+        failure = rpc_failure(cause, args, address, args.timeout) if cause else CliError(exc.message, EXIT_FAILED)
         _fail(failure.message)
         return failure.code
     except CliError as exc:

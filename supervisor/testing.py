@@ -2,7 +2,17 @@
 
 ``running_supervisor(tmp_path)`` starts ``supd`` as a separate process on a
 socket below ``tmp_path``, waits until it answers, yields a handle, and stops it
-with SIGTERM (SIGKILL if it does not exit within the deadline).
+with SIGTERM (SIGKILL if it does not exit within the deadline). The handle
+gives a ``supervisor.client.Client`` (``handle.client()``) or the raw channel.
+
+Example (pytest)::
+
+    from supervisor.testing import running_supervisor
+
+    def test_my_worker_starts(tmp_path):
+        with running_supervisor(tmp_path) as sup, sup.client() as supd:
+            supd.spawn(name="worker", argv=["python3", "worker.py"])
+            assert supd.wait_ready("worker", timeout=10).pid > 0
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from typing import TypeVar
 
 import grpc
 
-from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.client import AsyncClient, Client, Connection
+from supervisor.errors import SupervisorError
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 __all__ = ["SupervisorProcess", "running_supervisor", "wait_until"]
@@ -41,8 +52,17 @@ class SupervisorProcess:
     def address(self) -> str:
         return f"unix://{self.socket}"
 
+    def client(self, timeout: float | None = None) -> Client:
+        """A blocking client of this supd; close it (``with``) when done."""
+        return Client(self.address, timeout=timeout)
+
+    def async_client(self, timeout: float | None = None) -> AsyncClient:
+        """An asyncio client of this supd (create it inside the event loop that uses it)."""
+        return AsyncClient(self.address, timeout=timeout)
+
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
+        """A raw channel, for the generated stubs (``supervisor.v1``) and grpc.health.v1."""
+        return Connection(self.address).channel()
 
     def stub(self) -> pb_grpc.SupervisorStub:
         return pb_grpc.SupervisorStub(self.channel())
@@ -128,11 +148,11 @@ def _wait_ready(handle: SupervisorProcess, timeout: float) -> None:
         if handle.proc.poll() is not None:
             raise RuntimeError(f"supd exited with {handle.proc.returncode}: {handle.stderr_text()}")
         if handle.socket.exists():
-            with handle.channel() as channel:
+            with handle.client(timeout=1.0) as supd:
                 try:
-                    pb_grpc.SupervisorStub(channel).List(pb.ListRequest(), timeout=1.0)
+                    supd.list()
                     return
-                except grpc.RpcError as exc:
+                except SupervisorError as exc:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"supd does not answer: {exc}") from exc
         if time.monotonic() > deadline:

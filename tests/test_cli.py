@@ -23,7 +23,6 @@ import pytest
 
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
-from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -68,9 +67,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[bytes], code: int)
 
 
 def child_info(sup: SupervisorProcess, name: str) -> pb.ChildInfo:
-    with sup.channel() as channel:
-        resp = pb_grpc.SupervisorStub(channel).Health(pb.HealthRequest(name=name), timeout=10)
-    return resp.children[0]
+    with sup.client(timeout=10) as supd:
+        return supd.child(name)
 
 
 def wait_state(sup: SupervisorProcess, name: str, state: int, timeout: float = 20.0) -> pb.ChildInfo:
@@ -86,7 +84,11 @@ def wait_state(sup: SupervisorProcess, name: str, state: int, timeout: float = 2
 def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20.0) -> bytes:
     """Everything proc wrote to stdout up to and including needle, or fail at the deadline."""
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
+    return read_fd_until(proc.stdout.fileno(), needle, timeout)
+
+
+def read_fd_until(fd: int, needle: bytes, timeout: float = 20.0) -> bytes:
+    """Everything read from fd up to and including needle, or fail at the deadline."""
     seen = b""
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
@@ -98,7 +100,7 @@ def read_until(proc: subprocess.Popen[bytes], needle: bytes, timeout: float = 20
             if sel.select(left):
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    raise AssertionError(f"stdout closed before {needle!r}; got {seen!r}")
+                    raise AssertionError(f"{fd} closed before {needle!r}; got {seen!r}")
                 seen += chunk
     return seen
 
@@ -511,3 +513,101 @@ def test_spawn_with_a_spec_file_declares_probes_state_and_ports(sup: SupervisorP
     assert result.stderr.decode().strip() == (
         f"supctl: spawn x: {bad}: spec.liveness_probe.tcp.port: must be a port number (1..65535), got 0"
     )
+
+
+def _logs_on_a_terminal(sup: SupervisorProcess, name: str, env: dict[str, str]) -> bytes:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            supctl_argv(sup.address, "logs", name), stdout=slave, stderr=slave, env={**env, "TERM": "xterm"}
+        )
+        seen = read_fd_until(master, b"exited with code 0")
+        assert proc.wait(timeout=20) == 0
+        return seen
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_logs_colours_stderr_lines_and_dims_events_on_a_terminal_only(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "web", "--restart", "never", "--", "sh", "-c", "echo out; echo err >&2")
+    wait_state(sup, "web", pb.CHILD_STATE_EXITED)
+    env = {k: v for k, v in ENV.items() if k != "NO_COLOR"}
+    coloured = _logs_on_a_terminal(sup, "web", env)
+    assert b"\x1b[31merr\r\n\x1b[0m" in coloured  # the pty turns \n into \r\n
+    assert b"\x1b[2msupctl: [web] started with pid" in coloured
+    assert b"out\r\n" in coloured and b"\x1b[31mout" not in coloured
+    assert b"\x1b[" not in _logs_on_a_terminal(sup, "web", {**env, "NO_COLOR": "1"})
+    piped = supctl(sup, "logs", "web")  # not a terminal: never a colour
+    assert piped.stdout == b"out\nerr\n" and b"\x1b[" not in piped.stderr
+
+
+def test_logs_timestamps_and_since(sup: SupervisorProcess) -> None:
+    spawn_finished_child(sup)
+    stamped = supctl(sup, "logs", "web", "--timestamps").stdout.split(b"\n")
+    assert len(stamped) == 5  # the last line has no newline
+    for line in stamped:
+        when, _, _ = line.partition(b" ")
+        assert datetime.datetime.fromisoformat(when.decode()).tzinfo is not None, line
+    assert b"\n".join(line.partition(b" ")[2] for line in stamped) == CHILD_BYTES
+    events = supctl(sup, "logs", "web", "-t").stderr.decode().splitlines()
+    assert events[0].startswith("supctl: 20") and "[web] started" in events[0]
+
+    assert supctl(sup, "logs", "web", "--since", "1h").stdout == CHILD_BYTES
+    assert ok(sup, "logs", "web", "--since", "2099-01-01T00:00:00Z") == ""
+    records = [json.loads(r) for r in ok(sup, "logs", "web", "--json").splitlines()]
+    exited = next(r for r in records if r.get("event") == "exited")
+    after = [json.loads(r) for r in ok(sup, "logs", "web", "--json", "--since", exited["time"]).splitlines()]
+    assert after == [exited]
+    err = assert_one_line_error(supctl(sup, "logs", "web", "--since", "yesterday"), 2)
+    assert "an age like 90s, 5m" in err
+
+
+def test_every_read_command_speaks_json_and_tables_line_up(sup: SupervisorProcess) -> None:
+    ok(sup, "spawn", "a-much-longer-name", "--", "sleep", "1000")
+    spawn_finished_child(sup)
+    assert [c["spec"]["name"] for c in json.loads(ok(sup, "ls", "--json"))["children"]] == [
+        "a-much-longer-name",
+        "web",
+    ]
+    assert len(json.loads(ok(sup, "health", "--json"))["children"]) == 2
+    assert json.loads(ok(sup, "state", "web", "--json")) == {"history": []}
+    assert all(json.loads(r) for r in ok(sup, "logs", "web", "--json").splitlines())
+    for args in (("ls",), ("health",)):
+        rows = ok(sup, *args).splitlines()
+        rows = rows[1:] if args == ("health",) else rows  # health starts with supd's own line
+        header = rows[0]
+        starts = [header.index(col) for col in header.split()]
+        for row in rows[1:]:
+            for start in starts[1:]:
+                assert row[start - 2 : start] == "  " and row[start] != " ", (args, row)
+    assert ok(sup, "health").splitlines()[0].startswith("supd ")
+
+
+def test_completion_script_and_child_names(sup: SupervisorProcess, tmp_path: pathlib.Path) -> None:
+    script = ok(sup, "completion", "bash")
+    assert "complete " in script and "supctl" in script
+    ok(sup, "spawn", "web", "--", "sleep", "1000")
+    ok(sup, "spawn", "worker", "--", "sleep", "1000")
+    ok(sup, "spawn", "db", "--", "sleep", "1000")
+    answer = tmp_path / "completions"
+    line = f"supctl --addr {sup.address} logs w"
+    env = {
+        **ENV,
+        "_ARGCOMPLETE": "1",
+        "COMP_LINE": line,
+        "COMP_POINT": str(len(line)),
+        "_ARGCOMPLETE_STDOUT_FILENAME": str(answer),
+        "_ARGCOMPLETE_IFS": "\n",
+    }
+    subprocess.run([PY, "-m", "supervisor.cli"], env=env, timeout=30, check=True, capture_output=True)
+    assert sorted(answer.read_text().split()) == ["web", "worker"]
+    assert_one_line_error(supctl(sup, "completion", "tcsh"), 2)
+
+
+def test_supctl_alone_shows_what_there_is_to_do() -> None:
+    result = subprocess.run([PY, "-m", "supervisor.cli"], capture_output=True, text=True, env=ENV, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "spawn" in result.stderr and "exit codes:" in result.stderr

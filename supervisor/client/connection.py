@@ -40,6 +40,7 @@ __all__ = [
     "TOKEN_FILE_ENV",
     "Connection",
     "ConnectionConfigError",
+    "connection_of",
     "normalise_address",
 ]
 
@@ -189,6 +190,13 @@ class Connection:
         token = self.token()
         interceptors = _aio_bearer_interceptors(token) if token is not None else None
         return grpc.aio.insecure_channel(self.address, options=opts, interceptors=interceptors)
+
+
+def connection_of(where: Connection | str | None) -> Connection:
+    """A Connection as given, from an address (other settings from ``SUPD_*``), or wholly from ``SUPD_*``."""
+    if isinstance(where, Connection):
+        return where
+    return Connection.from_env(address=where)
 
 
 # Plaintext channels refuse call credentials, so the token is added to each call's metadata by interceptors.
