@@ -47,7 +47,12 @@ def serving(path: pathlib.Path) -> bool:
     if not path.exists():
         return False
     with grpc.insecure_channel(f"unix://{path}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:  # bound but not yet listening: refused
+                raise
+            return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 

@@ -128,8 +128,11 @@ def test_supd_is_pid1_non_root_and_serves_the_mounted_socket(sidecar: Sidecar) -
     # Nothing the runtime does not need: no compiler, no pip.
     found = sidecar.exec("sh", "-c", "command -v gcc cc pip pip3 || true").stdout.strip()
     assert found == "", found
-    native = sidecar.exec("python", "-P", "-c", "import supervisor._daemon.output._native as m; print(m.__file__)")
+    native = sidecar.exec("/opt/supd/bin/python", "-P", "-c", "import supervisor._daemon.output._native")
     assert native.returncode == 0, native.stderr
+    # A child's python3 is the base's, not supd's virtual environment.
+    child_python = sidecar.exec("python3", "-c", "import sys; print(sys.prefix)").stdout.strip()
+    assert not child_python.startswith("/opt/supd"), child_python
 
     spawned = sidecar.supctl(
         "spawn", "talker", "--", "python3", "-c",
