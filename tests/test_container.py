@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,54 @@ def test_hadolint_catches_a_defect(tmp_path: pathlib.Path) -> None:
     result = hadolint(broken)
     assert result.returncode != 0
     assert "DL3003" in result.stdout
+
+
+def proc_status(pid: int, field: str) -> str:
+    """One field of /proc/PID/status."""
+    lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{field}:"))
+
+
+def has_sigterm(pid: int, mask: str) -> bool:
+    """Whether SIGTERM is in the signal mask ``mask`` (SigCgt: caught, ShdPnd: pending) of ``pid``."""
+    return bool(int(proc_status(pid, mask), 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def freeze_while_starting(pid: int, socket: pathlib.Path) -> bool:
+    """SIGSTOP supd as soon as it catches SIGTERM; whether that was still in its imports (one thread, no socket).
+
+    Without the `supd` command's early handler, SIGTERM is caught only once supd runs its threads and serves.
+    """
+    wait_until(lambda: has_sigterm(pid, "SigCgt"), timeout=30, interval=0.0005, what="a SIGTERM handler")
+    os.kill(pid, signal.SIGSTOP)
+    return proc_status(pid, "Threads") == "1" and not socket.exists()
+
+
+def test_a_sigterm_during_start_up_is_held_until_supd_acts_on_it(tmp_path: pathlib.Path) -> None:
+    """The `supd` command handles SIGTERM before it imports the daemon, and supd stops on it once it runs.
+
+    As a container's PID 1, a SIGTERM without a handler is dropped (and the runtime SIGKILLs supd after its stop
+    timeout); elsewhere it kills supd before it stopped its children. The signal is sent while supd is frozen
+    in its imports, then supd is let go on.
+    """
+    supd = str(pathlib.Path(sys.executable).with_name("supd"))
+    for attempt in range(3):  # a loaded machine may let supd past its imports before the poll sees the handler
+        socket = tmp_path / f"run{attempt}" / "supd.sock"
+        argv = [supd, "--socket", str(socket), "--state-dir", str(tmp_path / f"state{attempt}")]
+        with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) as proc:
+            early = freeze_while_starting(proc.pid, socket)
+            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGCONT)
+            try:
+                _, stderr = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail(f"supd did not stop on a SIGTERM sent while it started: {proc.communicate()[1][-2000:]}")
+        assert proc.returncode == 0, stderr[-2000:]
+        assert '"supd.stopping"' in stderr and '"signal": "SIGTERM"' in stderr, stderr[-2000:]
+        if early:
+            return
+    pytest.fail("supd never caught SIGTERM while still starting (one thread, no socket): the signal is not held")
 
 
 def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -229,3 +278,28 @@ def test_podman_stop_escalates_to_sigkill_and_supd_exits_in_time(sidecar: Sideca
     assert events[-1] == "supd.stopped", events[-5:]
     assert elapsed < 15, elapsed  # --shutdown-timeout 5 is the bound; 30 s would mean supd ignored SIGTERM
     assert not (sidecar.run_dir / "sock" / "supd.sock").exists()  # supd removed its socket on the way out
+
+
+@pytest.mark.container
+@pytest.mark.timeout(900)
+def test_podman_stop_while_supd_starts(image: str, tmp_path: pathlib.Path) -> None:
+    """As PID 1, supd acts on a SIGTERM that came while it started: it exits 0, not SIGKILLed after 30 s."""
+    for attempt in range(3):  # as in test_a_sigterm_during_start_up_is_held_until_supd_acts_on_it
+        box = Sidecar(image, tmp_path / f"run{attempt}", [])
+        try:
+            host_pid = int(podman("inspect", "--format", "{{.State.Pid}}", box.name).stdout)
+            early = freeze_while_starting(host_pid, box.run_dir / "sock" / "supd.sock")
+            started = time.monotonic()
+            with subprocess.Popen(["podman", "stop", "-t", "30", box.name], stdout=subprocess.DEVNULL) as stop:
+                wait_until(lambda: has_sigterm(host_pid, "ShdPnd"), timeout=30, what="podman's SIGTERM")  # noqa: B023
+                os.kill(host_pid, signal.SIGCONT)
+                assert stop.wait(60) == 0
+            elapsed = time.monotonic() - started
+            state = json.loads(podman("inspect", box.name).stdout)[0]["State"]
+            assert state["ExitCode"] == 0, (state, box.logs()[-2000:])
+            assert elapsed < 15, elapsed
+        finally:
+            box.remove()
+        if early:
+            return
+    pytest.fail("supd never caught SIGTERM while still starting (one thread, no socket): the signal is not held")
