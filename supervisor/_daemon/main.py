@@ -26,6 +26,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from supervisor import __version__
+from supervisor._daemon import early_signals
 from supervisor._daemon.api.health_board import HealthBoard
 from supervisor._daemon.api.listeners import ListenError
 from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
@@ -88,14 +89,20 @@ class Shutdown:
 
 
 async def _watch_signals(shutdown: Shutdown) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with anyio.open_signal_receiver(*early_signals.HELD) as signals:
+        for sig in early_signals.take():  # those that came before the receiver (the supd command holds them)
+            _on_signal(shutdown, sig)
         async for sig in signals:
-            if shutdown.deadline is None:
-                log.info("supd.stopping", signal=signal.Signals(sig).name, deadline=shutdown.timeout)
-                shutdown.begin()
-            else:
-                log.warning("supd.stopping.now", signal=signal.Signals(sig).name)
-                shutdown.now.set()
+            _on_signal(shutdown, sig)
+
+
+def _on_signal(shutdown: Shutdown, sig: int) -> None:
+    if shutdown.deadline is None:
+        log.info("supd.stopping", signal=signal.Signals(sig).name, deadline=shutdown.timeout)
+        shutdown.begin()
+    else:
+        log.warning("supd.stopping.now", signal=signal.Signals(sig).name)
+        shutdown.now.set()
 
 
 async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) -> int:

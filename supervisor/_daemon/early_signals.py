@@ -1,0 +1,43 @@
+"""The ``supd`` command: SIGTERM and SIGINT are held from supd's first instant until its signal receiver runs.
+
+As PID 1 (a container's entrypoint) a process gets no default signal action (signal(7), pid_namespaces(7)): a
+SIGTERM that arrives while supd imports and opens its store and socket would be dropped, and the runtime would
+SIGKILL supd, and its children with it, once its stop timeout ran out. Anywhere else it would end supd at once,
+before it stopped what it had started. So the command installs a handler that keeps them (``hold``) before it
+imports the daemon, and the daemon's receiver acts on them once it runs (``take``).
+"""
+
+from __future__ import annotations
+
+import signal
+import types
+
+__all__ = ["HELD", "hold", "main", "take"]
+
+HELD = (signal.SIGTERM, signal.SIGINT)
+_held: list[int] = []
+
+
+def _keep(signum: int, _frame: types.FrameType | None) -> None:
+    _held.append(signum)
+
+
+def hold() -> None:
+    """Keep SIGTERM and SIGINT, in order, for ``take``; in the main thread, before anything slow."""
+    for sig in HELD:
+        signal.signal(sig, _keep)
+
+
+def take() -> list[int]:
+    """The signals held so far, oldest first; called once the receiver that replaces ``hold``'s handler is set."""
+    taken = _held[:]
+    _held.clear()
+    return taken
+
+
+def main() -> int:
+    """The ``supd`` command: hold the signals, then import and run the daemon (exit code of ``main.main``)."""
+    hold()
+    from supervisor._daemon.main import main as run
+
+    return run()
