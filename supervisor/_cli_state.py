@@ -1,9 +1,11 @@
-"""supctl's stored-state commands: ``reload`` delivers and stores a revision, ``state`` shows it."""
+"""supctl's stored-state commands: ``reload`` delivers and stores a revision, ``state`` shows it; ``spec`` shows
+what a child was declared with."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import mimetypes
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -15,7 +17,7 @@ from supervisor._cli_errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 if TYPE_CHECKING:
     from supervisor.client import Client
 
-__all__ = ["add_state_commands", "cmd_reload", "cmd_state"]
+__all__ = ["add_state_commands", "cmd_reload", "cmd_spec", "cmd_state"]
 
 
 def _read_state(path: str) -> bytes:
@@ -31,9 +33,24 @@ def _read_state(path: str) -> bytes:
 def cmd_reload(supd: Client, args: argparse.Namespace) -> int:
     """Deliver a file's bytes as the child's new state; print the revision the child accepted."""
     state = _read_state(args.file)
-    resp = supd.reload(args.name, state, content_type=args.content_type, expected_revision=args.expect_revision)
+    content_type = args.content_type or _guess_content_type(args.file)
+    resp = supd.reload(args.name, state, content_type=content_type, expected_revision=args.expect_revision)
     tries = f"{resp.attempts} attempt{'s' if resp.attempts != 1 else ''}"
     print(f"{args.name}: state revision {resp.revision} accepted ({len(state)} bytes, {tries})")
+    return EXIT_OK
+
+
+def _guess_content_type(path: str) -> str | None:
+    """The media type a file's name suggests (``.json``: application/json), as mimetypes knows it; None for stdin
+    or an unknown suffix, which supd sends as application/octet-stream."""
+    if path == "-":
+        return None
+    return mimetypes.guess_type(path, strict=False)[0]
+
+
+def cmd_spec(supd: Client, args: argparse.Namespace) -> int:
+    """The child's whole spec as declared, values included, as one JSON document (ChildSpec)."""
+    print(json.dumps(fmt.message_dict(supd.get_spec(args.name)), indent=2))
     return EXIT_OK
 
 
@@ -66,7 +83,11 @@ def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
     )
     add_name(p)
     p.add_argument("--file", required=True, metavar="FILE", help="the new state ('-': standard input)")
-    p.add_argument("--content-type", metavar="TYPE", help="its media type (default application/octet-stream)")
+    p.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="its media type (default: from FILE's suffix, .json is application/json; else application/octet-stream)",
+    )
     p.add_argument(
         "--expect-revision",
         type=count_arg,
@@ -82,3 +103,12 @@ def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
     out.add_argument("--raw", action="store_true", help="write the revision's bytes to stdout, nothing else")
     out.add_argument("--json", action="store_true", help="one JSON document (GetStateResponse)")
     p.set_defaults(func=cmd_state)
+
+    p = sub.add_parser(
+        "spec",
+        help="a child's whole spec as declared, environment values included (JSON; admin only over TCP)",
+        description="Print the child's spec exactly as declared, as one JSON document (ChildSpec). ls and health "
+        "show environment and header names only; this shows their values too.",
+    )
+    add_name(p)
+    p.set_defaults(func=cmd_spec)

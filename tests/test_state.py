@@ -287,6 +287,13 @@ def test_supctl_reload_and_state(stub: pb_grpc.SupervisorStub, sup: SupervisorPr
     assert raw.returncode == 0 and json.loads(raw.stdout) == ROUTES
     missing = supctl("reload", "admin", "--file", str(tmp_path / "nope"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+    # Without --content-type, the file's suffix names the media type (revision 2 was the rejected bad.json).
+    guessed = supctl("reload", "admin", "--file", str(routes))
+    assert guessed.returncode == 0 and "state revision 3 accepted" in guessed.stdout, guessed.stderr
+    assert stub.GetState(pb.GetStateRequest(name="admin"), timeout=10).revision.content_type == "application/json"
+    spec = supctl("spec", "admin")
+    assert spec.returncode == 0, spec.stderr
+    assert json.loads(spec.stdout)["argv"] == list(stub.GetSpec(pb.GetSpecRequest(name="admin"), timeout=10).spec.argv)
 
 
 def test_a_stopped_child_holds_no_applied_state_and_a_missing_revision_is_named(

@@ -167,6 +167,12 @@ class AsyncClient:
         request = pb.GetStateRequest(name=name, revision=revision)
         return await self._unary(self.stub.GetState(request, timeout=self._deadline(rq.QUICK_TIMEOUT)))
 
+    async def get_spec(self, name: str) -> pb.ChildSpec:
+        """The child's spec exactly as declared, environment and header values included (List and Health show
+        their names only). Needs the ``admin`` role on a TCP listener. Raises NotFound for an unknown child."""
+        request = pb.GetSpecRequest(name=name)
+        return (await self._unary(self.stub.GetSpec(request, timeout=self._deadline(rq.QUICK_TIMEOUT)))).spec
+
     async def shutdown(self) -> pb.ShutdownResponse:
         """Start supd's ordered shutdown, as SIGTERM does; answers once it has begun."""
         return await self._unary(self.stub.Shutdown(pb.ShutdownRequest(), timeout=self._deadline(rq.QUICK_TIMEOUT)))

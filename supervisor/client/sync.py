@@ -138,6 +138,10 @@ class Client:
         """See ``AsyncClient.get_state``."""
         return self._unary(self.stub.GetState, pb.GetStateRequest(name=name, revision=revision), rq.QUICK_TIMEOUT)
 
+    def get_spec(self, name: str) -> pb.ChildSpec:
+        """See ``AsyncClient.get_spec``."""
+        return self._unary(self.stub.GetSpec, pb.GetSpecRequest(name=name), rq.QUICK_TIMEOUT).spec
+
     def shutdown(self) -> pb.ShutdownResponse:
         """See ``AsyncClient.shutdown``."""
         return self._unary(self.stub.Shutdown, pb.ShutdownRequest(), rq.QUICK_TIMEOUT)
