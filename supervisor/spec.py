@@ -21,9 +21,10 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor._fields import FieldError, bad, take
+from supervisor._fields import FieldError, bad, shown, take
 from supervisor.backoff import Backoff
 from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
+from supervisor.exec_limits import check_exec_limits
 from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -31,6 +32,7 @@ from supervisor.v1 import supervisor_pb2 as pb
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_RING_BYTES",
+    "NAME_PATTERN",
     "SPEC_KEYS",
     "Backoff",
     "ChildSpec",
@@ -39,6 +41,7 @@ __all__ = [
     "Port",
     "PortHolders",
     "RestartPolicy",
+    "check_name",
     "spec_from_mapping",
     "spec_from_proto",
     "spec_to_proto",
@@ -53,7 +56,21 @@ MAX_RING_BYTES = 1024 * MiB
 DEFAULT_MAX_LINE_BYTES = 16 * KiB
 MIN_MAX_LINE_BYTES = 256
 MAX_MAX_LINE_BYTES = 1 * MiB
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+# A child's name, for Spawn and every RPC that names a child and for [children.NAME] alike, matched in full
+# (re.fullmatch: a final newline is not a name's end): it is a file name, a log field and a column of `supctl ls`.
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}"
+NAME_RULE = "must be 1-64 characters of [A-Za-z0-9._-] not starting with '.' or '-'"
+_NAME = re.compile(NAME_PATTERN)
+
+
+def check_name(name: str, field: str = "name") -> str:
+    """``name`` when it matches ``NAME_PATTERN`` in full; otherwise InvalidArgument (a FieldError) naming ``field``.
+
+    The message quotes at most the start of what was sent: ``name: must be 1-64 characters ..., got 'abc\\n'``.
+    """
+    if not _NAME.fullmatch(name):
+        raise FieldError(field, f"{field}: {NAME_RULE}, got {shown(name)}")
+    return name
 
 
 class RestartPolicy(enum.Enum):
@@ -152,8 +169,8 @@ class ChildSpec:
         the file system: whether the program and the working directory exist is
         ``check_runnable``'s question, which can change while supd runs.
         """
-        if not _NAME.match(self.name):
-            _bad("name", "must be 1-64 characters of [A-Za-z0-9._-] not starting with '.' or '-'", self.name)
+        if not _NAME.fullmatch(self.name):
+            _bad("name", NAME_RULE, self.name)
         if not self.argv:
             _bad("argv", "must name a program", list(self.argv))
         for i, arg in enumerate(self.argv):
@@ -161,7 +178,7 @@ class ChildSpec:
                 _bad(f"argv[{i}]", "must not contain NUL bytes", arg)
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
-                _bad(f"env[{key!r}]", "names must be non-empty without '=' or NUL; values without NUL", value)
+                _bad(f"env[{shown(key)}]", "names must be non-empty without '=' or NUL; values without NUL", value)
         if "\0" in self.cwd:
             _bad("cwd", "must not contain NUL bytes", self.cwd)
         b = self.backoff
@@ -198,16 +215,18 @@ class ChildSpec:
 
         argv[0] without a ``/`` is looked up in the child's PATH (supd's when the
         child's environment has none); with a ``/`` it is taken relative to
-        ``cwd``. Raises InvalidArgument naming ``cwd`` or ``argv[0]``. A config
+        ``cwd``. argv and the environment must fit the kernel's exec limits (``exec_limits``). Raises
+        InvalidArgument naming ``cwd``, ``argv[0]``, ``argv``, ``env`` or the string over a limit. A config
         file does not call this: a program missing at boot is a failed start of
         that child (with backoff and its reason), not a reason to refuse the file.
         """
+        check_exec_limits(self.argv, self.child_env())
         if self.cwd and not os.path.isdir(self.cwd):
             _bad("cwd", "must be an existing directory", self.cwd)
         if "/" not in self.argv[0]:
             path = self.child_env().get("PATH", os.defpath)
             if shutil.which(self.argv[0], path=path) is None:
-                _bad("argv[0]", f"no executable of that name in PATH ({path})", self.argv[0])
+                _bad("argv[0]", f"no executable of that name in PATH ({shown(path)})", self.argv[0])
         else:
             program = os.path.join(self.cwd or os.getcwd(), self.argv[0])
             if not (os.path.isfile(program) and os.access(program, os.X_OK)):

@@ -17,8 +17,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from supervisor._daemon.api.limits import ApiLimits, RequestGuard, server_options
 from supervisor._daemon.api.service import SupervisorService
-from supervisor.delivery import MAX_MAX_STATE_BYTES
 from supervisor.paths import MAX_SOCKET_PATH_BYTES
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
@@ -27,10 +27,6 @@ __all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_p
 
 log = structlog.get_logger("supd.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
-# Largest message supd accepts: a Reload of the largest state a child may take (max_state_bytes at most 64 MiB)
-# plus its envelope, so a state too big for its child gets INVALID_ARGUMENT naming the bound, not a transport
-# error. Replies are capped by design.
-MAX_RECEIVE_BYTES = MAX_MAX_STATE_BYTES + 1024 * 1024
 
 
 class SocketError(Exception):
@@ -125,10 +121,11 @@ def check_private_directory(directory: str) -> None:
 
 
 async def build_server(
-    service: SupervisorService, socket_path: str
+    service: SupervisorService, socket_path: str, limits: ApiLimits | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)])
+    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket, within ``limits``."""
+    limits = limits or ApiLimits()
+    server = grpc.aio.server(options=server_options(limits), interceptors=[RequestGuard(limits)])
     pb_grpc.add_SupervisorServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

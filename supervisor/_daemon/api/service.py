@@ -26,6 +26,7 @@ from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import read_stream
 from supervisor._daemon.telemetry.log_writer import log_dropped_events
 from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
+from supervisor._fields import shown
 from supervisor.errors import InvalidArgument, SupervisorError, Unimplemented
 from supervisor.spec import spec_from_proto
 from supervisor.v1 import supervisor_pb2 as pb
@@ -139,7 +140,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         ring = child.ring
         streams = frozenset(int(s) for s in request.streams) or frozenset({STDOUT, STDERR})
         if not streams <= {STDOUT, STDERR}:
-            raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
+            raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {shown(sorted(streams))}")
         which = request.WhichOneof("start")
         if which == "from_seq":
             start = max(request.from_seq, 1)
