@@ -68,6 +68,17 @@ def _boundary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
+# Revisions are SQLite integers (signed 64-bit); the proto's uint64 allows more.
+MAX_REVISION = 2**63 - 1
+
+
+def _revision(field: str, value: int) -> int:
+    """``value`` when it can be a stored revision; InvalidArgument naming ``field`` otherwise."""
+    if value > MAX_REVISION:
+        raise InvalidArgument(f"{field}: must be at most {MAX_REVISION}, got {value}")
+    return value
+
+
 def _copy_exit(target: pb.ExitStatus, ended: ExitRecord | None) -> None:
     """Fill ``target`` with the exit of the process an operation just ended, if it ended one."""
     if ended is not None:
@@ -190,7 +201,8 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             child = self._registry.get(request.name)
             left = context.time_remaining()
             deadline = time.monotonic() + left if left is not None else None
-            expected = request.expected_revision if request.HasField("expected_revision") else None
+            has_expected = request.HasField("expected_revision")
+            expected = _revision("expected_revision", request.expected_revision) if has_expected else None
             revision, done = await self._keeper().reload(
                 child, request.state, request.content_type, expected, deadline
             )
@@ -199,7 +211,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     @_boundary
     async def GetState(self, request: pb.GetStateRequest, context: Any) -> pb.GetStateResponse:
         self._registry.get(request.name)
-        stored, history = await self._keeper().get(request.name, request.revision)
+        stored, history = await self._keeper().get(request.name, _revision("revision", request.revision))
         response = pb.GetStateResponse(history=[revision_to_proto(r, with_state=False) for r in history])
         if stored is not None:
             response.revision.CopyFrom(revision_to_proto(stored))
