@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import pathlib
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -225,3 +227,48 @@ def test_a_unary_call_past_its_server_side_deadline_is_deadline_exceeded(tmp_pat
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert details.startswith("/t.Slow/Hang: supd ends a call of this method after 0.2 s (--rpc-deadline-seconds")
     assert took < 10
+
+
+FOLLOWER = """
+import sys, grpc
+from supervisor.v1 import supervisor_pb2 as pb, supervisor_pb2_grpc as g
+with grpc.insecure_channel(sys.argv[1]) as channel:
+    for message in g.SupervisorStub(channel).Stream(pb.StreamRequest(name="quiet", follow=True)):
+        print("message", flush=True)
+"""
+
+
+def test_a_client_that_stops_answering_is_dropped_by_keepalive_and_frees_its_stream(tmp_path: pathlib.Path) -> None:
+    """A SIGSTOPped client never closes its connection: only the unanswered keepalive ping ends its stream.
+
+    Without ``grpc.http2.ping_timeout_ms`` grpcio sends the ping but never closes the connection (checked:
+    the slot stayed taken for 30 s).
+    """
+    args = ["--keepalive-seconds", "1", "--keepalive-timeout-seconds", "1", "--max-streams", "1"]
+    with running_supervisor(tmp_path, args) as sup, sup.channel() as channel:
+        stub = pb_grpc.SupervisorStub(channel)
+        stub.Spawn(pb.SpawnRequest(spec=pb.ChildSpec(name="quiet", argv=["/bin/sleep", "60"])), timeout=20)
+        client = subprocess.Popen([sys.executable, "-c", FOLLOWER, sup.address], stdout=subprocess.PIPE)
+        try:
+            assert client.stdout is not None and client.stdout.readline() == b"message\n"
+            os.kill(client.pid, signal.SIGSTOP)
+            with pytest.raises(grpc.RpcError) as err:
+                next(stub.Stream(pb.StreamRequest(name="quiet", follow=True), timeout=10))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # the stopped client holds the slot
+
+            def slot_free() -> bool:
+                call = stub.Stream(pb.StreamRequest(name="quiet", follow=True), timeout=10)
+                try:
+                    next(call)
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    return False
+                call.cancel()
+                return True
+
+            began = time.monotonic()
+            wait_until(slot_free, timeout=20, interval=0.2, what="keepalive to drop the stopped client")
+            assert time.monotonic() - began < 15
+        finally:
+            client.kill()
+            client.communicate()

@@ -75,6 +75,8 @@ def server_options(limits: ApiLimits) -> list[tuple[str, int]]:
         ("grpc.keepalive_time_ms", round(limits.keepalive_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", round(limits.keepalive_timeout_seconds * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
+        # grpcio 1.85 closes a connection whose keepalive ping is unanswered only with this set too.
+        ("grpc.http2.ping_timeout_ms", round(limits.keepalive_timeout_seconds * 1000)),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", round(MIN_PING_INTERVAL_SECONDS * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
     ]
