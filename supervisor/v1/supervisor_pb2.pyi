@@ -333,7 +333,9 @@ class ChildSpec(_message.Message):
     PORT_HOLDER_STOP_URL_FIELD_NUMBER: _builtins.int
     START_ORDER_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
+    """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-',
+    matched in full (a final newline is refused).
+    """
     inherit_env: _builtins.bool
     """When true, env is added to supd's environment instead of replacing it."""
     cwd: _builtins.str
@@ -367,7 +369,9 @@ class ChildSpec(_message.Message):
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The program and its arguments; argv[0] is looked up in PATH (of env, else
-        of supd) unless it contains '/'. At least one element.
+        of supd) unless it contains '/'. At least one element. argv and the
+        child's environment must fit the kernel's exec limits (MAX_ARG_STRLEN per
+        string, ARG_MAX in all), else Spawn is INVALID_ARGUMENT naming the limit.
         """
 
     @_builtins.property
