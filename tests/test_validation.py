@@ -155,6 +155,21 @@ def test_every_duration_must_be_finite(field: str, value: float) -> None:
     assert err.value.message.startswith(f"spec.{short}:"), err.value.message
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("stop_grace_seconds", "nan"), ("stop_grace_seconds", "inf"), ("backoff.max_seconds", "inf"),
+     ("liveness_probe.period_seconds", "nan")],
+)
+def test_toml_nan_and_inf_durations_are_refused(tmp_path: pathlib.Path, key: str, value: str) -> None:
+    path = tmp_path / "supd.toml"
+    probe = '[children.web.liveness_probe]\ntcp = { port = 80 }\n' if key.startswith("liveness") else ""
+    table, _, leaf = key.rpartition(".")
+    section = f"[children.web.{table}]\n" if table and not probe else ""
+    path.write_text(f'[children.web]\nargv = ["/bin/true"]\n{probe}{section}{leaf} = {value}\n')
+    with pytest.raises(ConfigError, match=rf"children\.web: spec\.{key}: must be"):
+        load_config(str(path))
+
+
 # -- through a real supd --------------------------------------------------------------------------------------
 
 

@@ -51,7 +51,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: Exc
         await context.abort(exc.code, exc.message)
     else:
         log.error("rpc.failed", rpc=rpc, exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {rpc}: {exc!r}")
+        # Cut: a message over the client's metadata limit would reach it as RESOURCE_EXHAUSTED, hiding the bug.
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {rpc}: {repr(exc)[:500]}")
     raise AssertionError("unreachable: abort raises") from exc
 
 
