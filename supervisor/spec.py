@@ -15,7 +15,6 @@ import dataclasses
 import enum
 import math
 import os
-import re
 import shutil
 import signal
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from supervisor._fields import FieldError, bad, shown, take
 from supervisor.backoff import Backoff
 from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
 from supervisor.exec_limits import check_exec_limits
+from supervisor.names import NAME_RULE, is_name
 from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -32,7 +32,6 @@ from supervisor.v1 import supervisor_pb2 as pb
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_RING_BYTES",
-    "NAME_PATTERN",
     "SPEC_KEYS",
     "Backoff",
     "ChildSpec",
@@ -41,7 +40,6 @@ __all__ = [
     "Port",
     "PortHolders",
     "RestartPolicy",
-    "check_name",
     "spec_from_mapping",
     "spec_from_proto",
     "spec_to_proto",
@@ -56,21 +54,6 @@ MAX_RING_BYTES = 1024 * MiB
 DEFAULT_MAX_LINE_BYTES = 16 * KiB
 MIN_MAX_LINE_BYTES = 256
 MAX_MAX_LINE_BYTES = 1 * MiB
-# A child's name, for Spawn and every RPC that names a child and for [children.NAME] alike, matched in full
-# (re.fullmatch: a final newline is not a name's end): it is a file name, a log field and a column of `supctl ls`.
-NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}"
-NAME_RULE = "must be 1-64 characters of [A-Za-z0-9._-] not starting with '.' or '-'"
-_NAME = re.compile(NAME_PATTERN)
-
-
-def check_name(name: str, field: str = "name") -> str:
-    """``name`` when it matches ``NAME_PATTERN`` in full; otherwise InvalidArgument (a FieldError) naming ``field``.
-
-    The message quotes at most the start of what was sent: ``name: must be 1-64 characters ..., got 'abc\\n'``.
-    """
-    if not _NAME.fullmatch(name):
-        raise FieldError(field, f"{field}: {NAME_RULE}, got {shown(name)}")
-    return name
 
 
 class RestartPolicy(enum.Enum):
@@ -169,7 +152,7 @@ class ChildSpec:
         the file system: whether the program and the working directory exist is
         ``check_runnable``'s question, which can change while supd runs.
         """
-        if not _NAME.fullmatch(self.name):
+        if not is_name(self.name):
             _bad("name", NAME_RULE, self.name)
         if not self.argv:
             _bad("argv", "must name a program", list(self.argv))

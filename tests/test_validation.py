@@ -19,7 +19,8 @@ import pytest
 from supervisor._daemon.config_file import ConfigError, load_config
 from supervisor._fields import MAX_SHOWN_CHARS, shown
 from supervisor.exec_limits import RESERVE_BYTES, arg_max, exec_bytes, max_arg_strlen
-from supervisor.spec import ChildSpec, FieldError, check_name, spec_from_proto
+from supervisor.names import check_name
+from supervisor.spec import ChildSpec, FieldError, spec_from_proto
 from supervisor.testing import SupervisorProcess, running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc

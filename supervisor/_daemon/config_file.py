@@ -31,7 +31,8 @@ from typing import Any
 from supervisor._daemon.toml_lines import key_line
 from supervisor._fields import shown
 from supervisor.errors import InvalidArgument
-from supervisor.spec import ChildSpec, FieldError, check_name, spec_from_mapping
+from supervisor.names import check_name
+from supervisor.spec import ChildSpec, FieldError, spec_from_mapping
 
 __all__ = ["SUPERVISOR_KEYS", "Config", "ConfigError", "load_config"]
 

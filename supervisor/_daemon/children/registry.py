@@ -37,7 +37,8 @@ from supervisor.errors import (
     SupervisorError,
     Unavailable,
 )
-from supervisor.spec import ChildSpec, check_name
+from supervisor.names import check_name
+from supervisor.spec import ChildSpec
 
 if TYPE_CHECKING:
     from supervisor._daemon.children.cgroups import CgroupRoot
