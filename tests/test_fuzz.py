@@ -29,6 +29,7 @@ import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
 
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
@@ -37,9 +38,11 @@ from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 ROUNDS = int(os.environ.get("SUPD_FUZZ_ROUNDS", "1"))
 NAMES = ("f0", "f1", "f2")
 REFUSED = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS}
-SERVICE = pb.DESCRIPTOR.services_by_name["Supervisor"]
-# Shutdown ends supd: only undecodable bytes go to it (tests/test_validation.py).
-METHODS = [m for m in SERVICE.methods if m.name != "Shutdown"]
+# Every method of supervisor.v1.Supervisor and grpc.health.v1.Health/Check. Shutdown ends supd: only undecodable
+# bytes go to it (tests/test_validation.py); Watch never ends by itself.
+METHODS = [m for m in pb.DESCRIPTOR.services_by_name["Supervisor"].methods if m.name != "Shutdown"] + [
+    health_pb2.DESCRIPTOR.services_by_name["Health"].methods_by_name["Check"]
+]
 CALL_TIMEOUT = 3.0
 _ALPHABET = ["a", "b", "c", "0", "_", ".", "-", "/", " ", "\n", "\r", "\x00", "é", "😀", "=", ":"]
 _DOUBLES = [math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e-300, 0.05, 1.0, 3600.0, 3600.5, 86401.0, 1e308]
@@ -145,7 +148,7 @@ def wild_request(method: object, rng: random.Random, files: pathlib.Path) -> byt
 
 def call(channel: grpc.Channel, method: object, payload: bytes) -> grpc.StatusCode:
     """Send ``payload`` raw to ``method``; the status code it ends with."""
-    path = f"/{SERVICE.full_name}/{method.name}"  # type: ignore[attr-defined]
+    path = f"/{method.containing_service.full_name}/{method.name}"  # type: ignore[attr-defined]
     try:
         if method.server_streaming:  # type: ignore[attr-defined]
             for _ in channel.unary_stream(path)(payload, timeout=CALL_TIMEOUT):

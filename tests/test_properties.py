@@ -1,7 +1,8 @@
 """Properties of line framing and the ring, for any bytes and any chunking (hypothesis).
 
-- Whatever the reads, the pieces the assembler emits (and then ``finish``) concatenate to the input, each is a run
-  of whole lines or one record without a newline, and no record is longer than ``max_line`` (plus its newline).
+- Whatever the reads and quiet periods (partial records flushed), the pieces the assembler emits (and then
+  ``finish``) concatenate to the input, each is a run of whole lines or one record without a newline, and no
+  record is longer than ``max_line`` (plus its newline).
 - Over-long lines of valid UTF-8 are never cut inside a character.
 - The C core (``native.core.cut``) emits exactly what the Python reference emits, with the same line counts.
 - Through the ring and a Stream reader: what the reader gets is the input less an evicted prefix, and the Gaps
@@ -52,17 +53,24 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
-def feed_all(chunks: list[bytes], max_line: int, *, buffered: bool) -> list[list[bytes]]:
-    """The parts each read emits (``feed`` or ``feed_buffer`` on a reused buffer), then ``finish``'s."""
+def feed_all(
+    chunks: list[bytes], max_line: int, *, buffered: bool, flushes: frozenset[int] = frozenset()
+) -> list[list[bytes]]:
+    """The parts each read emits (``feed`` or ``feed_buffer`` on a reused buffer), then ``finish``'s.
+
+    After the reads numbered in ``flushes``, a quiet period: ``flush_partial``'s parts come as a read of their own.
+    """
     asm = LineAssembler(max_line)
     out = []
     buf = bytearray(4096)
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
         if buffered:
             buf[: len(chunk)] = chunk
             out.append(asm.feed_buffer(buf, len(chunk)))
         else:
             out.append(asm.feed(chunk))
+        if i in flushes:
+            out.append(asm.flush_partial())
     out.append(asm.finish())
     return out
 
@@ -75,11 +83,14 @@ def records(part: bytes) -> list[bytes]:
     return [line + b"\n" for line in part.split(b"\n")[:-1]]
 
 
-@given(data=any_bytes, cuts=cut_points, max_line=max_lines, buffered=st.booleans())
+flush_points = st.frozensets(st.integers(min_value=0, max_value=30), max_size=10)
+
+
+@given(data=any_bytes, cuts=cut_points, max_line=max_lines, buffered=st.booleans(), flushes=flush_points)
 def test_pieces_concatenate_to_the_input_and_no_record_is_over_max_line(
-    data: bytes, cuts: list[int], max_line: int, buffered: bool
+    data: bytes, cuts: list[int], max_line: int, buffered: bool, flushes: frozenset[int]
 ) -> None:
-    reads = feed_all(chunked(data, cuts), max_line, buffered=buffered)
+    reads = feed_all(chunked(data, cuts), max_line, buffered=buffered, flushes=flushes)
     parts = [p for read in reads for p in read]
     assert b"".join(parts) == data
     assert all(parts), "no empty part"
@@ -136,11 +147,14 @@ def _through_ring(reads: list[list[bytes]], max_bytes: int) -> tuple[Ring, list[
     return ring, gaps, got
 
 
-@given(data=any_bytes, cuts=cut_points, max_line=max_lines, max_bytes=st.integers(min_value=1, max_value=6000))
+@given(
+    data=any_bytes, cuts=cut_points, max_line=max_lines, max_bytes=st.integers(min_value=1, max_value=6000),
+    flushes=flush_points,
+)
 def test_a_reader_gets_the_input_less_what_was_evicted_and_the_gap_counts_it_exactly(
-    data: bytes, cuts: list[int], max_line: int, max_bytes: int
+    data: bytes, cuts: list[int], max_line: int, max_bytes: int, flushes: frozenset[int]
 ) -> None:
-    reads = feed_all(chunked(data, cuts), max_line, buffered=True)
+    reads = feed_all(chunked(data, cuts), max_line, buffered=True, flushes=flushes)
     sent = [r for parts in reads for p in parts for r in records(p)]
     ring, gaps, got = _through_ring(reads, max_bytes)
     evicted = ring.evicted_records
