@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from supervisor._daemon.api.limits import MAX_STATUS_BYTES
 from supervisor._daemon.config_file import ConfigError, load_config
 from supervisor._fields import MAX_SHOWN_CHARS, shown
 from supervisor.exec_limits import RESERVE_BYTES, arg_max, exec_bytes, max_arg_strlen
@@ -261,3 +262,19 @@ def test_supd_is_still_up_after_the_malformed_requests(supd: SupervisorProcess, 
     assert stub.Health(pb.HealthRequest(), timeout=10).version
     assert "Traceback" not in supd.stderr_text()
 
+
+
+def test_a_long_rejection_keeps_its_code_its_message_is_cut(stub: pb_grpc.SupervisorStub) -> None:
+    """A child rejecting a state with 4 KiB of invalid UTF-8 on stderr: 12 KiB of replacement characters, which
+    clients refused as over their metadata limit and reported as RESOURCE_EXHAUSTED."""
+    spec = pb.ChildSpec(name="rejecter", argv=["/bin/sleep", "60"])
+    reject = "cat >/dev/null; head -c 4096 /dev/zero | tr '\\0' '\\377' >&2; exit 3"
+    spec.state_delivery.exec.argv.extend(["/bin/sh", "-c", reject])
+    stub.Spawn(pb.SpawnRequest(spec=spec, replace=True), timeout=20)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Reload(pb.ReloadRequest(name="rejecter", state=b"{}"), timeout=20)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = err.value.details()
+    assert details.startswith("child 'rejecter' rejected state revision") and details.endswith("bytes, cut)")
+    assert len(details.encode()) <= MAX_STATUS_BYTES
+    stub.Remove(pb.RemoveRequest(name="rejecter", grace_seconds=5), timeout=20)

@@ -33,10 +33,12 @@ from supervisor.delivery import MAX_MAX_STATE_BYTES
 __all__ = [
     "MAX_RECEIVE_BYTES",
     "MAX_SEND_BYTES",
+    "MAX_STATUS_BYTES",
     "ApiLimits",
     "RequestGuard",
     "deadline_of",
     "server_options",
+    "status_message",
 ]
 
 MiB = 1024 * 1024
@@ -45,6 +47,10 @@ MiB = 1024 * 1024
 MAX_RECEIVE_BYTES = MAX_MAX_STATE_BYTES + MiB
 # Largest reply: a GetState carrying the largest state; Stream batches are 256 KiB (output/stream.py).
 MAX_SEND_BYTES = MAX_MAX_STATE_BYTES + MiB
+# Longest status message, in UTF-8 bytes: gRPC percent-encodes every non-ASCII byte (3 characters each), and a
+# client refuses trailers over its metadata limit (8 KiB by default), reporting RESOURCE_EXHAUSTED instead of the
+# real code. 2 KiB encodes to 6 KiB at most.
+MAX_STATUS_BYTES = 2048
 # How often a client may ping without data before supd counts a strike (gRPC closes after two strikes).
 MIN_PING_INTERVAL_SECONDS = 10.0
 # The longest a Reload waits: the largest delivery budget (retry.budget_seconds at most a day) and the
@@ -94,6 +100,14 @@ def deadline_of(method: str, limits: ApiLimits) -> float:
     if name == "Reload":
         return limits.rpc_deadline_seconds + MAX_DELIVERY_SECONDS
     return limits.rpc_deadline_seconds
+
+
+def status_message(text: str) -> str:
+    """``text`` cut to ``MAX_STATUS_BYTES`` of UTF-8 at a character boundary, saying so when it was cut."""
+    raw = text.encode()
+    if len(raw) <= MAX_STATUS_BYTES:
+        return text
+    return raw[: MAX_STATUS_BYTES - 40].decode(errors="ignore") + f"... ({len(raw)} bytes, cut)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

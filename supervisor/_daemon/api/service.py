@@ -18,6 +18,7 @@ import structlog
 
 from supervisor import __version__
 from supervisor._daemon.api.convert import child_to_proto, exit_to_proto, revision_to_proto
+from supervisor._daemon.api.limits import status_message
 from supervisor._daemon.children.driver import ChildDriver, ChildStatistics
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.health.assess import Health, assess
@@ -45,14 +46,17 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Res
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: Exception) -> NoReturn:
-    """The one place errors become statuses: ours carry their code; anything else is a logged INTERNAL."""
+    """The one place errors become statuses: ours carry their code; anything else is a logged INTERNAL.
+
+    The message is cut to ``limits.MAX_STATUS_BYTES``: a longer one (a child's 4 KiB rejection of a state, in
+    replacement characters) reached clients as RESOURCE_EXHAUSTED.
+    """
     if isinstance(exc, SupervisorError):
         log.info("rpc.rejected", rpc=rpc, code=exc.code.name, message=exc.message)
-        await context.abort(exc.code, exc.message)
+        await context.abort(exc.code, status_message(exc.message))
     else:
         log.error("rpc.failed", rpc=rpc, exc_info=exc)
-        # Cut: a message over the client's metadata limit would reach it as RESOURCE_EXHAUSTED, hiding the bug.
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {rpc}: {repr(exc)[:500]}")
+        await context.abort(grpc.StatusCode.INTERNAL, status_message(f"internal error in {rpc}: {exc!r}"))
     raise AssertionError("unreachable: abort raises") from exc
 
 
