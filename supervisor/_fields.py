@@ -8,12 +8,21 @@ never an integer).
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from supervisor.errors import InvalidArgument
 
-__all__ = ["FieldError", "bad", "take"]
+__all__ = ["MAX_SHOWN_CHARS", "FieldError", "bad", "shown", "take"]
+
+# The most characters of a value a request sent that an error message quotes back: gRPC clients refuse a
+# status whose message is larger than their metadata limit (8 KiB by default) and report RESOURCE_EXHAUSTED
+# instead of the real code, and a person needs only the start of the value to find it.
+MAX_SHOWN_CHARS = 120
+_QUOTED = reprlib.Repr()  # Python 3.11's takes no keyword arguments
+_QUOTED.maxstring = _QUOTED.maxother = 64
+_QUOTED.maxlist = _QUOTED.maxtuple = _QUOTED.maxdict = _QUOTED.maxset = 8
 
 
 class FieldError(InvalidArgument):
@@ -24,9 +33,31 @@ class FieldError(InvalidArgument):
         self.field = field
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` for an error message, at most about ``MAX_SHOWN_CHARS`` characters whatever was sent.
+
+    A long string or bytes value is quoted by its start and end with its length: ``'aaaa...aaaa' (10240
+    characters)``; long lists and mappings by their first items. Every message that echoes user input (names,
+    paths, signals, content types, field values) quotes it through here.
+    """
+    text = _QUOTED.repr(value)
+    if len(text) > MAX_SHOWN_CHARS:
+        text = text[: MAX_SHOWN_CHARS - 3] + "..."
+    if isinstance(value, str) and len(value) > _QUOTED.maxstring:
+        return f"{text} ({len(value)} characters)"
+    if isinstance(value, bytes | bytearray) and len(value) > _QUOTED.maxstring:
+        return f"{text} ({len(value)} bytes)"
+    return text
+
+
 def bad(field: str, rule: str, got: object) -> NoReturn:
-    """Raise FieldError: ``spec.<field>: <rule>, got <got!r>``."""
-    raise FieldError(field, f"spec.{field}: {rule}, got {got!r}")
+    """Raise FieldError: ``spec.<field>: <rule>, got <shown(got)>``.
+
+    A field named by what was sent (an unknown TOML key, an env variable) is cut to ``MAX_SHOWN_CHARS`` in the
+    message; ``FieldError.field`` keeps it whole.
+    """
+    named = field if len(field) <= MAX_SHOWN_CHARS else f"{field[: MAX_SHOWN_CHARS - 3]}..."
+    raise FieldError(field, f"spec.{named}: {rule}, got {shown(got)}")
 
 
 def take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], field: str, default: Any) -> Any:

@@ -15,6 +15,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "ResourceExhausted",
     "SupervisorError",
     "Unavailable",
     "Unimplemented",
@@ -53,6 +54,12 @@ class FailedPrecondition(SupervisorError):
     """The child's current state does not allow the operation."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(SupervisorError):
+    """A limit of supd's is reached; the message names it and the flag that raises it."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class Unavailable(SupervisorError):

@@ -15,16 +15,17 @@ import dataclasses
 import enum
 import math
 import os
-import re
 import shutil
 import signal
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor._fields import FieldError, bad, take
+from supervisor._fields import FieldError, bad, shown, take
 from supervisor.backoff import Backoff
 from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
 from supervisor.environment import child_environment
+from supervisor.exec_limits import check_exec_limits
+from supervisor.names import NAME_RULE, is_name
 from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -54,7 +55,6 @@ MAX_RING_BYTES = 1024 * MiB
 DEFAULT_MAX_LINE_BYTES = 16 * KiB
 MIN_MAX_LINE_BYTES = 256
 MAX_MAX_LINE_BYTES = 1 * MiB
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 
 
 class RestartPolicy(enum.Enum):
@@ -151,8 +151,8 @@ class ChildSpec:
         the file system: whether the program and the working directory exist is
         ``check_runnable``'s question, which can change while supd runs.
         """
-        if not _NAME.match(self.name):
-            _bad("name", "must be 1-64 characters of [A-Za-z0-9._-] not starting with '.' or '-'", self.name)
+        if not is_name(self.name):
+            _bad("name", NAME_RULE, self.name)
         if not self.argv:
             _bad("argv", "must name a program", list(self.argv))
         for i, arg in enumerate(self.argv):
@@ -160,7 +160,7 @@ class ChildSpec:
                 _bad(f"argv[{i}]", "must not contain NUL bytes", arg)
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
-                _bad(f"env[{key!r}]", "names must be non-empty without '=' or NUL; values without NUL", value)
+                _bad(f"env[{shown(key)}]", "names must be non-empty without '=' or NUL; values without NUL", value)
         for i, name in enumerate(self.pass_env):
             if not name or "=" in name or "\0" in name:
                 _bad(f"pass_env[{i}]", "names must be non-empty without '=' or NUL", name)
@@ -200,16 +200,18 @@ class ChildSpec:
 
         argv[0] without a ``/`` is looked up in the child's PATH (supd's when the
         child's environment has none); with a ``/`` it is taken relative to
-        ``cwd``. Raises InvalidArgument naming ``cwd`` or ``argv[0]``. A config
+        ``cwd``. argv and the environment must fit the kernel's exec limits (``exec_limits``). Raises
+        InvalidArgument naming ``cwd``, ``argv[0]``, ``argv``, ``env`` or the string over a limit. A config
         file does not call this: a program missing at boot is a failed start of
         that child (with backoff and its reason), not a reason to refuse the file.
         """
+        check_exec_limits(self.argv, self.child_env())
         if self.cwd and not os.path.isdir(self.cwd):
             _bad("cwd", "must be an existing directory", self.cwd)
         if "/" not in self.argv[0]:
             path = self.child_env().get("PATH", os.defpath)
             if shutil.which(self.argv[0], path=path) is None:
-                _bad("argv[0]", f"no executable of that name in PATH ({path})", self.argv[0])
+                _bad("argv[0]", f"no executable of that name in PATH ({shown(path)})", self.argv[0])
         else:
             program = os.path.join(self.cwd or os.getcwd(), self.argv[0])
             if not (os.path.isfile(program) and os.access(program, os.X_OK)):

@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from supervisor._daemon.toml_lines import key_line
+from supervisor._fields import shown
 from supervisor.errors import InvalidArgument
+from supervisor.names import check_name
 from supervisor.spec import ChildSpec, FieldError, spec_from_mapping
 
 __all__ = ["LISTEN_KEYS", "SUPERVISOR_KEYS", "Config", "ConfigError", "load_config"]
@@ -62,7 +64,7 @@ def _where(path: str, text: str, keys: tuple[str, ...]) -> str:
 
 def _unknown(path: str, text: str, keys: tuple[str, ...], known: frozenset[str], label: str) -> ConfigError:
     return ConfigError(
-        f"{_where(path, text, keys)}: {label}: unknown key {keys[-1]!r} (known: {', '.join(sorted(known))})"
+        f"{_where(path, text, keys)}: {label}: unknown key {shown(keys[-1])} (known: {', '.join(sorted(known))})"
     )
 
 
@@ -80,7 +82,7 @@ def load_config(path: str) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     for key in sorted(set(doc) - TOP_LEVEL_KEYS):
         raise ConfigError(
-            f"{_where(path, text, (key,))}: unknown table or key {key!r} (known: [supervisor], [children.NAME])"
+            f"{_where(path, text, (key,))}: unknown table or key {shown(key)} (known: [supervisor], [children.NAME])"
         )
     sup = doc.get("supervisor", {})
     if not isinstance(sup, dict):
@@ -92,6 +94,10 @@ def load_config(path: str) -> Config:
         raise ConfigError(f"{_where(path, text, ('children',))}: children: must be a table of [children.NAME] tables")
     specs = []
     for name, table in children.items():
+        try:
+            check_name(name, "children.NAME")
+        except FieldError as exc:
+            raise ConfigError(f"{_where(path, text, ('children', name))}: {exc.message}") from exc
         if not isinstance(table, dict):
             raise ConfigError(f"{_where(path, text, ('children', name))}: children.{name}: must be a table")
         try:

@@ -130,7 +130,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             StateKeeper(shared) as keeper,
             Registry(
                 [exporter] if exporter is not None else [], prepare=[port_reaper.prepare], keeper=keeper, book=book,
-                cgroups=cgroups,
+                cgroups=cgroups, max_children=settings.limits.max_children,
             ) as registry,
             anyio.create_task_group() as tg,
         ):
@@ -138,7 +138,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             tg.start_soon(_watch_signals, shutdown)
             tg.start_soon(OrphanReaper(owned=registry.owned_pids).run)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
-            server, health = await build_server(service, settings.socket, settings.listen)
+            server, health = await build_server(service, settings.socket, settings.listen, settings.limits)
             board = HealthBoard(health, service.child_ready, reserved=frozenset({SERVICE_NAME}))
             registry.watchers.append(board.changed)
             tg.start_soon(board.run)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 
 from supervisor import __version__
+from supervisor._daemon.api.limits import ApiLimits
 from supervisor._daemon.api.listeners import ListenSettings, add_listen_arguments, listen_settings
 from supervisor._daemon.config_file import Config, ConfigError, load_config
 from supervisor.paths import STATE_DIR_ENV, default_socket_path, default_state_dir, socket_path_of
@@ -35,6 +37,7 @@ class Settings:
     state_dir: str = ""
     socket_group: str = ""
     listen: ListenSettings | None = None
+    limits: ApiLimits = dataclasses.field(default_factory=ApiLimits)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +94,43 @@ def build_parser() -> argparse.ArgumentParser:
         "dropped and counted, never waited for (default 131072)",
     )
     add_listen_arguments(parser)
+    _limit_flags(parser)
     return parser
+
+
+# The API's limits: (flag, ApiLimits field, type, what it bounds). Defaults are ApiLimits's.
+_LIMIT_FLAGS = (
+    ("--max-children", "max_children", int, "children supd runs at most; a Spawn beyond is refused RESOURCE_EXHAUSTED"),
+    ("--max-streams", "max_streams", int,
+     "Stream (and grpc.health.v1 Watch) calls open at once in all; beyond: RESOURCE_EXHAUSTED"),
+    ("--max-streams-per-connection", "max_streams_per_connection", int,
+     "calls open at once on one client connection (HTTP/2 max concurrent streams); beyond, the client queues"),
+    ("--rpc-deadline-seconds", "rpc_deadline_seconds", float,
+     "longest a unary call runs before DEADLINE_EXCEEDED; Spawn, Stop, Restart and Remove get an hour more "
+     "(the longest stop grace), Reload a day and an hour more (the longest state delivery)"),
+    ("--keepalive-seconds", "keepalive_seconds", float, "supd pings a client connection idle this long"),
+    ("--keepalive-timeout-seconds", "keepalive_timeout_seconds", float,
+     "a connection whose ping is not answered within this is closed (a client that died is noticed)"),
+)
+_LIMIT_MAX = {int: 1_000_000, float: 86400.0}
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = ApiLimits()
+    for flag, field, kind, what in _LIMIT_FLAGS:
+        parser.add_argument(
+            flag, type=kind, default=getattr(defaults, field), dest=field,
+            help=f"{what} (default {getattr(defaults, field):g})",
+        )
+
+
+def _limits(args: argparse.Namespace) -> ApiLimits:
+    """The ApiLimits of the flags; ConfigError for a value that is not finite or out of 1..max."""
+    for flag, field, kind, _ in _LIMIT_FLAGS:
+        value = getattr(args, field)
+        if not (kind is int or math.isfinite(value)) or not 0 < value <= _LIMIT_MAX[kind]:
+            raise ConfigError(f"{flag}: must be a number > 0 and at most {_LIMIT_MAX[kind]:g}, got {value}")
+    return ApiLimits(**{field: getattr(args, field) for _, field, _, _ in _LIMIT_FLAGS})
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -115,6 +154,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     state_dir = args.state_dir or os.environ.get(STATE_DIR_ENV) or sup.get("state_dir") or default_state_dir()
     if not isinstance(state_dir, str):
         raise ConfigError(f"{args.config}: supervisor.state_dir: must be a string, got {state_dir!r}")
+    limits = _limits(args)
+    if len(specs) > limits.max_children:
+        raise ConfigError(
+            f"{args.config}: declares {len(specs)} children, more than --max-children {limits.max_children}"
+        )
     if args.export_queue_lines < 1:
         raise ConfigError(f"--export-queue-lines: must be >= 1, got {args.export_queue_lines}")
     return Settings(
@@ -127,4 +171,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         state_dir=os.path.abspath(state_dir),
         socket_group=args.socket_group,
         listen=listen_settings(args, sup, args.config),
+        limits=limits,
     )

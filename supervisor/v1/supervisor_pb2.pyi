@@ -10,7 +10,14 @@ client listens; Stream reads that ring and follows it live.
 Errors use standard gRPC status codes: INVALID_ARGUMENT names the bad field
 ("spec.stop_grace_seconds: must be > 0, got -1"), NOT_FOUND an unknown child,
 ALREADY_EXISTS a name in use, FAILED_PRECONDITION an operation the child's
-current state does not allow, UNIMPLEMENTED a capability this supd lacks.
+current state does not allow, UNIMPLEMENTED a capability this supd lacks,
+RESOURCE_EXHAUSTED a limit of supd's (children, open streams) with the flag
+that raises it, DEADLINE_EXCEEDED a call past supd's own deadline for it.
+A request that is not a valid message of its method's type is
+INVALID_ARGUMENT. A child's name is 1-64 characters matching
+[A-Za-z0-9_][A-Za-z0-9._-]* in full. Every duration is a finite number of
+seconds within the bounds its field gives; messages quote at most about 120
+characters of a value sent.
 """
 
 from collections import abc as _abc
@@ -228,7 +235,9 @@ class Backoff(_message.Message):
     multiplier: _builtins.float
     """Growth factor per restart. Default 2; 1 <= x <= 100."""
     reset_after_seconds: _builtins.float
-    """A run at least this long resets the delay to initial. Default 60; > 0."""
+    """A run at least this long resets the delay to initial. Default 60;
+    0 < x <= 864000.
+    """
     def __init__(
         self,
         *,
@@ -258,7 +267,7 @@ class FlapLimit(_message.Message):
     max_restarts: _builtins.int
     """Restarts allowed within the window. Unset: 5; 0 disables the limit."""
     window_seconds: _builtins.float
-    """The sliding window, in seconds. Default 60; > 0."""
+    """The sliding window, in seconds. Default 60; 0 < x <= 864000."""
     def __init__(
         self,
         *,
@@ -325,7 +334,9 @@ class ChildSpec(_message.Message):
     START_ORDER_FIELD_NUMBER: _builtins.int
     PASS_ENV_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-'."""
+    """Unique name: 1-64 characters of [A-Za-z0-9._-], not starting with '.' or '-',
+    matched in full (a final newline is refused).
+    """
     inherit_env: _builtins.bool
     """When true, the base is supd's whole environment instead, less supd's own
     and credential variables, which pass only when named in pass_env: names
@@ -365,6 +376,9 @@ class ChildSpec(_message.Message):
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The program and its arguments; argv[0] is looked up in the PATH of the
         child's environment (see env) unless it contains '/'. At least one element.
+        argv and the child's environment must fit the kernel's exec limits
+        (MAX_ARG_STRLEN per string, ARG_MAX in all), else Spawn is INVALID_ARGUMENT
+        naming the limit.
         """
 
     @_builtins.property
@@ -497,11 +511,13 @@ class Probe(_message.Message):
     SUCCESS_THRESHOLD_FIELD_NUMBER: _builtins.int
     FAILURE_THRESHOLD_FIELD_NUMBER: _builtins.int
     initial_delay_seconds: _builtins.float
-    """Seconds after the start before the first probe. Default 0."""
+    """Seconds after the start before the first probe. Default 0; 0 <= x <= 86400."""
     period_seconds: _builtins.float
     """Seconds between probes. Default 10; 0 < x <= 86400 (fractions allowed)."""
     timeout_seconds: _builtins.float
-    """Seconds one probe may take; a probe cut there is a failure. Default 1."""
+    """Seconds one probe may take; a probe cut there is a failure. Default 1;
+    0 < x <= 3600.
+    """
     success_threshold: _builtins.int
     """Consecutive successes that make a failing probe succeed. Default 1; must
     be 1 for liveness and startup.
@@ -939,7 +955,7 @@ class DeliveryRetry(_message.Message):
     """Retries after the first attempt. Unset: 3; 0: no retry."""
     budget_seconds: _builtins.float
     """Time all attempts together may take, in seconds (and never past the
-    caller's deadline). Default 30.
+    caller's deadline). Default 30; 0 < x <= 86400.
     """
     @_builtins.property
     def backoff(self) -> Global___Backoff:

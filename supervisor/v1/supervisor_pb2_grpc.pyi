@@ -10,7 +10,14 @@ client listens; Stream reads that ring and follows it live.
 Errors use standard gRPC status codes: INVALID_ARGUMENT names the bad field
 ("spec.stop_grace_seconds: must be > 0, got -1"), NOT_FOUND an unknown child,
 ALREADY_EXISTS a name in use, FAILED_PRECONDITION an operation the child's
-current state does not allow, UNIMPLEMENTED a capability this supd lacks.
+current state does not allow, UNIMPLEMENTED a capability this supd lacks,
+RESOURCE_EXHAUSTED a limit of supd's (children, open streams) with the flag
+that raises it, DEADLINE_EXCEEDED a call past supd's own deadline for it.
+A request that is not a valid message of its method's type is
+INVALID_ARGUMENT. A child's name is 1-64 characters matching
+[A-Za-z0-9_][A-Za-z0-9._-]* in full. Every duration is a finite number of
+seconds within the bounds its field gives; messages quote at most about 120
+characters of a value sent.
 """
 
 from collections import abc as _abc

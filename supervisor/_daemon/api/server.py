@@ -11,10 +11,10 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from supervisor._daemon.api.limits import ApiLimits, RequestGuard, server_options
 from supervisor._daemon.api.listeners import ListenSettings
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.api.socket_dir import SocketError, SocketLock, bind_unix, check_private_directory
-from supervisor.delivery import MAX_MAX_STATE_BYTES
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -22,24 +22,26 @@ __all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_p
 
 log = structlog.get_logger("supd.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
-# Largest message supd accepts: a Reload of the largest state a child may take (max_state_bytes at most 64 MiB)
-# plus its envelope, so a state too big for its child gets INVALID_ARGUMENT naming the bound, not a transport
-# error. Replies are capped by design.
-MAX_RECEIVE_BYTES = MAX_MAX_STATE_BYTES + 1024 * 1024
 
 
 async def build_server(
-    service: SupervisorService, socket_path: str, listen: ListenSettings | None = None
+    service: SupervisorService,
+    socket_path: str,
+    listen: ListenSettings | None = None,
+    limits: ApiLimits | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
-    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket (and ``listen``).
+    """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket (and ``listen``),
+    within ``limits``.
 
     Raises ListenError when a TCP listener cannot be bound.
     """
-    auth = listen.interceptors() if listen is not None else []
+    limits = limits or ApiLimits()
+    # Credentials first, so that a caller without them uses no stream slot.
+    interceptors = [*(listen.interceptors() if listen is not None else []), RequestGuard(limits)]
     server = grpc.aio.server(
         # grpc.so_reuseport 0: a port another process listens on is an error, not a silently shared port.
-        options=[("grpc.max_receive_message_length", MAX_RECEIVE_BYTES), ("grpc.so_reuseport", 0)],
-        interceptors=auth,
+        options=[*server_options(limits), ("grpc.so_reuseport", 0)],
+        interceptors=interceptors,
     )
     pb_grpc.add_SupervisorServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

@@ -19,6 +19,7 @@ import structlog
 from supervisor import __version__
 from supervisor._daemon.api.abridge import budget_for
 from supervisor._daemon.api.convert import child_to_proto, exit_to_proto, revision_to_proto
+from supervisor._daemon.api.limits import status_message
 from supervisor._daemon.children.driver import ChildDriver, ChildStatistics
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.health.assess import Health, assess
@@ -27,6 +28,7 @@ from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import read_stream
 from supervisor._daemon.telemetry.log_writer import log_dropped_events
 from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
+from supervisor._fields import shown
 from supervisor.errors import FailedPrecondition, InvalidArgument, SupervisorError, Unimplemented
 from supervisor.spec import spec_from_proto, spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
@@ -47,13 +49,17 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Res
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], rpc: str, exc: Exception) -> NoReturn:
-    """The one place errors become statuses: ours carry their code; anything else is a logged INTERNAL."""
+    """The one place errors become statuses: ours carry their code; anything else is a logged INTERNAL.
+
+    The message is cut to ``limits.MAX_STATUS_BYTES``: a longer one (a child's 4 KiB rejection of a state, in
+    replacement characters) reached clients as RESOURCE_EXHAUSTED.
+    """
     if isinstance(exc, SupervisorError):
         log.info("rpc.rejected", rpc=rpc, code=exc.code.name, message=exc.message)
-        await context.abort(exc.code, exc.message)
+        await context.abort(exc.code, status_message(exc.message))
     else:
         log.error("rpc.failed", rpc=rpc, exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {rpc}: {exc!r}")
+        await context.abort(grpc.StatusCode.INTERNAL, status_message(f"internal error in {rpc}: {exc!r}"))
     raise AssertionError("unreachable: abort raises") from exc
 
 
@@ -68,6 +74,17 @@ def _boundary(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
             await _abort(context, method.__name__, exc)
 
     return wrapper
+
+
+# Revisions are SQLite integers (signed 64-bit); the proto's uint64 allows more.
+MAX_REVISION = 2**63 - 1
+
+
+def _revision(field: str, value: int) -> int:
+    """``value`` when it can be a stored revision; InvalidArgument naming ``field`` otherwise."""
+    if value > MAX_REVISION:
+        raise InvalidArgument(f"{field}: must be at most {MAX_REVISION}, got {value}")
+    return value
 
 
 def _copy_exit(target: pb.ExitStatus, ended: ExitRecord | None) -> None:
@@ -144,7 +161,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         ring = child.ring
         streams = frozenset(int(s) for s in request.streams) or frozenset({STDOUT, STDERR})
         if not streams <= {STDOUT, STDERR}:
-            raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {sorted(streams)}")
+            raise InvalidArgument(f"streams: must be STDOUT or STDERR, got {shown(sorted(streams))}")
         which = request.WhichOneof("start")
         if which == "from_seq":
             start = max(request.from_seq, 1)
@@ -194,7 +211,8 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             child = self._registry.get(request.name)
             left = context.time_remaining()
             deadline = time.monotonic() + left if left is not None else None
-            expected = request.expected_revision if request.HasField("expected_revision") else None
+            has_expected = request.HasField("expected_revision")
+            expected = _revision("expected_revision", request.expected_revision) if has_expected else None
             revision, done = await self._keeper().reload(
                 child, request.state, request.content_type, expected, deadline
             )
@@ -203,7 +221,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
     @_boundary
     async def GetState(self, request: pb.GetStateRequest, context: Any) -> pb.GetStateResponse:
         self._registry.get(request.name)
-        stored, history = await self._keeper().get(request.name, request.revision)
+        stored, history = await self._keeper().get(request.name, _revision("revision", request.revision))
         response = pb.GetStateResponse(history=[revision_to_proto(r, with_state=False) for r in history])
         if stored is not None:
             response.revision.CopyFrom(revision_to_proto(stored))

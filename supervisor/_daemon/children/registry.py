@@ -12,6 +12,7 @@ ever asked about. Once shutdown begins, every request is refused UNAVAILABLE.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -32,9 +33,11 @@ from supervisor.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     SupervisorError,
     Unavailable,
 )
+from supervisor.names import check_name
 from supervisor.spec import ChildSpec
 
 if TYPE_CHECKING:
@@ -79,6 +82,8 @@ def _grace(grace: float | None) -> float | None:
     """A request's grace: None or 0 means the child's own stop grace; InvalidArgument outside the bound."""
     if grace is None or grace == 0:
         return None
+    if not math.isfinite(grace):
+        raise InvalidArgument(f"grace_seconds: must be a finite number of seconds, got {grace}")
     if grace < 0:
         raise InvalidArgument(f"grace_seconds: must be >= 0 (0 means the child's stop_grace_seconds), got {grace:g}")
     if grace > MAX_STOP_GRACE_SECONDS:
@@ -100,12 +105,16 @@ class Registry:
         keeper: StateKeeper | None = None,
         book: ProcessBook | None = None,
         cgroups: CgroupRoot | None = None,
+        max_children: int = 0,
     ) -> None:
         """``keeper`` stores spawned specs and state, and replays state after every start (None: no stored state).
 
         ``book`` marks every child process with supd's identity and records it in the store. ``prepare``
-        hooks run before every start, in order (port reaping first), then the keeper's.
+        hooks run before every start, in order (port reaping first), then the keeper's. A spawn beyond
+        ``max_children`` children (0: no limit) is refused RESOURCE_EXHAUSTED.
         """
+        self.max_children = max_children
+        self._spawning = 0  # spawns of a new name under way: they count against max_children
         self._children: dict[str, ChildDriver] = {}
         self._sinks = tuple(sinks)
         self._prepare = tuple(prepare) + ((keeper.prepare,) if keeper is not None else ())
@@ -142,9 +151,8 @@ class Registry:
         return len(self._locks)
 
     def get(self, name: str) -> ChildDriver:
-        """The child named ``name``; NotFound when there is none."""
-        if not name:
-            raise InvalidArgument("name: must name a child, got ''")
+        """The child named ``name``; NotFound when there is none, InvalidArgument when it is no valid name."""
+        check_name(name)
         try:
             return self._children[name]
         except KeyError:
@@ -172,24 +180,39 @@ class Registry:
         self._refuse_if_closing()
         async with self._locks.hold(spec.name):
             old = self._children.get(spec.name)
-            if old is not None:
-                if not replace:
-                    raise AlreadyExists(f"a child named {spec.name!r} exists; use --replace (replace=true) to swap it")
-                await self._remove_locked(old, None, forget=False)
-            self._refuse_if_closing()
-            if self.keeper is not None:
-                await self.keeper.declared(spec, persist=persist)
-            assert self._task_group is not None
-            driver = ChildDriver(
-                spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start,
-                on_change=(self._changed,), on_exit=self._on_exit,
-                identity=self.book.identity(spec.name) if self.book is not None else None, cgroups=self._cgroups,
-            )
-            # No await between the closing check and the insertion: shutdown sees every driver.
-            self._children[spec.name] = driver
+            if old is not None and not replace:
+                raise AlreadyExists(f"a child named {spec.name!r} exists; use --replace (replace=true) to swap it")
+            if old is None:
+                self._check_room()
+            self._spawning += 1  # a slot held from here to the insertion, across every await
+            try:
+                if old is not None:
+                    await self._remove_locked(old, None, forget=False)
+                self._refuse_if_closing()
+                if self.keeper is not None:
+                    await self.keeper.declared(spec, persist=persist)
+                assert self._task_group is not None
+                driver = ChildDriver(
+                    spec, self._sinks, scanner=self._scanner, prepare=self._prepare, on_start=self._on_start,
+                    on_change=(self._changed,), on_exit=self._on_exit,
+                    identity=self.book.identity(spec.name) if self.book is not None else None,
+                    cgroups=self._cgroups,
+                )
+                # No await between the closing check and the insertion: shutdown sees every driver.
+                self._children[spec.name] = driver
+            finally:
+                self._spawning -= 1
             await self._task_group.start(driver.run)
             await driver.start()
             return driver
+
+    def _check_room(self) -> None:
+        """ResourceExhausted when the children declared and those being declared reach ``max_children``."""
+        if self.max_children and len(self._children) + self._spawning >= self.max_children:
+            raise ResourceExhausted(
+                f"supd has {len(self._children)} children, its limit: remove one, or start supd with a higher"
+                f" --max-children (now {self.max_children})"
+            )
 
     async def stop(self, name: str, grace: float | None = None) -> tuple[ChildDriver, ExitRecord | None]:
         """Stop with escalation: the child, and the exit of the process the stop ended (if any)."""

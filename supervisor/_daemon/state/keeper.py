@@ -43,6 +43,7 @@ from supervisor._daemon.state.deliver import (
     write_state_file,
 )
 from supervisor._daemon.state.store import AsyncStateStore, StoredRevision
+from supervisor._fields import shown
 from supervisor.delivery import FileDelivery, HttpDelivery, StateDelivery
 from supervisor.errors import Aborted, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
 from supervisor.spec import ChildSpec, spec_to_proto
@@ -289,7 +290,7 @@ class StateKeeper:
         if len(content_type) > MAX_CONTENT_TYPE_LENGTH or any(c in content_type for c in "\r\n\0"):
             raise InvalidArgument(
                 f"content_type: must be a media type of at most {MAX_CONTENT_TYPE_LENGTH} characters without line"
-                f" breaks, got {content_type[:80]!r}"
+                f" breaks, got {shown(content_type)}"
             )
         async with self._lock(name):
             st = self._status.setdefault(name, StateStatus())
