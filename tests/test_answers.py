@@ -103,8 +103,10 @@ def test_list_of_children_with_huge_argv_and_env_fits_a_client_with_default_limi
 
 
 def test_get_spec_refuses_a_spec_larger_than_a_default_client_takes(stub: pb_grpc.SupervisorStub) -> None:
-    env = {f"VAR_{i:03}": "v" * 100_000 for i in range(44)}  # 4.4 MB: the child cannot even exec (E2BIG)
-    spawn(stub, pb.ChildSpec(name="huge", argv=SLEEP, env=env))
+    # argv and env are held to the kernel's exec limits (2 MiB) at Spawn; a probe's headers are not.
+    headers = {f"X-Header-{i:03}": "v" * 100_000 for i in range(44)}  # 4.4 MB
+    probe = pb.Probe(http=pb.HttpAction(url="http://127.0.0.1:9/", headers=headers), period_seconds=3600)
+    spawn(stub, pb.ChildSpec(name="huge", argv=SLEEP, readiness_probe=probe))
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetSpec(pb.GetSpecRequest(name="huge"), timeout=30)
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION

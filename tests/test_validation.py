@@ -88,11 +88,12 @@ def _argv_of(total: int) -> list[str]:
 
 def test_the_largest_argv_accepted_really_runs_and_one_byte_more_is_refused() -> None:
     env = {"PATH": "/usr/bin:/bin"}
-    budget = arg_max() - RESERVE_BYTES - exec_bytes([b"PATH=/usr/bin:/bin"])
+    full_env = ChildSpec(name="big", argv=("/bin/true",), env=env).child_env()  # with supd's LANG, HOME, TZ
+    budget = arg_max() - RESERVE_BYTES - exec_bytes([f"{k}={v}".encode() for k, v in full_env.items()])
     fits = _argv_of(budget)
     spec = ChildSpec(name="big", argv=tuple(fits), env=env)
     assert spec.check_runnable() is spec
-    assert subprocess.run(fits, env=env, check=False).returncode == 0
+    assert subprocess.run(fits, env=full_env, check=False).returncode == 0
     over = [*fits[:-1], fits[-1] + "a"]
     with pytest.raises(FieldError) as err:
         ChildSpec(name="big", argv=tuple(over), env=env).check_runnable()
