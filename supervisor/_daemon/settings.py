@@ -38,6 +38,7 @@ class Settings:
     socket_group: str = ""
     listen: ListenSettings | None = None
     limits: ApiLimits = dataclasses.field(default_factory=ApiLimits)
+    config: str = ""  # the --config file, read again on SIGHUP; "" for none
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,4 +173,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         socket_group=args.socket_group,
         listen=listen_settings(args, sup, args.config),
         limits=limits,
+        config=args.config or "",
     )
