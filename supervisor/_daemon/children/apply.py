@@ -136,6 +136,8 @@ class Applier:
                 driver.output.append_event(
                     ChildEvent(EventKind.APPLIED, time.time_ns(), driver.generation, _event_message(step))
                 )
+                if driver.last_start_error:  # declared, but its first start failed (it retries by its policy)
+                    errors[step.name] = f"failed to start: {driver.last_start_error}"
             except SupervisorError as exc:
                 errors[step.name] = exc.message
 
