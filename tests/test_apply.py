@@ -200,3 +200,12 @@ def test_sighup_reapplies_the_config_file_and_a_bad_one_changes_nothing(tmp_path
         assert sup.proc.poll() is None
         assert {c.spec.name: c.pid for c in supd.list()} == running
         assert list(supd.get_spec("web").argv)[-1] == "v2"
+
+
+def test_sighup_without_a_config_file_is_logged_and_ignored(tmp_path: pathlib.Path) -> None:
+    with running_supervisor(tmp_path) as sup, sup.client(timeout=30) as supd:
+        supd.spawn(name="spawned", argv=[PY, "-c", HOLD, "x"])
+        sup.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: log_entries(sup, "supd.sighup.ignored"), 10, what="supd.sighup.ignored")
+        assert sup.proc.poll() is None
+        assert [c.spec.name for c in supd.list()] == ["spawned"]
