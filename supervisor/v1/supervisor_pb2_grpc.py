@@ -226,7 +226,11 @@ class SupervisorServicer:
         stored in one transaction before any process changes, so a supd killed
         mid-apply restarts with the old set or the new one. With dry_run
         nothing changes and the plan is returned. INVALID_ARGUMENT for a file
-        or spec that --config would refuse, with the same message.
+        or spec that --config would refuse, with the same message;
+        UNAVAILABLE while supd shuts down or when the store refused the
+        transaction (then nothing changed). A step that fails (a first start
+        that fails) is that step's error; the other steps are carried out.
+        Applies run one at a time. Applied specs are stored as Spawn's are.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -121,7 +121,11 @@ class SupervisorStub:
     stored in one transaction before any process changes, so a supd killed
     mid-apply restarts with the old set or the new one. With dry_run
     nothing changes and the plan is returned. INVALID_ARGUMENT for a file
-    or spec that --config would refuse, with the same message.
+    or spec that --config would refuse, with the same message;
+    UNAVAILABLE while supd shuts down or when the store refused the
+    transaction (then nothing changed). A step that fails (a first start
+    that fails) is that step's error; the other steps are carried out.
+    Applies run one at a time. Applied specs are stored as Spawn's are.
     """
 
 @_typing.type_check_only
@@ -200,7 +204,11 @@ class SupervisorAsyncStub(SupervisorStub):
     stored in one transaction before any process changes, so a supd killed
     mid-apply restarts with the old set or the new one. With dry_run
     nothing changes and the plan is returned. INVALID_ARGUMENT for a file
-    or spec that --config would refuse, with the same message.
+    or spec that --config would refuse, with the same message;
+    UNAVAILABLE while supd shuts down or when the store refused the
+    transaction (then nothing changed). A step that fails (a first start
+    that fails) is that step's error; the other steps are carried out.
+    Applies run one at a time. Applied specs are stored as Spawn's are.
     """
 
 class SupervisorServicer(metaclass=_abc_1.ABCMeta):
@@ -354,7 +362,11 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         stored in one transaction before any process changes, so a supd killed
         mid-apply restarts with the old set or the new one. With dry_run
         nothing changes and the plan is returned. INVALID_ARGUMENT for a file
-        or spec that --config would refuse, with the same message.
+        or spec that --config would refuse, with the same message;
+        UNAVAILABLE while supd shuts down or when the store refused the
+        transaction (then nothing changed). A step that fails (a first start
+        that fails) is that step's error; the other steps are carried out.
+        Applies run one at a time. Applied specs are stored as Spawn's are.
         """
 
 def add_SupervisorServicer_to_server(servicer: SupervisorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
