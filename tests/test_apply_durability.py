@@ -22,9 +22,7 @@ import pathlib
 import random
 import signal
 import subprocess
-import sys
 import time
-import uuid
 
 import grpc
 import pytest
@@ -34,23 +32,24 @@ from supervisor.testing import supd_command, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
+from conftest import kill_marked
+
 KILLS = int(os.environ.get("SUPD_APPLY_KILLS", "6"))
-TOKEN = f"apply-durability-{uuid.uuid4().hex}"  # in every child's argv, to end those of killed supds
-HOLD = "import signal; signal.pause()"
+TOKEN = f"{os.getpid()}{random.randrange(10**6):06d}"  # in every child's argv, to end those of killed supds
 
 
-def _specs(words: dict[str, str]) -> dict[str, bytes]:
-    """Canonical specs by name: children holding ``TOKEN`` and their word in argv."""
+def _specs(seconds: dict[str, int]) -> dict[str, bytes]:
+    """Canonical specs by name: ``sleep 1000.TOKEN N`` (sleep adds its arguments up)."""
     return {
         name: spec_to_proto(
-            spec_from_mapping(name, {"argv": [sys.executable, "-c", HOLD, TOKEN, word], "stop_grace_seconds": 1})
+            spec_from_mapping(name, {"argv": ["sleep", f"1000.{TOKEN}", str(n)], "stop_grace_seconds": 1})
         ).SerializeToString(deterministic=True)
-        for name, word in words.items()
+        for name, n in seconds.items()
     }
 
 
-SET_A = _specs({"same": "s", "edited": "a", "only_a": "a"})
-SET_B = _specs({"same": "s", "edited": "b", "only_b": "b"})
+SET_A = _specs({"same": 0, "edited": 1, "only_a": 1})
+SET_B = _specs({"same": 0, "edited": 2, "only_b": 2})
 
 
 def _request(target: dict[str, bytes]) -> pb.ApplyRequest:
@@ -84,16 +83,6 @@ def _declared(stub: pb_grpc.SupervisorStub) -> dict[str, bytes]:
     }
 
 
-def _kill_orphans() -> None:
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if TOKEN.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-
-
 def _rounds(tmp_path: pathlib.Path, kills: int) -> None:
     seed = int(os.environ.get("SUPD_APPLY_SEED", random.randrange(1 << 32)))
     print(f"SUPD_APPLY_SEED={seed}")
@@ -123,7 +112,7 @@ def _rounds(tmp_path: pathlib.Path, kills: int) -> None:
         proc.wait(30)
         channel.close()
     finally:
-        _kill_orphans()
+        kill_marked(TOKEN)
     print(f"outcomes: {outcomes}")
 
 
