@@ -76,7 +76,13 @@ _FIELDS = tuple(f.name for f in pb.ChildSpec.DESCRIPTOR.fields)
 
 
 def changed_fields(old: ChildSpec, new: ChildSpec) -> tuple[str, ...]:
-    """The ChildSpec fields (proto names, in field order) whose canonical values differ; () for equal specs."""
+    """The ChildSpec fields (proto names, in field order) whose canonical values differ; () for equal specs.
+
+    Equal specs (the usual case: re-applying a file) are told apart without serialising: the proto is a
+    function of the spec, so equal specs have equal protos; unequal ones are compared as protos.
+    """
+    if old == new:
+        return ()
     a, b = spec_to_proto(old), spec_to_proto(new)
     return tuple(name for name in _FIELDS if getattr(a, name) != getattr(b, name))
 
