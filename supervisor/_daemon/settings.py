@@ -107,7 +107,7 @@ _LIMIT_FLAGS = (
     ("--max-streams-per-connection", "max_streams_per_connection", int,
      "calls open at once on one client connection (HTTP/2 max concurrent streams); beyond, the client queues"),
     ("--rpc-deadline-seconds", "rpc_deadline_seconds", float,
-     "longest a unary call runs before DEADLINE_EXCEEDED; Spawn, Stop, Restart and Remove get an hour more "
+     "longest a unary call runs before DEADLINE_EXCEEDED; Spawn, Stop, Restart, Remove and Apply get an hour more "
      "(the longest stop grace), Reload a day and an hour more (the longest state delivery)"),
     ("--keepalive-seconds", "keepalive_seconds", float, "supd pings a client connection idle this long"),
     ("--keepalive-timeout-seconds", "keepalive_timeout_seconds", float,
