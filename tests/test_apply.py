@@ -180,6 +180,18 @@ def test_supctl_apply_prints_the_plan_as_a_diff(tmp_path: pathlib.Path) -> None:
             "+ c  added",
             "3 children: 1 added, 1 changed, 1 removed (dry run: nothing changed)",
         ]
+        result = supctl(sup, "apply", "-f", str(file), "--dry-run", "--prune", "--json")
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert answer["dry_run"] is True
+        assert [(s["name"], s["action"], s["changed_fields"]) for s in answer["steps"]] == [
+            ("a", "APPLY_ACTION_CHANGE", ["argv"]), ("b", "APPLY_ACTION_REMOVE", []), ("c", "APPLY_ACTION_ADD", []),
+        ]
+        file.write_text(child_toml("a") + child_toml("b") + '[children.broken]\nargv = ["/no/such/program"]\n')
+        result = supctl(sup, "apply", "-f", str(file))
+        assert result.returncode == 1
+        assert result.stdout.splitlines()[-1] == "3 children: 1 added, 2 unchanged"
+        assert result.stderr.startswith("supctl: apply: broken: failed to start: ") and result.stderr.count("\n") == 1
         file.write_text("[children.a]\nargv = 5\n")
         result = supctl(sup, "apply", "-f", str(file))
         assert result.returncode == 2 and result.stdout == ""
