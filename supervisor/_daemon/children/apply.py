@@ -16,7 +16,9 @@ new one, never a mix:
    reported in its outcome and in ``apply.failed``; the others go on.
 
 Unchanged children and, without prune, undeclared ones are not touched: no
-stop, no event, their rings as they were. Applies run one at a time.
+stop, no event, their rings as they were. Applies run one at a time; other
+requests are not held back meanwhile: a Spawn of a name the plan adds makes
+that step fail (ALREADY_EXISTS), reported like any failed step.
 
 The declared set of an Apply request is parsed here, by supd, from the TOML
 text the client sends (``config_toml``) with the code that reads ``--config``:
