@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor import __version__, paths
 from supervisor import _cli_format as fmt
+from supervisor._cli_apply import add_apply_command
 from supervisor._cli_args import seconds_arg, signal_arg
 from supervisor._cli_complete import SHELLS, add_name, autocomplete, cmd_completion
 from supervisor._cli_errors import (
@@ -62,8 +63,8 @@ __all__ = [
 EPILOG = """\
 exit codes:
     0  success
-    1  supd refused or failed the request (its reason is printed)
-    2  usage error
+    1  supd refused or failed the request (its reason is printed; apply: a step failed)
+    2  usage error (apply: a bad file, with supd's line-numbered message)
     3  supd unreachable (no socket, connection refused, a failed TLS handshake, or supd shutting down)
     4  no child of that name
     5  timed out (see --timeout)
@@ -254,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_rm)
 
     add_state_commands(sub, add_name)
+    add_apply_command(sub)
 
     p = sub.add_parser("shutdown", help="stop every child and supd itself, as SIGTERM does (works for any user)")
     p.add_argument("--no-wait", action="store_true", help="return once the shutdown has begun")

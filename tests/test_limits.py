@@ -191,7 +191,7 @@ def test_deadline_of_each_method() -> None:
     limits = ApiLimits(rpc_deadline_seconds=30)
     assert deadline_of("/supervisor.v1.Supervisor/List", limits) == 30
     assert deadline_of("/grpc.health.v1.Health/Check", limits) == 30
-    for method in ("Spawn", "Stop", "Restart", "Remove"):
+    for method in ("Spawn", "Stop", "Restart", "Remove", "Apply"):
         assert deadline_of(f"/supervisor.v1.Supervisor/{method}", limits) == 30 + MAX_STOP_GRACE_SECONDS
     assert deadline_of("/supervisor.v1.Supervisor/Reload", limits) == 30 + 86400 + 3600
 

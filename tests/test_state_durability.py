@@ -28,6 +28,8 @@ from supervisor.testing import supd_command, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
+from conftest import kill_marked
+
 ROUNDS = int(os.environ.get("SUPD_DURABILITY_ROUNDS", "6"))
 TOKEN = f"{os.getpid()}{random.randrange(10**6):06d}"
 
@@ -66,17 +68,6 @@ class Client(threading.Thread):
                 resp = stub.Reload(pb.ReloadRequest(name=child, state=payload), timeout=10)
                 self.acked[child] = max(self.acked.get(child, 0), resp.revision)
                 self.sent[payload] = f"{child}@{resp.revision}"
-
-
-def _kill_orphans() -> None:
-    """End the children of killed supds (they carry this run's token in argv)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if TOKEN.encode() in f.read():
-                    os.kill(int(pid), signal.SIGKILL)
-        except (FileNotFoundError, ProcessLookupError):
-            continue
 
 
 def _start(tmp_path: pathlib.Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -138,7 +129,7 @@ def _rounds(tmp_path: pathlib.Path, rounds: int) -> None:
             client.join(20)
             assert not client.is_alive()
             spawned.update(client.spawned)
-            _kill_orphans()
+            kill_marked(TOKEN)
         proc, address = _start(tmp_path)
         try:
             _check(address, spawned, sent, acked)
@@ -146,7 +137,7 @@ def _rounds(tmp_path: pathlib.Path, rounds: int) -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
     finally:
-        _kill_orphans()
+        kill_marked(TOKEN)
     assert sum(acked.values()) > 0, "no Reload was ever acknowledged: the test proved nothing"
 
 

@@ -34,7 +34,7 @@ from supervisor.errors import InvalidArgument
 from supervisor.names import check_name
 from supervisor.spec import ChildSpec, FieldError, spec_from_mapping
 
-__all__ = ["LISTEN_KEYS", "SUPERVISOR_KEYS", "Config", "ConfigError", "load_config"]
+__all__ = ["LISTEN_KEYS", "SUPERVISOR_KEYS", "Config", "ConfigError", "load_config", "parse_config"]
 
 TOP_LEVEL_KEYS = frozenset({"supervisor", "children"})
 # The TCP listener keys, read by api/listeners.py.
@@ -75,10 +75,18 @@ def load_config(path: str) -> Config:
             raw = f.read()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    text = raw.decode("utf-8", errors="replace")
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str) -> Config:
+    """Check the text of a config file; ``path`` names it in errors. ConfigError as for ``load_config``."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     for key in sorted(set(doc) - TOP_LEVEL_KEYS):
         raise ConfigError(

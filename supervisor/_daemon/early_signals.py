@@ -1,10 +1,11 @@
-"""The ``supd`` command: SIGTERM and SIGINT are held from supd's first instant until its signal receiver runs.
+"""The ``supd`` command: SIGTERM, SIGINT and SIGHUP are held from supd's first instant until its receiver runs.
 
 As PID 1 (a container's entrypoint) a process gets no default signal action (signal(7), pid_namespaces(7)): a
 SIGTERM that arrives while supd imports and opens its store and socket would be dropped, and the runtime would
 SIGKILL supd, and its children with it, once its stop timeout ran out. Anywhere else it would end supd at once,
 before it stopped what it had started. So the command installs a handler that keeps them (``hold``) before it
-imports the daemon, and the daemon's receiver acts on them once it runs (``take``).
+imports the daemon, and the daemon's receiver acts on them once it runs (``take``). A SIGHUP (re-apply --config)
+held this way is not lost either: by default it would end supd.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import types
 
 __all__ = ["HELD", "hold", "main", "take"]
 
-HELD = (signal.SIGTERM, signal.SIGINT)
+HELD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _held: list[int] = []
 
 
@@ -23,7 +24,7 @@ def _keep(signum: int, _frame: types.FrameType | None) -> None:
 
 
 def hold() -> None:
-    """Keep SIGTERM and SIGINT, in order, for ``take``; in the main thread, before anything slow."""
+    """Keep SIGTERM, SIGINT and SIGHUP, in order, for ``take``; in the main thread, before anything slow."""
     for sig in HELD:
         signal.signal(sig, _keep)
 

@@ -12,6 +12,8 @@ supd's exit:
 3. telemetry flushes with whatever time is left (never past the deadline).
 
 A second signal means now: every child's session is SIGKILLed and supd exits 1.
+
+SIGHUP re-applies the ``--config`` file (reapply.py); without one it is logged and ignored.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from supervisor._daemon.children.reaper import OrphanReaper, become_subreaper
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.limits import raise_nofile_limit
 from supervisor._daemon.memory import tune_malloc
+from supervisor._daemon.reapply import ConfigReapply
 from supervisor._daemon.settings import ConfigError, Settings, parse_args
 from supervisor._daemon.state.keeper import StateKeeper
 from supervisor._daemon.state.store import AsyncStateStore, StateStore, StoreError
@@ -88,15 +91,21 @@ class Shutdown:
         return min(RESERVE_SECONDS, self.timeout / 4)
 
 
-async def _watch_signals(shutdown: Shutdown) -> None:
+async def _watch_signals(shutdown: Shutdown, reapply: ConfigReapply | None) -> None:
     with anyio.open_signal_receiver(*early_signals.HELD) as signals:
         for sig in early_signals.take():  # those that came before the receiver (the supd command holds them)
-            _on_signal(shutdown, sig)
+            _on_signal(shutdown, sig, reapply)
         async for sig in signals:
-            _on_signal(shutdown, sig)
+            _on_signal(shutdown, sig, reapply)
 
 
-def _on_signal(shutdown: Shutdown, sig: int) -> None:
+def _on_signal(shutdown: Shutdown, sig: int, reapply: ConfigReapply | None = None) -> None:
+    if sig == signal.SIGHUP:
+        if reapply is None:
+            log.warning("supd.sighup.ignored", detail="supd was started without --config: there is no file to apply")
+        else:
+            reapply.hangup()
+        return
     if shutdown.deadline is None:
         log.info("supd.stopping", signal=signal.Signals(sig).name, deadline=shutdown.timeout)
         shutdown.begin()
@@ -135,7 +144,8 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             anyio.create_task_group() as tg,
         ):
             port_reaper.owned = registry.owned_pids
-            tg.start_soon(_watch_signals, shutdown)
+            reapply = ConfigReapply(settings.config, settings.children) if settings.config else None
+            tg.start_soon(_watch_signals, shutdown, reapply)
             tg.start_soon(OrphanReaper(owned=registry.owned_pids).run)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
             server, health = await build_server(service, settings.socket, settings.listen, settings.limits)
@@ -146,13 +156,10 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
                 "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path,
                 listen=settings.listen.summary() if settings.listen else [],
             )
-            specs = [*settings.children, *await _stored_children(keeper, settings.children)]
-            limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
-            for order in sorted({spec.start_order for spec in specs}):
-                async with anyio.create_task_group() as boot:  # one order at a time, its children together
-                    for spec in specs:
-                        if spec.start_order == order:
-                            boot.start_soon(_boot_child, registry, spec, limiter)
+            await _boot(registry, [*settings.children, *await _stored_children(keeper, settings.children)])
+            if reapply is not None:
+                reapply.booted.set()
+                tg.start_soon(reapply.run, service.applier)
             await shutdown.begun.wait()
             await health.enter_graceful_shutdown()  # grpc.health.v1 says NOT_SERVING from the first moment
             code = await _stop_everything(registry, shutdown)
@@ -191,6 +198,15 @@ async def _stored_children(keeper: StateKeeper, config: tuple[ChildSpec, ...]) -
     if specs:
         log.info("supd.children.restored", children=[s.name for s in specs])
     return specs
+
+
+async def _boot(registry: Registry, specs: list[ChildSpec]) -> None:
+    limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
+    for order in sorted({spec.start_order for spec in specs}):
+        async with anyio.create_task_group() as boot:  # one order at a time, its children together
+            for spec in specs:
+                if spec.start_order == order:
+                    boot.start_soon(_boot_child, registry, spec, limiter)
 
 
 async def _boot_child(registry: Registry, spec: ChildSpec, limiter: anyio.CapacityLimiter) -> None:

@@ -38,6 +38,7 @@ class Settings:
     socket_group: str = ""
     listen: ListenSettings | None = None
     limits: ApiLimits = dataclasses.field(default_factory=ApiLimits)
+    config: str = ""  # the --config file, read again on SIGHUP; "" for none
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +107,7 @@ _LIMIT_FLAGS = (
     ("--max-streams-per-connection", "max_streams_per_connection", int,
      "calls open at once on one client connection (HTTP/2 max concurrent streams); beyond, the client queues"),
     ("--rpc-deadline-seconds", "rpc_deadline_seconds", float,
-     "longest a unary call runs before DEADLINE_EXCEEDED; Spawn, Stop, Restart and Remove get an hour more "
+     "longest a unary call runs before DEADLINE_EXCEEDED; Spawn, Stop, Restart, Remove and Apply get an hour more "
      "(the longest stop grace), Reload a day and an hour more (the longest state delivery)"),
     ("--keepalive-seconds", "keepalive_seconds", float, "supd pings a client connection idle this long"),
     ("--keepalive-timeout-seconds", "keepalive_timeout_seconds", float,
@@ -172,4 +173,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         socket_group=args.socket_group,
         listen=listen_settings(args, sup, args.config),
         limits=limits,
+        config=args.config or "",
     )

@@ -14,6 +14,7 @@ __all__ = [
     "RECONNECT_TIMEOUT",
     "RELOAD_TIMEOUT",
     "STOPPING_TIMEOUT",
+    "apply_request",
     "child_spec",
     "reload_request",
     "signal_request",
@@ -111,3 +112,14 @@ def reload_request(
     if expected_revision is not None:
         request.expected_revision = expected_revision
     return request
+
+
+def apply_request(
+    config_toml: str | None, children: Sequence[pb.ChildSpec], config_name: str, dry_run: bool, prune: bool
+) -> pb.ApplyRequest:
+    """An ApplyRequest; ValueError when both a config text and children are given."""
+    if config_toml is not None and children:
+        raise ValueError("apply: give the text of a config file or children, not both")
+    return pb.ApplyRequest(
+        config_toml=config_toml or "", config_name=config_name, children=list(children), dry_run=dry_run, prune=prune
+    )

@@ -173,6 +173,29 @@ class AsyncClient:
         request = pb.GetSpecRequest(name=name)
         return (await self._unary(self.stub.GetSpec(request, timeout=self._deadline(rq.QUICK_TIMEOUT)))).spec
 
+    async def apply(
+        self,
+        config_toml: str | None = None,
+        /,
+        *,
+        children: Sequence[pb.ChildSpec] = (),
+        config_name: str = "",
+        dry_run: bool = False,
+        prune: bool = False,
+    ) -> pb.ApplyResponse:
+        """Reconcile the children with a declared set: the text of a ``--config`` file, or ``children``.
+
+        Children declared and absent are added, declared with another spec
+        changed (restarted with it), undeclared ones removed only with
+        ``prune``; unchanged ones are not touched. With ``dry_run`` nothing
+        changes. The answer has a step per child (action, changed fields,
+        outcome). Needs the ``admin`` role on a TCP listener. Raises
+        InvalidArgument with ``--config``'s line-numbered message for a bad
+        file (``config_name`` names it there).
+        """
+        request = rq.apply_request(config_toml, children, config_name, dry_run, prune)
+        return await self._unary(self.stub.Apply(request, timeout=self._deadline(rq.STOPPING_TIMEOUT)))
+
     async def shutdown(self) -> pb.ShutdownResponse:
         """Start supd's ordered shutdown, as SIGTERM does; answers once it has begun."""
         return await self._unary(self.stub.Shutdown(pb.ShutdownRequest(), timeout=self._deadline(rq.QUICK_TIMEOUT)))

@@ -142,6 +142,20 @@ class Client:
         """See ``AsyncClient.get_spec``."""
         return self._unary(self.stub.GetSpec, pb.GetSpecRequest(name=name), rq.QUICK_TIMEOUT).spec
 
+    def apply(
+        self,
+        config_toml: str | None = None,
+        /,
+        *,
+        children: Sequence[pb.ChildSpec] = (),
+        config_name: str = "",
+        dry_run: bool = False,
+        prune: bool = False,
+    ) -> pb.ApplyResponse:
+        """See ``AsyncClient.apply``."""
+        request = rq.apply_request(config_toml, children, config_name, dry_run, prune)
+        return self._unary(self.stub.Apply, request, rq.STOPPING_TIMEOUT)
+
     def shutdown(self) -> pb.ShutdownResponse:
         """See ``AsyncClient.shutdown``."""
         return self._unary(self.stub.Shutdown, pb.ShutdownRequest(), rq.QUICK_TIMEOUT)

@@ -215,6 +215,46 @@ OUTPUT_STREAM_STDERR: OutputStream.ValueType  # 2
 """The child's standard error."""
 Global___OutputStream: _TypeAlias = OutputStream  # noqa: Y015
 
+class _ApplyAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApplyActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApplyAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPLY_ACTION_UNSPECIFIED: _ApplyAction.ValueType  # 0
+    """Unset."""
+    APPLY_ACTION_ADD: _ApplyAction.ValueType  # 1
+    """Declared, not running: spawned."""
+    APPLY_ACTION_REMOVE: _ApplyAction.ValueType  # 2
+    """Running, not declared, and prune was asked: removed."""
+    APPLY_ACTION_CHANGE: _ApplyAction.ValueType  # 3
+    """Declared with another spec than it runs with: replaced by the new spec
+    (stopped, then started; its stored state is kept).
+    """
+    APPLY_ACTION_UNCHANGED: _ApplyAction.ValueType  # 4
+    """Declared with the spec it runs with: not touched."""
+    APPLY_ACTION_KEEP: _ApplyAction.ValueType  # 5
+    """Running, not declared, and prune was not asked: not touched."""
+
+class ApplyAction(_ApplyAction, metaclass=_ApplyActionEnumTypeWrapper):
+    """ApplyAction says what Apply does (or did) to one child."""
+
+APPLY_ACTION_UNSPECIFIED: ApplyAction.ValueType  # 0
+"""Unset."""
+APPLY_ACTION_ADD: ApplyAction.ValueType  # 1
+"""Declared, not running: spawned."""
+APPLY_ACTION_REMOVE: ApplyAction.ValueType  # 2
+"""Running, not declared, and prune was asked: removed."""
+APPLY_ACTION_CHANGE: ApplyAction.ValueType  # 3
+"""Declared with another spec than it runs with: replaced by the new spec
+(stopped, then started; its stored state is kept).
+"""
+APPLY_ACTION_UNCHANGED: ApplyAction.ValueType  # 4
+"""Declared with the spec it runs with: not touched."""
+APPLY_ACTION_KEEP: ApplyAction.ValueType  # 5
+"""Running, not declared, and prune was not asked: not touched."""
+Global___ApplyAction: _TypeAlias = ApplyAction  # noqa: Y015
+
 @_typing.final
 class Backoff(_message.Message):
     """Backoff is the delay before each automatic restart:
@@ -1412,6 +1452,10 @@ class Event(_message.Message):
         """Before a start, a stale holder of one of the child's ports was stopped:
         pid is set, message has its command line and how it ended.
         """
+        KIND_APPLIED: Event._Kind.ValueType  # 15
+        """Apply added this child or changed its spec (appended once the new
+        spec's child is declared); message says which, naming changed fields.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper):
         """What happened."""
@@ -1449,6 +1493,10 @@ class Event(_message.Message):
     KIND_PORT_HOLDER_REAPED: Event.Kind.ValueType  # 14
     """Before a start, a stale holder of one of the child's ports was stopped:
     pid is set, message has its command line and how it ended.
+    """
+    KIND_APPLIED: Event.Kind.ValueType  # 15
+    """Apply added this child or changed its spec (appended once the new
+    spec's child is declared); message says which, naming changed fields.
     """
 
     SEQ_FIELD_NUMBER: _builtins.int
@@ -2165,3 +2213,121 @@ class ShutdownResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShutdownResponse: _TypeAlias = ShutdownResponse  # noqa: Y015
+
+@_typing.final
+class ApplyRequest(_message.Message):
+    """ApplyRequest declares the set of children wanted. Give either
+    config_toml (the text of a file in the --config format; its [supervisor]
+    table is checked and otherwise ignored, as those settings apply at start)
+    or children, not both.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_TOML_FIELD_NUMBER: _builtins.int
+    CONFIG_NAME_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    PRUNE_FIELD_NUMBER: _builtins.int
+    config_toml: _builtins.str
+    """The text of a TOML file in the --config format."""
+    config_name: _builtins.str
+    """The name errors give the text (the file's path as the caller knows it);
+    "config" when empty.
+    """
+    dry_run: _builtins.bool
+    """Compute and return the plan; change nothing."""
+    prune: _builtins.bool
+    """Remove the children the declared set does not name. Without it they
+    are kept, and the plan lists them as KEPT.
+    """
+    @_builtins.property
+    def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildSpec]:
+        """The declared children, when no config_toml is given."""
+
+    def __init__(
+        self,
+        *,
+        config_toml: _builtins.str = ...,
+        config_name: _builtins.str = ...,
+        children: _abc.Iterable[Global___ChildSpec] | None = ...,
+        dry_run: _builtins.bool = ...,
+        prune: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "config_name", b"config_name", "config_toml", b"config_toml", "dry_run", b"dry_run", "prune", b"prune"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyRequest: _TypeAlias = ApplyRequest  # noqa: Y015
+
+@_typing.final
+class ApplyStep(_message.Message):
+    """ApplyStep is the plan and outcome for one child."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The child's name."""
+    action: Global___ApplyAction.ValueType
+    """What is done to it."""
+    done: _builtins.bool
+    """After a real apply: whether the step was carried out (true for
+    UNCHANGED and KEEP, which need nothing).
+    """
+    error: _builtins.str
+    """After a real apply: why the step failed (a failed start of an added or
+    changed child, for example); empty when done.
+    """
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """CHANGE: the ChildSpec fields that differ, in field order."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        action: Global___ApplyAction.ValueType = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        done: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "changed_fields", b"changed_fields", "done", b"done", "error", b"error", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyStep: _TypeAlias = ApplyStep  # noqa: Y015
+
+@_typing.final
+class ApplyResponse(_message.Message):
+    """ApplyResponse is the plan, in name order, with each step's outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Whether this was a dry run (nothing changed)."""
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplyStep]: ...
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___ApplyStep] | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyResponse: _TypeAlias = ApplyResponse  # noqa: Y015

@@ -95,6 +95,11 @@ class SupervisorStub:
                 request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.SerializeToString,
                 response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownResponse.FromString,
                 _registered_method=True)
+        self.Apply = channel.unary_unary(
+                '/supervisor.v1.Supervisor/Apply',
+                request_serializer=supervisor_dot_v1_dot_supervisor__pb2.ApplyRequest.SerializeToString,
+                response_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ApplyResponse.FromString,
+                _registered_method=True)
 
 
 class SupervisorServicer:
@@ -213,6 +218,24 @@ class SupervisorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Apply(self, request, context):
+        """Apply reconciles the children with a declared set (a config file's text
+        or specs): children added, changed (restarted with the new spec) and,
+        with prune, removed; unchanged children are not touched. Specs are
+        compared canonically (serialised after defaults). The spec changes are
+        stored in one transaction before any process changes, so a supd killed
+        mid-apply restarts with the old set or the new one. With dry_run
+        nothing changes and the plan is returned. INVALID_ARGUMENT for a file
+        or spec that --config would refuse, with the same message;
+        UNAVAILABLE while supd shuts down or when the store refused the
+        transaction (then nothing changed). A step that fails (a first start
+        that fails) is that step's error; the other steps are carried out.
+        Applies run one at a time. Applied specs are stored as Spawn's are.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SupervisorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -275,6 +298,11 @@ def add_SupervisorServicer_to_server(servicer, server):
                     servicer.Shutdown,
                     request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.FromString,
                     response_serializer=supervisor_dot_v1_dot_supervisor__pb2.ShutdownResponse.SerializeToString,
+            ),
+            'Apply': grpc.unary_unary_rpc_method_handler(
+                    servicer.Apply,
+                    request_deserializer=supervisor_dot_v1_dot_supervisor__pb2.ApplyRequest.FromString,
+                    response_serializer=supervisor_dot_v1_dot_supervisor__pb2.ApplyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +630,33 @@ class Supervisor:
             '/supervisor.v1.Supervisor/Shutdown',
             supervisor_dot_v1_dot_supervisor__pb2.ShutdownRequest.SerializeToString,
             supervisor_dot_v1_dot_supervisor__pb2.ShutdownResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Apply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/supervisor.v1.Supervisor/Apply',
+            supervisor_dot_v1_dot_supervisor__pb2.ApplyRequest.SerializeToString,
+            supervisor_dot_v1_dot_supervisor__pb2.ApplyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -113,6 +113,20 @@ class SupervisorStub:
     child is stopped within the shutdown timeout, open streams receive what
     is queued, then supd exits 0. It answers once the shutdown has begun.
     """
+    Apply: _grpc.UnaryUnaryMultiCallable[_supervisor_pb2.ApplyRequest, _supervisor_pb2.ApplyResponse]
+    """Apply reconciles the children with a declared set (a config file's text
+    or specs): children added, changed (restarted with the new spec) and,
+    with prune, removed; unchanged children are not touched. Specs are
+    compared canonically (serialised after defaults). The spec changes are
+    stored in one transaction before any process changes, so a supd killed
+    mid-apply restarts with the old set or the new one. With dry_run
+    nothing changes and the plan is returned. INVALID_ARGUMENT for a file
+    or spec that --config would refuse, with the same message;
+    UNAVAILABLE while supd shuts down or when the store refused the
+    transaction (then nothing changed). A step that fails (a first start
+    that fails) is that step's error; the other steps are carried out.
+    Applies run one at a time. Applied specs are stored as Spawn's are.
+    """
 
 @_typing.type_check_only
 class SupervisorAsyncStub(SupervisorStub):
@@ -181,6 +195,20 @@ class SupervisorAsyncStub(SupervisorStub):
     """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
     child is stopped within the shutdown timeout, open streams receive what
     is queued, then supd exits 0. It answers once the shutdown has begun.
+    """
+    Apply: _aio.UnaryUnaryMultiCallable[_supervisor_pb2.ApplyRequest, _supervisor_pb2.ApplyResponse]  # type: ignore[assignment]
+    """Apply reconciles the children with a declared set (a config file's text
+    or specs): children added, changed (restarted with the new spec) and,
+    with prune, removed; unchanged children are not touched. Specs are
+    compared canonically (serialised after defaults). The spec changes are
+    stored in one transaction before any process changes, so a supd killed
+    mid-apply restarts with the old set or the new one. With dry_run
+    nothing changes and the plan is returned. INVALID_ARGUMENT for a file
+    or spec that --config would refuse, with the same message;
+    UNAVAILABLE while supd shuts down or when the store refused the
+    transaction (then nothing changed). A step that fails (a first start
+    that fails) is that step's error; the other steps are carried out.
+    Applies run one at a time. Applied specs are stored as Spawn's are.
     """
 
 class SupervisorServicer(metaclass=_abc_1.ABCMeta):
@@ -319,6 +347,26 @@ class SupervisorServicer(metaclass=_abc_1.ABCMeta):
         """Shutdown starts supd's ordered shutdown, exactly as SIGTERM does: every
         child is stopped within the shutdown timeout, open streams receive what
         is queued, then supd exits 0. It answers once the shutdown has begun.
+        """
+
+    @_abc_1.abstractmethod
+    def Apply(
+        self,
+        request: _supervisor_pb2.ApplyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_supervisor_pb2.ApplyResponse, _abc.Awaitable[_supervisor_pb2.ApplyResponse]]:
+        """Apply reconciles the children with a declared set (a config file's text
+        or specs): children added, changed (restarted with the new spec) and,
+        with prune, removed; unchanged children are not touched. Specs are
+        compared canonically (serialised after defaults). The spec changes are
+        stored in one transaction before any process changes, so a supd killed
+        mid-apply restarts with the old set or the new one. With dry_run
+        nothing changes and the plan is returned. INVALID_ARGUMENT for a file
+        or spec that --config would refuse, with the same message;
+        UNAVAILABLE while supd shuts down or when the store refused the
+        transaction (then nothing changed). A step that fails (a first start
+        that fails) is that step's error; the other steps are carried out.
+        Applies run one at a time. Applied specs are stored as Spawn's are.
         """
 
 def add_SupervisorServicer_to_server(servicer: SupervisorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -42,6 +42,7 @@ _KIND = {
     EventKind.NOT_READY: pb.Event.KIND_NOT_READY,
     EventKind.UNHEALTHY: pb.Event.KIND_UNHEALTHY,
     EventKind.PORT_HOLDER_REAPED: pb.Event.KIND_PORT_HOLDER_REAPED,
+    EventKind.APPLIED: pb.Event.KIND_APPLIED,
 }
 
 

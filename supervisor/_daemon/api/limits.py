@@ -56,8 +56,9 @@ MIN_PING_INTERVAL_SECONDS = 10.0
 # The longest a Reload waits: the largest delivery budget (retry.budget_seconds at most a day) and the
 # largest wait for an http endpoint (ready_timeout_seconds at most an hour).
 MAX_DELIVERY_SECONDS = 86400.0 + 3600.0
-# Unary methods that may wait out a stop grace (Spawn with replace, or reaping a port holder, stops one).
-_STOPPING = frozenset({"Spawn", "Stop", "Restart", "Remove"})
+# Unary methods that may wait out a stop grace (Spawn with replace, or reaping a port holder, stops one; Apply
+# stops the children it removes and changes).
+_STOPPING = frozenset({"Spawn", "Stop", "Restart", "Remove", "Apply"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +92,7 @@ def server_options(limits: ApiLimits) -> list[tuple[str, int]]:
 def deadline_of(method: str, limits: ApiLimits) -> float:
     """Seconds supd lets the unary call ``method`` (``/package.Service/Name``) run before DEADLINE_EXCEEDED.
 
-    ``--rpc-deadline-seconds``; plus the longest stop grace (an hour) for Spawn, Stop, Restart and Remove; plus
+    ``--rpc-deadline-seconds``; plus the longest stop grace (an hour) for Spawn, Stop, Restart, Remove and Apply; plus
     the longest state delivery (a day and an hour) for Reload.
     """
     name = method.rpartition("/")[2]

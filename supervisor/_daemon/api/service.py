@@ -20,6 +20,7 @@ from supervisor import __version__
 from supervisor._daemon.api.abridge import budget_for
 from supervisor._daemon.api.convert import child_to_proto, exit_to_proto, revision_to_proto
 from supervisor._daemon.api.limits import status_message
+from supervisor._daemon.children.apply import Applier, declared_of
 from supervisor._daemon.children.driver import ChildDriver, ChildStatistics
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.health.assess import Health, assess
@@ -109,6 +110,7 @@ class SupervisorService(pb_grpc.SupervisorServicer):
         self._exporter = exporter
         self._shutdown = shutdown
         self._started = time.monotonic()
+        self.applier = Applier(registry)  # shared with the SIGHUP re-apply of --config: one apply at a time
 
     def _infos(self, children: list[ChildDriver]) -> list[pb.ChildInfo]:
         """Snapshots of ``children`` with their export counts from one consistent exporter snapshot."""
@@ -268,6 +270,12 @@ class SupervisorService(pb_grpc.SupervisorServicer):
                 f" {MAX_SPEC_ANSWER_BYTES} a client takes by default; Health shows it abridged"
             )
         return pb.GetSpecResponse(spec=spec)
+
+    @_boundary
+    async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplyResponse:
+        with self._tracer.start_as_current_span("Apply"):
+            declared = declared_of(request)
+            return await self.applier.apply(declared, prune=request.prune, dry_run=request.dry_run)
 
     @_boundary
     async def Shutdown(self, request: pb.ShutdownRequest, context: Any) -> pb.ShutdownResponse:

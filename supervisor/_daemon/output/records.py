@@ -103,6 +103,7 @@ class EventKind(enum.Enum):
     NOT_READY = "not_ready"
     UNHEALTHY = "unhealthy"
     PORT_HOLDER_REAPED = "port_holder_reaped"
+    APPLIED = "applied"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -435,6 +435,16 @@ class StateStore:
             db.execute("DELETE FROM revisions WHERE child = ?", (name,))
             db.execute("DELETE FROM children WHERE name = ?", (name,))
 
+    def apply_specs(self, put: list[tuple[str, bytes]], remove: list[str]) -> None:
+        """Store the specs ``put`` and forget the children ``remove`` (as remove_child), all in one transaction."""
+        with self._transaction(write=True) as db:
+            db.executemany(
+                "INSERT INTO children (name, spec) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec",
+                [(name, bytes(spec)) for name, spec in put],
+            )
+            db.executemany("DELETE FROM revisions WHERE child = ?", [(name,) for name in remove])
+            db.executemany("DELETE FROM children WHERE name = ?", [(name,) for name in remove])
+
     def specs(self) -> list[tuple[str, bytes]]:
         """Every stored spec as (name, spec bytes), in name order."""
         with self._transaction(write=False) as db:
@@ -597,6 +607,9 @@ class AsyncStateStore:
 
     async def remove_child(self, name: str) -> None:
         await anyio.to_thread.run_sync(self.store.remove_child, name, limiter=self._limiter)
+
+    async def apply_specs(self, put: list[tuple[str, bytes]], remove: list[str]) -> None:
+        await anyio.to_thread.run_sync(self.store.apply_specs, put, remove, limiter=self._limiter)
 
     async def specs(self) -> list[tuple[str, bytes]]:
         return await anyio.to_thread.run_sync(self.store.specs, limiter=self._limiter)
