@@ -16,11 +16,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from supervisor.client import Connection
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -217,8 +219,8 @@ def test_top_says_supd_went_away_keeps_asking_and_shows_the_next_one(tmp_path, p
             supd.spawn(name="before", argv=[sys.executable, ZOO, "term-fast"])
         pane = pane_of(supctl_argv(first.address, "top", "--interval", "0.2"))
         pane.shows(lambda s: row(s, "before"), "the first supd's child")
-    screen = pane.shows(lambda s: "retrying every 0.2s" in unwrapped(s), "word that supd went away")
-    assert f"no supd is running at {first.address} (no such socket); retrying" in unwrapped(screen), pane.framed(screen)
+    gone = f"no supd is running at {first.address} (no such socket); retrying every 0.2s"
+    screen = pane.shows(lambda s: gone in unwrapped(s), "word that supd went away")
     assert row(screen, "before")[1] == "RUNNING"  # the last table seen stays, under its refresh time
     with running_supervisor(workdir, env={"PYTHONPATH": ENV["PYTHONPATH"]}) as second:  # the same socket
         with second.client(timeout=10) as supd:
@@ -278,6 +280,35 @@ def test_top_to_a_pipe_prints_a_table_per_interval_and_exits_3_when_supd_goes(tm
     assert float(table_of(second)["alpha"][7]) >= 0
     assert proc.returncode == 3, (out, err)  # supd went away: the one line and code of every command
     assert err.startswith("supctl: ") and handle.address in err and err.count("\n") == 1, err
+
+
+def test_the_log_pane_keeps_the_last_lines_stops_on_close_and_says_why_a_stream_ended(sup):
+    from supervisor._top.follow import Follower
+
+    woken = threading.Event()
+    follower = Follower(Connection(sup.address), "alpha", 5, woken.set)
+    try:
+        wait_until(lambda: [k for k, _ in follower.snapshot()[0]] == ["stdout"] * 5, what="five lines, no event")
+        assert woken.is_set()
+        lines, error = follower.snapshot()
+        ticks = [int(text.removeprefix("tick ")) for kind, text in lines if kind == "stdout"]
+        assert error is None and len(ticks) == 5 and ticks == list(range(ticks[0], ticks[0] + 5)), lines
+    finally:
+        follower.close()
+    assert not follower.running and follower.snapshot()[1] is None  # closed on purpose: no error to show
+
+    follower = Follower(Connection(sup.address), "gamma", 100, lambda: None)
+    try:
+        wait_until(lambda: follower.snapshot()[0], what="gamma's records so far")  # the Stream is under way
+        with sup.client(timeout=10) as supd:
+            supd.remove("gamma")
+        wait_until(lambda: not follower.running, what="the stream of a removed child to end")
+        lines, error = follower.snapshot()
+        assert lines[-1] == ("event", "[gamma] removed") and error == (
+            "the stream ended (the child was removed, or supd shut down)"
+        ), (lines, error)
+    finally:
+        follower.close()
 
 
 def test_supctl_ls_imports_no_terminal_library(sup):

@@ -3,7 +3,7 @@
 The follower has a channel of its own, so that leaving the pane (``close``)
 closes it: gRPC cancels the call in flight and the thread ends, whatever the
 Stream was waiting for. A Stream that ends otherwise (the child removed, supd
-gone) leaves its reason in ``error``; the pane shows it.
+gone) leaves the reason in ``error``; the pane shows it.
 """
 
 from __future__ import annotations
@@ -57,13 +57,18 @@ class Follower:
                     wake, self._unseen = not self._unseen, True
                 if wake:
                     self._changed()
-            ended = "the stream ended"
+            ended = "the stream ended (the child was removed, or supd shut down)"
         except SupervisorError as exc:
-            ended = str(exc)
+            ended = f"the stream failed: {exc}"
         with self._lock:
             if not self._closed:
                 self.error = ended
         self._changed()
+
+    @property
+    def running(self) -> bool:
+        """Whether the stream is still followed."""
+        return self._thread.is_alive()
 
     def snapshot(self) -> tuple[list[LogLine], str | None]:
         """The lines kept, oldest first, and why the stream ended (None while it runs)."""

@@ -62,7 +62,7 @@ def table_screen(header: str, rows: Sequence[Row], view: View, problem: str | No
 def logs_screen(name: str, lines: Sequence[LogLine], error: str | None, height: int) -> RenderableType:
     """The child's last lines that fit in ``height`` rows under a title line, newest at the bottom."""
     title = Text(f"logs of {name}: last lines, following   ({LOGS_KEYS})", style="bold")
-    footer = [Text(f"stream ended: {error}", style="bold red")] if error else []
+    footer = [Text(error, style="bold red")] if error else []
     room = max(1, height - 1 - len(footer))
     body = [Text(text, style=_LOG_STYLES.get(kind, ""), no_wrap=True, overflow="ellipsis") for kind, text in lines]
     return Group(title, *body[-room:], *footer)
