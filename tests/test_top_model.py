@@ -11,7 +11,7 @@ import datetime
 import pytest
 
 from supervisor._top import control
-from supervisor._top.model import Cursor, Sample, header_line, line_rates, rate_text, rows_of, short_exit
+from supervisor._top.model import Cursor, Sample, header_line, line_rates, rate_text, rows_of, short_exit, window
 from supervisor._top.terminal import decode
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -152,3 +152,37 @@ def test_decode_names_keys_and_skips_sequences_it_has_no_use_for():
     assert decode(b"\r\n\x1b") == ["enter", "enter", "esc"]
     assert decode(b"\x1b[15~q\x1b[1;5Cr") == ["q", "r"]  # F5 and Ctrl-Right skipped whole
     assert decode(b"\x00\x7fx") == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("count", "index", "room", "shown"),
+    [
+        (3, 2, 10, range(3)),  # all fit
+        (20, 0, 5, range(5)),
+        (20, 10, 5, range(8, 13)),  # the selected row in the middle
+        (20, 19, 5, range(15, 20)),  # no further than the last row
+        (20, 3, 0, range(3, 4)),  # at least the selected row
+    ],
+)
+def test_window_keeps_the_selected_row_on_screen(count: int, index: int, room: int, shown: range):
+    assert window(count, index, room) == shown
+    assert index in shown
+
+
+def test_table_screen_shows_the_rows_around_the_selected_one_when_they_do_not_fit():
+    import io
+
+    from rich.console import Console
+
+    from supervisor._top.view import table_screen
+
+    rows = rows_of([child(f"c{i:02d}", state=pb.CHILD_STATE_RUNNING) for i in range(20)], {})
+    view = control.View(cursor=Cursor("c15", 15))
+    console = Console(file=io.StringIO(), width=100, height=12, color_system=None)
+    console.print(table_screen("supd 0.1.0, up 1s", rows, view, None, "restart c15: RUNNING", console=console))
+    screen = console.file.getvalue().splitlines()
+    assert len(screen) == 12, screen
+    names = [line.lstrip(">").split()[0] for line in screen[2:-2]]
+    assert names == [f"c{i:02d}" for i in range(11, 19)], screen  # 8 rows fit: c15 in the middle
+    assert screen[2 + names.index("c15")].startswith(">")
+    assert screen[-2].rstrip() == "rows 12-19 of 20; restart c15: RUNNING"

@@ -164,7 +164,7 @@ class _Top:
         if self.view.mode is control.Mode.LOGS and self.follower is not None:
             lines, error = self.follower.snapshot()
             return view.logs_screen(self.follower.name, lines, error, self.console.size.height)
-        return view.table_screen(self.header, self.rows, self.view, self.problem, self.status)
+        return view.table_screen(self.header, self.rows, self.view, self.problem, self.status, console=self.console)
 
     def run(self, keyboard: int) -> int:
         poller = threading.Thread(target=self.poll, name="top-poll", daemon=True)

@@ -28,6 +28,7 @@ __all__ = [
     "rate_text",
     "rows_of",
     "short_exit",
+    "window",
 ]
 
 COLUMNS = ("NAME", "STATE", "HEALTH", "PID", "GEN", "RESTARTS", "UPTIME", "LINES/S", "DROPS", "LAST-EXIT")
@@ -163,3 +164,13 @@ class Cursor:
             return here
         i = max(0, min(len(names) - 1, here.index + step))
         return Cursor(names[i], i)
+
+
+def window(count: int, index: int, room: int) -> range:
+    """The rows to show when ``count`` rows may not fit in ``room``: all when they fit, else ``room`` rows that
+    hold ``index``, scrolled no further than needed to keep it in the middle."""
+    room = max(1, room)
+    if count <= room:
+        return range(count)
+    start = max(0, min(index - room // 2, count - room))
+    return range(start, start + room)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from supervisor._top.control import Mode, View
 from supervisor._top.follow import LogLine
-from supervisor._top.model import COLUMNS, Row
+from supervisor._top.model import COLUMNS, Row, window
 
 __all__ = ["logs_screen", "table_screen"]
 
@@ -35,21 +35,31 @@ _HEALTH_STYLES = {"READY": "green", "NOT_READY": "yellow", "UNHEALTHY": "bold re
 _LOG_STYLES = {"stdout": "", "stderr": "red", "event": "dim", "gap": "yellow"}
 
 
-def table_screen(header: str, rows: Sequence[Row], view: View, problem: str | None, status: str) -> RenderableType:
-    """The header line, a problem line (supd unreachable) if any, the table, then the status or prompt and keys."""
+def table_screen(
+    header: str, rows: Sequence[Row], view: View, problem: str | None, status: str, *, console: Console
+) -> RenderableType:
+    """The header line, a problem line (supd unreachable) if any, the table, then the status or prompt and keys.
+
+    When the rows do not fit in ``console``'s height, those around the selected one are shown and the status
+    line says which.
+    """
+    width, height = console.size
+    above = [Text(header, style="bold")] + ([Text(problem, style="bold red")] if problem else [])
+    taken = sum(len(t.wrap(console, width)) for t in above) + 3  # column names, status, keys
+    shown = window(len(rows), view.cursor.index, height - taken)
+    if len(shown) < len(rows):
+        status = f"rows {shown.start + 1}-{shown.stop} of {len(rows)}" + (f"; {status}" if status else "")
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
     table.add_column(" ", no_wrap=True, width=1)
     for name in COLUMNS:
         table.add_column(name, no_wrap=True, overflow="ellipsis", justify="left")
-    for row in rows:
+    for row in (rows[i] for i in shown):
         selected = row.name == view.cursor.name
         cells = [Text(c) for c in row.cells()]
         cells[1].stylize(_STATE_STYLES.get(row.state, ""))
         cells[2].stylize(_HEALTH_STYLES.get(row.health, ""))
         table.add_row(Text(">" if selected else " "), *cells, style="reverse" if selected else None)
-    parts: list[RenderableType] = [Text(header, style="bold")]
-    if problem:
-        parts.append(Text(problem, style="bold red"))
+    parts: list[RenderableType] = [*above]
     parts.append(table if rows else Text("no children"))
     if view.mode is Mode.CONFIRM_STOP:
         parts.append(Text(f"stop {view.target}? y: stop it, any other key: keep it running", style="bold yellow"))
