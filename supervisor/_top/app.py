@@ -119,6 +119,8 @@ class _Top:
                 text = f"restart {req.name}: {fmt.state_name(child.state)}, pid {child.pid or '-'}, " + (
                     f"generation {child.generation}"
                 )
+                if why := child.last_start_error or child.fatal_reason:  # BACKOFF or FATAL: the start failed
+                    text += f": {why}"
             else:
                 resp = self.supd.stop(req.name)
                 how = fmt.describe_exit(resp.exit) if resp.HasField("exit") else "was not running"
