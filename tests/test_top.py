@@ -68,7 +68,8 @@ class Pane:
 
     def __init__(self, argv: list[str], workdir: pathlib.Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.server = ["tmux", "-L", f"supd-top-{uuid.uuid4().hex[:12]}", "-f", os.devnull]
+        # A server of its own whose socket goes with the test's directory (-L would leave one in /tmp/tmux-UID).
+        self.server = ["tmux", "-S", str(workdir / f"tmux-{uuid.uuid4().hex[:8]}.sock"), "-f", os.devnull]
         self.rc_path, self.err_path = workdir / "top.rc", workdir / "top.stderr"
         # The exit code lands in a file once the command ends; the pane stays until the server is killed.
         script = f"{shlex.join(argv)} 2>{shlex.quote(str(self.err_path))}; echo $? >{shlex.quote(str(self.rc_path))}"
