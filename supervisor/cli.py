@@ -40,6 +40,7 @@ from supervisor._cli_errors import (
 from supervisor._cli_logs import add_logs_command
 from supervisor._cli_spawn import add_spawn_command, print_child, start_failure
 from supervisor._cli_state import add_state_commands
+from supervisor._cli_top import add_top_command
 from supervisor.client import connection
 from supervisor.client._requests import QUICK_TIMEOUT, STOPPING_TIMEOUT
 from supervisor.errors import SupervisorError
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_state_commands(sub, add_name)
     add_apply_command(sub)
+    add_top_command(sub)
 
     p = sub.add_parser("shutdown", help="stop every child and supd itself, as SIGTERM does (works for any user)")
     p.add_argument("--no-wait", action="store_true", help="return once the shutdown has begun")
