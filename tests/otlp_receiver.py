@@ -1,4 +1,4 @@
-"""Real OTLP log receivers for tests: gRPC, HTTP/protobuf, and a black hole.
+"""Real OTLP receivers for tests (logs, traces, metrics): gRPC, HTTP/protobuf, and a black hole.
 
 Each listens on 127.0.0.1 (an ephemeral port on first start), records what it
 receives thread-safely, can be stopped and started again on the same port (to
@@ -22,9 +22,11 @@ from typing import Any, Self
 import grpc
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from supervisor.testing import wait_until
 
@@ -52,6 +54,8 @@ class Received:
         self.resources: list[dict[str, Any]] = []
         self.scopes: list[tuple[str, str]] = []
         self.span_names: list[str] = []
+        self.metric_requests = 0
+        self.metrics: dict[str, Metric] = {}  # by name, as last received
         self.headers: dict[str, str] = {}  # of the last request, names lower-cased
 
     def count_request(self, headers: Iterator[tuple[str, str]] | Any = ()) -> None:
@@ -75,6 +79,23 @@ class Received:
             for rs in request.resource_spans:
                 for ss in rs.scope_spans:
                     self.span_names.extend(span.name for span in ss.spans)
+
+    def add_metrics(self, request: metrics_service_pb2.ExportMetricsServiceRequest) -> None:
+        with self._lock:
+            self.metric_requests += 1
+            for rm in request.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        self.metrics[metric.name] = metric
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
+        """The data points of metric ``name`` as last received: (attributes, point), [] when none came yet."""
+        with self._lock:
+            metric = self.metrics.get(name)
+        if metric is None:
+            return []
+        data = getattr(metric, metric.WhichOneof("data"))
+        return [(attributes(p.attributes), p) for p in data.data_points]
 
     def __len__(self) -> int:
         with self._lock:
@@ -119,7 +140,7 @@ class _Restartable:
 
 
 class GrpcReceiver(_Restartable):
-    """OTLP/gRPC LogsService (and TraceService). ``fail_with``: a status code (and ``fail_details``) to answer."""
+    """OTLP/gRPC LogsService (and TraceService, MetricsService). ``fail_with``: a status code for logs."""
 
     protocol = "grpc"
 
@@ -154,7 +175,15 @@ class GrpcReceiver(_Restartable):
                 receiver.received.add_spans(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+            def Export(
+                self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.ServicerContext
+            ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+                receiver.received.add_metrics(request)
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
         if self.serve_traces:
             trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
@@ -183,6 +212,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/v1/traces":
             receiver.received.add_spans(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
             empty = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self._answer(200, empty, "application/x-protobuf")
+            return
+        if self.path == "/v1/metrics":
+            receiver.received.add_metrics(metrics_service_pb2.ExportMetricsServiceRequest.FromString(body))
+            empty = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
             self._answer(200, empty, "application/x-protobuf")
             return
         if self.path != "/v1/logs":

@@ -148,7 +148,10 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
             tg.start_soon(_watch_signals, shutdown, reapply)
             tg.start_soon(OrphanReaper(owned=registry.owned_pids).run)
             service = SupervisorService(registry, telemetry.span_tracer(), exporter, shutdown=shutdown.begin)
-            server, health = await build_server(service, settings.socket, settings.listen, settings.limits)
+            telemetry.observe(registry.snapshot)
+            server, health = await build_server(
+                service, settings.socket, settings.listen, settings.limits, interceptors=telemetry.rpc_interceptors()
+            )
             board = HealthBoard(health, service.child_ready, reserved=frozenset({SERVICE_NAME}))
             registry.watchers.append(board.changed)
             tg.start_soon(board.run)

@@ -6,6 +6,8 @@ socket is bound in a private directory and renamed into place with its mode.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -29,19 +31,22 @@ async def build_server(
     socket_path: str,
     listen: ListenSettings | None = None,
     limits: ApiLimits | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A started gRPC server with our service, grpc.health.v1 and reflection, on the socket (and ``listen``),
     within ``limits``.
 
+    ``interceptors`` see every call first (before authentication), in order.
+
     Raises ListenError when a TCP listener cannot be bound.
     """
     limits = limits or ApiLimits()
-    # Credentials first, so that a caller without them uses no stream slot.
-    interceptors = [*(listen.interceptors() if listen is not None else []), RequestGuard(limits)]
+    # Credentials before the guard, so that a caller without them uses no stream slot.
+    chain = [*interceptors, *(listen.interceptors() if listen is not None else []), RequestGuard(limits)]
     server = grpc.aio.server(
         # grpc.so_reuseport 0: a port another process listens on is an error, not a silently shared port.
         options=[*server_options(limits), ("grpc.so_reuseport", 0)],
-        interceptors=interceptors,
+        interceptors=chain,
     )
     pb_grpc.add_SupervisorServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

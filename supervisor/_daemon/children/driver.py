@@ -42,6 +42,7 @@ from supervisor._daemon.output.child_output import ChildOutput, OutputStatistics
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord, Origin
 from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import LineSink
+from supervisor._daemon.telemetry import recorder
 from supervisor.errors import FailedPrecondition, InvalidArgument, NotFound, SupervisorError, Unavailable
 from supervisor.signals import parse_signal, signal_name
 from supervisor.spec import ChildSpec
@@ -280,7 +281,9 @@ class ChildDriver:
 
     async def restart(self, grace: float | None = None) -> ExitRecord | None:
         g = grace or self.spec.stop_grace_seconds
-        return await self.request(lambda now: lc.RestartRequested(now, g), "start")
+        ended = await self.request(lambda now: lc.RestartRequested(now, g), "start")
+        recorder.active.child_restarted(self.name, "request")
+        return ended
 
     async def remove(self, grace: float | None = None) -> ExitRecord | None:
         g = grace or self.spec.stop_grace_seconds
@@ -344,6 +347,8 @@ class ChildDriver:
                     self._timer_scope.cancel()
                     self._timer_scope = None
             case lc.Announce(kind, message, delay):
+                if kind == "restarting":
+                    recorder.active.child_restarted(self.name, "policy")
                 self.output.append_event(self._event(_ANNOUNCE_KIND[kind], message, restart_in_seconds=delay))
                 level = "error" if kind == "fatal" else "info"
                 getattr(self._log, level)(f"child.{kind}", message=message, generation=self.generation)
@@ -506,6 +511,7 @@ class ChildDriver:
             leftovers_killed=gen.leftovers_killed,
         )
         self.last_exit = record
+        recorder.active.child_exited(self.name, record)
         if self._gen is gen:
             self._gen = None
         self.output.append_event(self._event(EventKind.EXITED, record.description, pid=info.pid, exit=record))

@@ -165,6 +165,10 @@ class Registry:
     def all(self) -> list[ChildDriver]:
         return [self._children[n] for n in sorted(self._children)]
 
+    def snapshot(self) -> list[ChildDriver]:
+        """The children now, unordered; safe to call from another thread (one atomic copy under the GIL)."""
+        return list(self._children.values())
+
     def _refuse_if_closing(self) -> None:
         if self.closing:
             raise Unavailable("supd is shutting down")

@@ -32,6 +32,7 @@ import anyio
 import structlog
 
 from supervisor._daemon.health.probe import ProbeResult, ProbeRunner
+from supervisor._daemon.telemetry import recorder
 from supervisor.probes import Probe
 from supervisor.spec import ChildSpec
 
@@ -140,6 +141,7 @@ class Prober:
 
     def _record(self, state: ProbeState, result: ProbeResult) -> None:
         state.last, state.time_ns, state.runs = result, time.time_ns(), state.runs + 1
+        recorder.active.probe_ran(self.spec.name, state.name, state.kind, result)
         if self._on_result is not None:
             self._on_result()
         if result.success:

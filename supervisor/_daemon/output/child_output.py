@@ -53,6 +53,8 @@ class OutputStatistics:
     stdout_lines: int
     stderr_lines: int
     bytes_drained: int
+    stdout_bytes: int
+    stderr_bytes: int
     next_seq: int
     oldest_seq: int
     ring_bytes_used: int
@@ -121,7 +123,7 @@ class ChildOutput:
         self._read_size = min(READ_SIZE, max(4096, ring_bytes // 8))
         self._sinks = tuple(sinks)
         self._lines = {STDOUT: 0, STDERR: 0}
-        self._bytes_drained = 0
+        self._bytes = {STDOUT: 0, STDERR: 0}
         self._counts_lock = threading.Lock()
         self._drains: list[PipeDrain] = []
         self._pending: list[PipeDrain] = []  # made by start(), reading from the STARTED event on
@@ -148,7 +150,7 @@ class ChildOutput:
                 self._emitter(stream, origin),
                 f"{label}/{which}",
                 self._read_size,
-                on_read=self._count_read,
+                on_read=self._read_counter(stream),
                 poller=self._poller,
                 start=False,
             )
@@ -166,9 +168,14 @@ class ChildOutput:
         for drain in pending:
             drain.start()
 
-    def _count_read(self, n: int) -> None:
-        with self._counts_lock:
-            self._bytes_drained += n
+    def _read_counter(self, stream: int) -> Callable[[int], None]:
+        counts, lock = self._bytes, self._counts_lock
+
+        def count_read(n: int) -> None:
+            with lock:
+                counts[stream] += n
+
+        return count_read
 
     def _emitter(self, stream: int, origin: Origin) -> Callable[[list[bytes], list[int]], None]:
         ring, sinks, gen, lines = self.ring, self._sinks, origin.generation, self._lines
@@ -208,7 +215,9 @@ class ChildOutput:
         return OutputStatistics(
             stdout_lines=self._lines[STDOUT],
             stderr_lines=self._lines[STDERR],
-            bytes_drained=self._bytes_drained,
+            bytes_drained=self._bytes[STDOUT] + self._bytes[STDERR],
+            stdout_bytes=self._bytes[STDOUT],
+            stderr_bytes=self._bytes[STDERR],
             next_seq=ring.next_seq,
             oldest_seq=ring.oldest_seq,
             ring_bytes_used=ring.bytes_used,

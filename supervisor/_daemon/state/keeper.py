@@ -43,9 +43,17 @@ from supervisor._daemon.state.deliver import (
     write_state_file,
 )
 from supervisor._daemon.state.store import AsyncStateStore, StoredRevision
+from supervisor._daemon.telemetry import recorder
 from supervisor._fields import shown
 from supervisor.delivery import FileDelivery, HttpDelivery, StateDelivery
-from supervisor.errors import Aborted, DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound
+from supervisor.errors import (
+    Aborted,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    SupervisorError,
+)
 from supervisor.spec import ChildSpec, spec_to_proto
 
 __all__ = ["DEFAULT_CONTENT_TYPE", "StateKeeper", "StateStatus"]
@@ -55,6 +63,15 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CONTENT_TYPE_LENGTH = 255
 # How often a replay waiting for the probes' verdict looks at it.
 _READY_POLL_SECONDS = 0.01
+
+
+def _outcome(exc: BaseException) -> str:
+    """A failed delivery's outcome for metrics: "rejected" by the child, else the status it answers, in lower case."""
+    if isinstance(exc, DeliveryRejected):
+        return "rejected"
+    if isinstance(exc, SupervisorError):
+        return exc.code.name.lower()
+    return "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else "internal"
 
 
 @dataclasses.dataclass
@@ -221,12 +238,14 @@ class StateKeeper:
                 stored = await self._store.accepted(name)
                 if stored is None:
                     return
+                began = time.monotonic()
                 try:
                     done = await deliver(
                         d, stored.state, self._target(driver, generation, stored),
                         on_attempt=self._on_attempt(driver, stored.revision),
                     )
                 except (DeliveryRejected, DeliveryFailed) as exc:
+                    recorder.active.state_delivered(name, "replay", _outcome(exc), time.monotonic() - began)
                     st.error = exc.message
                     self._changed(name)
                     log.warning(
@@ -234,6 +253,7 @@ class StateKeeper:
                         error=exc.message, round=round_,
                     )
                 else:
+                    recorder.active.state_delivered(name, "replay", "applied", time.monotonic() - began)
                     self._applied(driver, generation, stored.revision, done.detail)
                     return
             await anyio.sleep(d.retry.backoff.jittered(round_))
@@ -260,6 +280,24 @@ class StateKeeper:
     # Reload ---------------------------------------------------------------------------------
 
     async def reload(
+        self,
+        driver: ChildDriver,
+        state: bytes,
+        content_type: str,
+        expected_revision: int | None,
+        deadline: float | None = None,
+    ) -> tuple[int, Delivered]:
+        """``_reload``, its outcome and duration told to the metrics."""
+        began = time.monotonic()
+        try:
+            done = await self._reload(driver, state, content_type, expected_revision, deadline)
+        except BaseException as exc:
+            recorder.active.state_delivered(driver.name, "reload", _outcome(exc), time.monotonic() - began)
+            raise
+        recorder.active.state_delivered(driver.name, "reload", "applied", time.monotonic() - began)
+        return done
+
+    async def _reload(
         self,
         driver: ChildDriver,
         state: bytes,

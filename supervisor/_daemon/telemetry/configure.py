@@ -10,6 +10,9 @@ Three paths, by volume:
   tracer (``get_tracer()``).
 * child output (high volume) bypasses the SDK: ``Telemetry.line_exporter`` is
   a ``LineSink`` (otlp/export.py) for the drain, with its own bounded queue.
+* supd's metrics (metrics.py): the SDK's ``MeterProvider`` when metrics are
+  exported; ``observe`` attaches the children once they exist, and
+  ``rpc_interceptors`` gives the server its timing interceptor.
 
 The SDK and its exporters are imported only when an endpoint is set. stdlib
 ``logging`` (grpc and other libraries) is rendered as JSON on stderr as well,
@@ -33,7 +36,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
@@ -44,8 +47,11 @@ from supervisor._daemon.telemetry.settings import TelemetrySettings, supd_versio
 from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
 
 if TYPE_CHECKING:
+    import grpc
     from opentelemetry import trace
 
+    from supervisor._daemon.children.driver import ChildDriver
+    from supervisor._daemon.telemetry.metrics import MetricsPipeline
     from supervisor._daemon.telemetry.otlp.export import LineExporter
     from supervisor._daemon.telemetry.sdk_pipeline import SdkPipelines
 
@@ -91,6 +97,11 @@ class Telemetry:
             from supervisor._daemon.telemetry.sdk_pipeline import SdkPipelines
 
             self._sdk = SdkPipelines(settings)
+        self._metrics: MetricsPipeline | None = None
+        if settings.metrics is not None:
+            from supervisor._daemon.telemetry.metrics import MetricsPipeline
+
+            self._metrics = MetricsPipeline(settings)
         if settings.logs is not None:
             from supervisor._daemon.telemetry.otlp.export import LineExporter
 
@@ -101,6 +112,20 @@ class Telemetry:
     def __repr__(self) -> str:
         logs = self.settings.logs.endpoint if self.settings.logs else f"off ({self.settings.disabled_reason})"
         return f"<Telemetry logs={logs} traces={self.settings.traces.endpoint if self.settings.traces else 'off'}>"
+
+    def observe(self, children: Callable[[], Sequence[ChildDriver]]) -> None:
+        """Let the metrics read ``children()`` (any thread) and the line exporter at each collection (when on)."""
+        if self._metrics is not None:
+            self._metrics.observe(children, self.line_exporter)
+
+    def rpc_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """The server interceptor timing every RPC when metrics are on; none otherwise."""
+        if self._metrics is None:
+            return []
+        from supervisor._daemon.telemetry.metrics import DURATION_BUCKETS
+        from supervisor._daemon.telemetry.rpc_metrics import RpcMetrics
+
+        return [RpcMetrics(self._metrics.meter, DURATION_BUCKETS)]
 
     def otel_processor(self) -> Processor | None:
         """The structlog processor feeding the SDK log pipeline, or None when log export is off."""
@@ -119,14 +144,16 @@ class Telemetry:
         return self._sdk.tracer if self._sdk is not None else NO_SPANS
 
     def force_flush(self, timeout: float = 10.0) -> bool:
-        """Export supd's pending events and spans now (each pipeline within ``timeout`` s); True when none is left."""
-        return self._sdk.force_flush(timeout) if self._sdk is not None else True
+        """Export supd's pending events, spans and metrics now (each within ``timeout`` s); True when none is left."""
+        ok = self._sdk.force_flush(timeout) if self._sdk is not None else True
+        return (self._metrics.force_flush(timeout) if self._metrics is not None else True) and ok
 
     def shutdown(self, timeout: float) -> bool:
         """Flush and stop everything within ``timeout`` s; False if something could not be flushed.
 
         Order: the line exporter first (its last events still reach the SDK
-        pipeline), then spans and supd's own events together.
+        pipeline), then spans and supd's own events together, then one last
+        collection of the metrics.
         """
         deadline = time.monotonic() + timeout
         ok = True
@@ -134,6 +161,8 @@ class Telemetry:
             ok = self.line_exporter.close(max(0.0, deadline - time.monotonic()) * 0.6)
         if self._sdk is not None:
             ok = self._sdk.shutdown(deadline) and ok
+        if self._metrics is not None:
+            ok = self._metrics.shutdown(deadline) and ok
         return ok
 
 
@@ -211,6 +240,12 @@ def configure_logging(
             logs_endpoint=settings.logs.endpoint,
             protocol=settings.logs.protocol,
             traces_endpoint=settings.traces.endpoint if settings.traces else None,
+        )
+    if settings.metrics is not None:
+        target = settings.metrics.target
+        log.info(
+            "otel.metrics.enabled", exporter=settings.metrics.exporter, interval_s=settings.metrics.interval,
+            endpoint=target.endpoint if target else None, protocol=target.protocol if target else None,
         )
     return telemetry
 

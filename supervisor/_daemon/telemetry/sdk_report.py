@@ -5,9 +5,10 @@ event export became a supd log event whose name was the SDK's sentence
 (``Failed to export traces to ..., error code: StatusCode.UNIMPLEMENTED``),
 repeated for every batch. Here:
 
-* ``ReportingSpanExporter`` and ``ReportingLogExporter`` wrap the SDK's OTLP
-  exporters. A failed export becomes ``otlp.spans.export.failed`` (spans) or
-  ``otlp.events.export.failed`` (supd's own events) with ``detail`` (what the
+* ``ReportingSpanExporter``, ``ReportingLogExporter`` (and metrics.py's
+  ``ReportingMetricExporter``) wrap the SDK's OTLP exporters. A failed export becomes ``otlp.spans.export.failed``
+  (spans), ``otlp.events.export.failed`` (supd's own events) or
+  ``otlp.metrics.export.failed`` with ``detail`` (what the
   SDK and the endpoint said) and ``endpoint``; identical failures after it are
   counted and logged as one ``....failed.repeated`` per interval; the first
   success after failures logs ``....recovered``.
@@ -32,7 +33,15 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["CauseReporter", "ReportingLogExporter", "ReportingSpanExporter", "SdkLogBridge", "install_bridge"]
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "CauseReporter",
+    "ReportingLogExporter",
+    "ReportingSpanExporter",
+    "SdkLogBridge",
+    "install_bridge",
+    "run_export",
+]
 
 _log = structlog.get_logger("supd.telemetry")
 DEFAULT_INTERVAL = 30.0
@@ -114,7 +123,7 @@ class CauseReporter:
         self._repeats = 0
 
 
-def _run_export(reporter: CauseReporter, items: int, export: Any) -> bool:
+def run_export(reporter: CauseReporter, items: int, export: Any) -> bool:
     """Call ``export()`` capturing what the SDK logs meanwhile; report the outcome; True on success."""
     said: list[str] = []
     _capture.said = said
@@ -140,7 +149,7 @@ class ReportingSpanExporter(SpanExporter):
         self.reporter = CauseReporter("otlp.spans.export", endpoint, interval)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        ok = _run_export(self.reporter, len(spans), lambda: self._inner.export(spans) == SpanExportResult.SUCCESS)
+        ok = run_export(self.reporter, len(spans), lambda: self._inner.export(spans) == SpanExportResult.SUCCESS)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
@@ -159,7 +168,7 @@ class ReportingLogExporter(LogRecordExporter):
         self.reporter = CauseReporter("otlp.events.export", endpoint, interval)
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        ok = _run_export(
+        ok = run_export(
             self.reporter, len(batch), lambda: self._inner.export(batch) == LogRecordExportResult.SUCCESS
         )
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE

@@ -1,13 +1,19 @@
 """Telemetry settings from the standard OTEL_* environment variables, validated.
 
 Follows the OpenTelemetry exporter specification: a signal-specific variable
-(``OTEL_EXPORTER_OTLP_LOGS_*``, ``..._TRACES_*``) wins over the generic one; an
+(``OTEL_EXPORTER_OTLP_LOGS_*``, ``..._TRACES_*``, ``..._METRICS_*``) wins over the generic one; an
 empty value counts as unset; timeouts are milliseconds; headers and resource
 attributes are ``key=value`` lists, percent-decoded. For http/protobuf the
 generic endpoint is a base URL that gets ``/v1/logs`` (``/v1/traces``)
 appended, while a signal-specific endpoint is used as it is. For gRPC an
 endpoint without a scheme is secure unless ``OTEL_EXPORTER_OTLP_INSECURE`` is
 true; ``http://`` is always insecure, ``https://`` always secure.
+
+Metrics follow the SDK's ``OTEL_METRICS_EXPORTER`` (``otlp``, the default, ``console``
+or ``none``), ``OTEL_METRIC_EXPORT_INTERVAL`` (ms, default 60000) and
+``OTEL_METRIC_EXPORT_TIMEOUT`` (ms, default 30000); ``otlp`` exports only where an
+endpoint applies to metrics, like the other signals, so with no endpoint they are off.
+Source: https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
 
 A bad value raises ``InvalidArgument`` naming the variable, so supd refuses to
 start instead of exporting nowhere. With no endpoint, export is off and
@@ -26,10 +32,13 @@ from supervisor import __version__
 from supervisor._daemon.telemetry.otlp.target import GRPC, HTTP_PROTOBUF, AttributeValue, ExportTarget
 from supervisor.errors import InvalidArgument
 
-__all__ = ["DEFAULT_SERVICE_NAME", "TelemetrySettings", "supd_version"]
+__all__ = ["DEFAULT_SERVICE_NAME", "MetricsSettings", "TelemetrySettings", "supd_version"]
 
 DEFAULT_SERVICE_NAME = "supd"
 _DEFAULT_TIMEOUT_MS = 10_000
+_DEFAULT_METRIC_INTERVAL_MS = 60_000
+_DEFAULT_METRIC_TIMEOUT_MS = 30_000
+_METRICS_EXPORTERS = ("otlp", "console", "none")
 _PROTOCOLS = (GRPC, HTTP_PROTOBUF)
 _PREFIX = "OTEL_EXPORTER_OTLP_"
 
@@ -79,8 +88,13 @@ def _pairs(name: str, value: str) -> dict[str, str]:
 
 def _timeout(environ: Mapping[str, str], signal: str) -> float:
     name, value = _signal_or_generic(environ, signal, "TIMEOUT")
+    return _millis(name, value, _DEFAULT_TIMEOUT_MS)
+
+
+def _millis(name: str, value: str | None, default_ms: int) -> float:
+    """A positive number of milliseconds as seconds (``default_ms`` when unset); InvalidArgument names ``name``."""
     if value is None:
-        return _DEFAULT_TIMEOUT_MS / 1000
+        return default_ms / 1000
     try:
         ms = float(value)
     except ValueError:
@@ -175,12 +189,42 @@ def _resource(environ: Mapping[str, str], *, exporting: bool) -> dict[str, Attri
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Where supd's metrics go: ``exporter`` "otlp" (to ``target``) or "console" (stdout); seconds."""
+
+    exporter: str
+    target: ExportTarget | None
+    interval: float
+    timeout: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> MetricsSettings | None:
+        """The metrics settings, or None when metrics are off (``none``, or ``otlp`` without an endpoint)."""
+        exporter = (_get(environ, "OTEL_METRICS_EXPORTER") or "otlp").lower()
+        if exporter not in _METRICS_EXPORTERS:
+            raise InvalidArgument(
+                f"OTEL_METRICS_EXPORTER: must be one of {', '.join(_METRICS_EXPORTERS)}, got {exporter!r}"
+            )
+        interval = _millis(
+            "OTEL_METRIC_EXPORT_INTERVAL", _get(environ, "OTEL_METRIC_EXPORT_INTERVAL"), _DEFAULT_METRIC_INTERVAL_MS
+        )
+        timeout = _millis(
+            "OTEL_METRIC_EXPORT_TIMEOUT", _get(environ, "OTEL_METRIC_EXPORT_TIMEOUT"), _DEFAULT_METRIC_TIMEOUT_MS
+        )
+        target = _target(environ, "METRICS", "/v1/metrics") if exporter == "otlp" else None
+        if exporter == "none" or (exporter == "otlp" and target is None):
+            return None
+        return cls(exporter=exporter, target=target, interval=interval, timeout=timeout)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     """Where supd's telemetry goes. ``logs`` None means log export is off, for ``disabled_reason``."""
 
     resource: Mapping[str, AttributeValue]
     logs: ExportTarget | None = None
     traces: ExportTarget | None = None
+    metrics: MetricsSettings | None = None
     disabled_reason: str | None = None
 
     @property
@@ -196,8 +240,9 @@ class TelemetrySettings:
             return cls(resource=resource, disabled_reason="OTEL_SDK_DISABLED is true")
         logs = _target(environ, "LOGS", "/v1/logs")
         traces = _target(environ, "TRACES", "/v1/traces")
-        resource = _resource(environ, exporting=logs is not None or traces is not None)
+        metrics = MetricsSettings.from_env(environ)
+        resource = _resource(environ, exporting=logs is not None or traces is not None or metrics is not None)
         reason = None
         if logs is None:
             reason = "no endpoint: neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is set"
-        return cls(resource=resource, logs=logs, traces=traces, disabled_reason=reason)
+        return cls(resource=resource, logs=logs, traces=traces, metrics=metrics, disabled_reason=reason)

@@ -1,0 +1,183 @@
+"""supd's OpenTelemetry metrics: read from a real OTLP receiver, and nothing loaded while metrics are off."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from supervisor._daemon.telemetry.settings import TelemetrySettings
+from supervisor.errors import InvalidArgument
+from supervisor.testing import running_supervisor, wait_until
+from supervisor.v1 import supervisor_pb2 as pb
+from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
+
+from conftest import spawn, wait_for, wait_state, zoo
+from otlp_receiver import GrpcReceiver
+
+LINES = 500
+RING_BYTES = 1 << 20
+# supd's metrics modules, loaded only when metrics are on; a line of code for a subprocess.
+OURS = "OURS = ('supervisor._daemon.telemetry.metrics', 'supervisor._daemon.telemetry.rpc_metrics')\n"
+
+
+def value(receiver: GrpcReceiver, name: str, **attrs: object) -> float | None:
+    """The value of the point of ``name`` whose attributes include ``attrs`` (a histogram's count), or None."""
+    for got, point in receiver.received.points(name):
+        if all(got.get(k) == v for k, v in attrs.items()):
+            if hasattr(point, "bucket_counts"):
+                return point.count
+            return point.as_int if point.WhichOneof("value") == "as_int" else point.as_double
+    return None
+
+
+def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receiver(tmp_path: pathlib.Path) -> None:
+    with GrpcReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        }
+        with running_supervisor(tmp_path, env=env) as sup, sup.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            spawn(stub, "printer", zoo("lines", str(LINES), "", "3"), ring_bytes=RING_BYTES)
+            exited = lambda generation: (  # noqa: E731
+                (c := stub.Health(pb.HealthRequest(name="printer"), timeout=5).children[0]).state
+                == pb.CHILD_STATE_EXITED and c.generation == generation
+            )
+            wait_for(lambda: exited(1), what="the first run to exit")
+            stub.Restart(pb.RestartRequest(name="printer"), timeout=10)
+            wait_for(lambda: exited(2), what="the second run to exit")
+            probe = pb.Probe(exec=pb.ExecAction(argv=["/usr/bin/true"]), period_seconds=0.1)
+            delivery = pb.StateDelivery(exec=pb.ExecDelivery(argv=["/usr/bin/true"]))
+            spawn(stub, "steady", zoo("ticker", "1"), readiness_probe=probe, state_delivery=delivery)
+            wait_state(stub, "steady", pb.CHILD_STATE_RUNNING)
+            stub.Reload(pb.ReloadRequest(name="steady", state=b"routes"), timeout=10)
+            with pytest.raises(grpc.RpcError) as stale:
+                stub.Reload(pb.ReloadRequest(name="steady", state=b"routes", expected_revision=7), timeout=10)
+            assert stale.value.code() == grpc.StatusCode.ABORTED
+            stub.Restart(pb.RestartRequest(name="steady"), timeout=10)  # the accepted state is replayed
+            with pytest.raises(grpc.RpcError) as missing:
+                stub.Health(pb.HealthRequest(name="nobody"), timeout=5)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+            def exported() -> bool:
+                return (
+                    value(receiver, "supd.child.output.lines", **{"supd.child.name": "printer"}) == 2 * LINES
+                    and value(receiver, "supd.child.exits", **{"supd.child.name": "printer"}) == 2
+                    and value(receiver, "supd.child.probe.duration", **{"supd.child.name": "steady"}) is not None
+                    and value(receiver, "supd.child.state.duration", **{"supd.state.operation": "replay"}) == 1
+                    and value(receiver, "rpc.server.call.duration", **{"rpc.response.status_code": "NOT_FOUND"})
+                    is not None
+                )
+
+            wait_until(exported, 20, what="the metrics of both runs at the receiver")
+            child = {"supd.child.name": "printer"}
+            assert value(receiver, "supd.child.output.lines", **child, **{"log.iostream": "stdout"}) == 2 * LINES
+            assert value(receiver, "supd.child.output.lines", **child, **{"log.iostream": "stderr"}) == 0
+            assert value(receiver, "supd.child.output.bytes", **child, **{"log.iostream": "stdout"}) == 2 * LINES * 12
+            assert value(
+                receiver, "supd.child.exits", **child, **{"supd.exit.cause": "exited", "process.exit.code": 3}
+            ) == 2
+            assert value(receiver, "supd.child.restarts", **child, **{"supd.restart.trigger": "request"}) == 1
+            assert value(receiver, "supd.child.output.dropped", **child, **{"supd.drop.stage": "ring"}) == 0
+            assert value(receiver, "supd.child.output.dropped", **child, **{"supd.drop.stage": "export"}) == 0
+            assert value(receiver, "supd.child.ring.limit", **child) == RING_BYTES
+            assert 2 * LINES * 12 < value(receiver, "supd.child.ring.usage", **child) < RING_BYTES  # type: ignore[operator]
+            assert value(
+                receiver, "supd.child.probe.duration",
+                **{"supd.child.name": "steady", "supd.probe.type": "readiness", "supd.probe.handler": "exec",
+                   "supd.probe.result": "success"},
+            )
+            state = {"supd.child.name": "steady", "supd.state.operation": "reload"}
+            assert value(receiver, "supd.child.state.duration", **state, **{"supd.state.outcome": "applied"}) == 1
+            assert value(receiver, "supd.child.state.duration", **state, **{"supd.state.outcome": "aborted"}) == 1
+            replay = {"supd.child.name": "steady", "supd.state.operation": "replay", "supd.state.outcome": "applied"}
+            assert value(receiver, "supd.child.state.duration", **replay) == 1
+            rpc = {"rpc.system.name": "grpc", "rpc.method": "supervisor.v1.Supervisor/Spawn"}
+            assert value(receiver, "rpc.server.call.duration", **rpc, **{"rpc.response.status_code": "OK"}) == 2
+            health = {"rpc.method": "supervisor.v1.Supervisor/Health", "rpc.response.status_code": "NOT_FOUND"}
+            assert value(receiver, "rpc.server.call.duration", **health, **{"error.type": "NOT_FOUND"}) == 1
+            (point,) = [p for a, p in receiver.received.points("rpc.server.call.duration") if a == {
+                "rpc.system.name": "grpc", "rpc.method": "supervisor.v1.Supervisor/Restart",
+                "rpc.response.status_code": "OK",
+            }]
+            assert point.count == 2 and 0 < point.sum < 20, "two Restarts, timed in seconds"
+            assert receiver.received.metrics["rpc.server.call.duration"].unit == "s"
+            assert value(receiver, "supd.export.queue.size") is not None
+            wait_state(stub, "steady", pb.CHILD_STATE_RUNNING)
+            steady_pid = stub.Health(pb.HealthRequest(name="steady"), timeout=5).children[0].pid
+            wait_until(
+                lambda: (value(receiver, "process.memory.usage", **{"process.pid": steady_pid}) or 0) > 0, 10,
+                what="the running child's resident memory",
+            )
+
+
+def test_metrics_off_loads_neither_the_sdk_nor_the_metrics_modules() -> None:
+    code = OURS + (
+        "import io, sys\n"
+        "from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging\n"
+        "from supervisor._daemon.telemetry import recorder\n"
+        "t = configure_logging(TelemetrySettings.from_env({}), stream=io.StringIO())\n"
+        "t.observe(lambda: [])\n"
+        "assert t.rpc_interceptors() == [] and type(recorder.active) is recorder.Recorder\n"
+        "import supervisor._daemon.main\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry', 'importlib.metadata'))\n"
+        "             or m.startswith(OURS)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_metrics_exporter_none_keeps_supds_metrics_out_while_logs_export() -> None:
+    # (The SDK's OTLP exporters load opentelemetry.sdk.metrics themselves: only supd's own modules can stay out.)
+    code = OURS + (
+        "import io, sys\n"
+        "from supervisor._daemon.telemetry.configure import TelemetrySettings, configure_logging\n"
+        "from supervisor._daemon.telemetry import recorder\n"
+        "env = {'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://127.0.0.1:1', 'OTEL_METRICS_EXPORTER': 'none'}\n"
+        "t = configure_logging(TelemetrySettings.from_env(env), stream=io.StringIO())\n"
+        "assert t.line_exporter is not None and t.rpc_interceptors() == []\n"
+        "assert type(recorder.active) is recorder.Recorder\n"
+        "print(sorted(m for m in sys.modules if m.startswith(OURS)))\n"
+        "t.shutdown(1)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_metrics_settings_follow_the_sdk_variables() -> None:
+    assert TelemetrySettings.from_env({}).metrics is None, "no endpoint: metrics off, as the logs"
+    on = TelemetrySettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+    ).metrics
+    assert on is not None and on.exporter == "otlp" and on.interval == 60.0 and on.timeout == 30.0
+    assert on.target is not None and on.target.endpoint == "http://collector:4318/v1/metrics"
+    own = TelemetrySettings.from_env(
+        {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "metrics:4317", "OTEL_METRIC_EXPORT_INTERVAL": "500"}
+    )
+    assert own.logs is None and own.metrics is not None and own.metrics.target is not None
+    assert (own.metrics.target.endpoint, own.metrics.interval) == ("metrics:4317", 0.5)
+    console = TelemetrySettings.from_env({"OTEL_METRICS_EXPORTER": "console"}).metrics
+    assert console is not None and console.exporter == "console" and console.target is None
+    assert TelemetrySettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_METRICS_EXPORTER": "none"}
+    ).metrics is None
+    assert TelemetrySettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"}
+    ).metrics is None
+
+
+@pytest.mark.parametrize(
+    ("variable", "bad"),
+    [("OTEL_METRICS_EXPORTER", "prometheus"), ("OTEL_METRIC_EXPORT_INTERVAL", "0"),
+     ("OTEL_METRIC_EXPORT_TIMEOUT", "soon")],
+)
+def test_a_bad_metrics_variable_is_refused_by_name(variable: str, bad: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", variable: bad})
+    assert refused.value.message.startswith(f"{variable}: ") and repr(bad) in refused.value.message
