@@ -9,13 +9,14 @@ import sys
 import grpc
 import pytest
 
+from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.telemetry.settings import TelemetrySettings
 from supervisor.errors import InvalidArgument
 from supervisor.testing import running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
-from conftest import spawn, wait_for, wait_state, zoo
+from conftest import Follower, spawn, wait_for, wait_state, zoo
 from otlp_receiver import GrpcReceiver
 
 LINES = 500
@@ -109,6 +110,15 @@ def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receive
             assert point.count == 2 and 0 < point.sum < 20, "two Restarts, timed in seconds"
             assert receiver.received.metrics["rpc.server.call.duration"].unit == "s"
             assert value(receiver, "supd.export.queue.size") is not None
+            follower = Follower(stub, pb.StreamRequest(name="steady", follow=True))
+            wait_until(lambda: value(receiver, "supd.stream.subscribers") == 1, 10, what="one open Stream")
+            follower.cancel()
+            stream = {"rpc.method": "supervisor.v1.Supervisor/Stream", "rpc.response.status_code": "CANCELLED"}
+            wait_until(
+                lambda: value(receiver, "supd.stream.subscribers") == 0
+                and value(receiver, "rpc.server.call.duration", **stream) == 1,
+                10, what="the Stream's end, CANCELLED",
+            )
             wait_state(stub, "steady", pb.CHILD_STATE_RUNNING)
             steady_pid = stub.Health(pb.HealthRequest(name="steady"), timeout=5).children[0].pid
             wait_until(
@@ -181,3 +191,22 @@ def test_a_bad_metrics_variable_is_refused_by_name(variable: str, bad: str) -> N
     with pytest.raises(InvalidArgument) as refused:
         TelemetrySettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", variable: bad})
     assert refused.value.message.startswith(f"{variable}: ") and repr(bad) in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (ExitRecord(10, True, 3, 0, False, 0), {"supd.exit.cause": "exited", "process.exit.code": 3}),
+        (ExitRecord(10, False, 0, 11, True, 0), {"supd.exit.cause": "signaled", "supd.exit.signal": "SIGSEGV"}),
+        (
+            ExitRecord(10, False, 0, 9, False, 0, killed_after_grace=True, requested=True),
+            {"supd.exit.cause": "killed_after_grace", "supd.exit.signal": "SIGKILL", "supd.exit.requested": True},
+        ),
+        (ExitRecord(10, False, 0, 0, False, 0, collected_elsewhere=True), {"supd.exit.cause": "unknown"}),
+    ],
+)
+def test_an_exit_is_counted_by_its_cause(record: ExitRecord, expected: dict[str, object]) -> None:
+    from supervisor._daemon.telemetry.metrics import exit_attributes
+
+    attrs = exit_attributes("web", record)
+    assert attrs == {"supd.child.name": "web", "supd.exit.requested": False, **expected}

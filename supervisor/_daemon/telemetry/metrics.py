@@ -52,7 +52,14 @@ if TYPE_CHECKING:
     from supervisor._daemon.output.records import ExitRecord
     from supervisor._daemon.telemetry.otlp.export import LineExporter
 
-__all__ = ["DURATION_BUCKETS", "METER_NAME", "MetricsPipeline", "ReportingMetricExporter", "SdkRecorder"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "METER_NAME",
+    "MetricsPipeline",
+    "ReportingMetricExporter",
+    "SdkRecorder",
+    "exit_attributes",
+]
 
 log = structlog.get_logger("supd.telemetry")
 METER_NAME = "supd"
@@ -81,7 +88,7 @@ def _otlp_exporter(target: ExportTarget) -> MetricExporter:
     return HttpMetrics(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
 
 
-def _exit_attributes(child: str, record: ExitRecord) -> dict[str, Any]:
+def exit_attributes(child: str, record: ExitRecord) -> dict[str, Any]:
     """``supd.exit.cause``: exited (with ``process.exit.code``), signaled or killed_after_grace (with
     ``supd.exit.signal``), unknown (another reaper collected the status); and ``supd.exit.requested``."""
     attrs: dict[str, Any] = {"supd.child.name": child, "supd.exit.requested": record.requested}
@@ -154,7 +161,7 @@ class SdkRecorder(recorder.Recorder):
         )
 
     def child_exited(self, child: str, record: ExitRecord) -> None:
-        self._exits.add(1, _exit_attributes(child, record))
+        self._exits.add(1, exit_attributes(child, record))
 
     def child_restarted(self, child: str, trigger: str) -> None:
         self._restarts.add(1, {"supd.child.name": child, "supd.restart.trigger": trigger})
