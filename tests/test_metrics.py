@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 import subprocess
 import sys
 
 import grpc
+import httpx
 import pytest
 
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.telemetry.settings import TelemetrySettings
 from supervisor.errors import InvalidArgument
-from supervisor.testing import running_supervisor, wait_until
+from supervisor.testing import free_port, running_supervisor, supd_command, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -22,7 +24,10 @@ from otlp_receiver import GrpcReceiver
 LINES = 500
 RING_BYTES = 1 << 20
 # supd's metrics modules, loaded only when metrics are on; a line of code for a subprocess.
-OURS = "OURS = ('supervisor._daemon.telemetry.metrics', 'supervisor._daemon.telemetry.rpc_metrics')\n"
+OURS = (
+    "OURS = ('supervisor._daemon.telemetry.metrics', 'supervisor._daemon.telemetry.rpc_metrics',"
+    " 'supervisor._daemon.telemetry.prometheus', 'prometheus_client')\n"
+)
 
 
 def value(receiver: GrpcReceiver, name: str, **attrs: object) -> float | None:
@@ -210,3 +215,51 @@ def test_an_exit_is_counted_by_its_cause(record: ExitRecord, expected: dict[str,
 
     attrs = exit_attributes("web", record)
     assert attrs == {"supd.child.name": "web", "supd.exit.requested": False, **expected}
+
+
+def scraped(address: str, series: str) -> float | None:
+    """The value of ``series`` (a name with its labels in the exporter's order) on the scrape endpoint, or None."""
+    text = httpx.get(f"http://{address}/metrics", timeout=5).text
+    for line in text.splitlines():
+        name, _, number = line.rpartition(" ")
+        if name == series:
+            return float(number)
+    return None
+
+
+def test_the_prometheus_endpoint_serves_the_same_metrics(tmp_path: pathlib.Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    scope = 'otel_scope_name="supd",otel_scope_schema_url="",otel_scope_version="0.1.0"'
+    stdout = f'supd_child_output_lines_total{{log_iostream="stdout",{scope},supd_child_name="printer"}}'
+    exits = (
+        f'supd_child_exits_total{{{scope},process_exit_code="3",supd_child_name="printer",supd_exit_cause="exited",'
+        'supd_exit_requested="false"}'
+    )
+    with running_supervisor(tmp_path, ["--metrics-listen", address]) as sup, sup.channel() as channel:
+        stub = pb_grpc.SupervisorStub(channel)
+        spawn(stub, "printer", zoo("lines", str(LINES), "", "3"))
+        wait_until(lambda: scraped(address, exits) == 1, 10, what="the exit on the scrape endpoint")
+        assert scraped(address, stdout) == LINES
+        spawn_ok = 'rpc_method="supervisor.v1.Supervisor/Spawn",rpc_response_status_code="OK",rpc_system_name="grpc"'
+        assert scraped(address, f"rpc_server_call_duration_seconds_count{{{scope},{spawn_ok}}}") == 1
+        assert "otel.metrics.enabled" not in sup.stderr_text(), "no OTLP push without an endpoint"
+
+
+def test_a_bad_or_busy_metrics_address_stops_supd_at_start(tmp_path: pathlib.Path) -> None:
+    bad = subprocess.run(
+        [*supd_command(), "--socket", str(tmp_path / "a.sock"), "--metrics-listen", "9464"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("supd: --metrics-listen: must be HOST:PORT"), bad.stderr
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = f"127.0.0.1:{holder.getsockname()[1]}"
+        result = subprocess.run(
+            [*supd_command(), "--socket", str(tmp_path / "run" / "b.sock"), "--state-dir", str(tmp_path / "st"),
+             "--metrics-listen", busy],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines()[-1] == f"supd: --metrics-listen {busy}: cannot listen: Address already in use"

@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             # Bytes follow lines at a generous 512 bytes a line, so the line bound is the one that binds.
             "max_queue_bytes": settings.export_queue_lines * 512,
         },
+        metrics_listen=settings.metrics_listen,
     )
     tune_malloc()
     raise_nofile_limit()
@@ -279,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.listen is not None:
             settings.listen.check_ports()  # before anything starts: a busy port named with its cause
+        telemetry.serve_scrapes()
         return anyio.run(serve, settings, telemetry, shutdown, backend="asyncio")
     except (SocketError, ListenError) as exc:
         print(f"supd: {exc}", file=sys.stderr)

@@ -39,6 +39,7 @@ class Settings:
     listen: ListenSettings | None = None
     limits: ApiLimits = dataclasses.field(default_factory=ApiLimits)
     config: str = ""  # the --config file, read again on SIGHUP; "" for none
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus scrape endpoint; "" for none
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=131_072,
         help="child lines the OTLP export may hold while the endpoint is slow or down; beyond, lines are "
         "dropped and counted, never waited for (default 131072)",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default="",
+        metavar="HOST:PORT",
+        help="serve supd's metrics for Prometheus at http://HOST:PORT/metrics (plain HTTP; default: none)",
     )
     add_listen_arguments(parser)
     _limit_flags(parser)
@@ -160,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         raise ConfigError(
             f"{args.config}: declares {len(specs)} children, more than --max-children {limits.max_children}"
         )
+    if args.metrics_listen:
+        from supervisor._daemon.telemetry.prometheus_address import split_address
+
+        try:
+            split_address(args.metrics_listen)
+        except ValueError as exc:
+            raise ConfigError(f"--metrics-listen: {exc}") from None
     if args.export_queue_lines < 1:
         raise ConfigError(f"--export-queue-lines: must be >= 1, got {args.export_queue_lines}")
     return Settings(
@@ -174,4 +188,5 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         listen=listen_settings(args, sup, args.config),
         limits=limits,
         config=args.config or "",
+        metrics_listen=args.metrics_listen,
     )

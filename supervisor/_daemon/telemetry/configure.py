@@ -88,7 +88,9 @@ class _RepeatFilter(logging.Filter):
 class Telemetry:
     """What ``configure_logging`` built: the line exporter, the SDK pipelines when on, and how to shut them down."""
 
-    def __init__(self, settings: TelemetrySettings, exporter_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, settings: TelemetrySettings, exporter_options: Mapping[str, Any] | None = None, metrics_listen: str = ""
+    ) -> None:
         self.settings = settings
         self.line_exporter: LineExporter | None = None
         self._sdk: SdkPipelines | None = None
@@ -98,10 +100,10 @@ class Telemetry:
 
             self._sdk = SdkPipelines(settings)
         self._metrics: MetricsPipeline | None = None
-        if settings.metrics is not None:
+        if settings.metrics is not None or metrics_listen:
             from supervisor._daemon.telemetry.metrics import MetricsPipeline
 
-            self._metrics = MetricsPipeline(settings)
+            self._metrics = MetricsPipeline(settings, metrics_listen)
         if settings.logs is not None:
             from supervisor._daemon.telemetry.otlp.export import LineExporter
 
@@ -117,6 +119,11 @@ class Telemetry:
         """Let the metrics read ``children()`` (any thread) and the line exporter at each collection (when on)."""
         if self._metrics is not None:
             self._metrics.observe(children, self.line_exporter)
+
+    def serve_scrapes(self) -> None:
+        """Start the Prometheus endpoint (``metrics_listen``) if any; ListenError when it cannot be bound."""
+        if self._metrics is not None and self._metrics.prometheus is not None:
+            self._metrics.prometheus.start()
 
     def rpc_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """The server interceptor timing every RPC when metrics are on; none otherwise."""
@@ -176,6 +183,7 @@ def configure_logging(
     level: int | str = logging.INFO,
     stream: TextIO | None = None,
     exporter_options: Mapping[str, Any] | None = None,
+    metrics_listen: str = "",
 ) -> Telemetry:
     """Configure structlog (JSON lines on ``stream``; and OTLP when on) and build the telemetry.
 
@@ -192,7 +200,7 @@ def configure_logging(
         out = cast(TextIO, log_writer.install(sys.stderr.fileno()))
     else:
         out = stream
-    telemetry = Telemetry(settings, exporter_options)
+    telemetry = Telemetry(settings, exporter_options, metrics_listen)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from supervisor._daemon.health.probe import ProbeResult
     from supervisor._daemon.output.records import ExitRecord
     from supervisor._daemon.telemetry.otlp.export import LineExporter
+    from supervisor._daemon.telemetry.prometheus import PrometheusEndpoint
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -251,17 +253,24 @@ class _Observed:
 class MetricsPipeline:
     """The meter provider and its reader; ``observe`` attaches the children and the line exporter once they exist."""
 
-    def __init__(self, settings: TelemetrySettings) -> None:
+    def __init__(self, settings: TelemetrySettings, prometheus: str = "") -> None:
+        """Export as ``settings.metrics`` says (None: not pushed) and serve ``prometheus`` (HOST:PORT) if given."""
         metrics = settings.metrics
-        assert metrics is not None
-        self.settings = metrics
-        self._reader = PeriodicExportingMetricReader(
-            _metric_exporter(metrics),
-            export_interval_millis=metrics.interval * 1000,
-            export_timeout_millis=metrics.timeout * 1000,
-        )
+        readers: list[MetricReader] = []
+        if metrics is not None:
+            readers.append(PeriodicExportingMetricReader(
+                _metric_exporter(metrics),
+                export_interval_millis=metrics.interval * 1000,
+                export_timeout_millis=metrics.timeout * 1000,
+            ))
+        self.prometheus: PrometheusEndpoint | None = None
+        if prometheus:
+            from supervisor._daemon.telemetry.prometheus import PrometheusEndpoint
+
+            self.prometheus = PrometheusEndpoint(prometheus)
+            readers.append(self.prometheus.reader)
         self._provider = MeterProvider(
-            resource=Resource(dict(settings.resource)), metric_readers=[self._reader], shutdown_on_exit=False
+            resource=Resource(dict(settings.resource)), metric_readers=readers, shutdown_on_exit=False
         )
         self.meter = self._provider.get_meter(METER_NAME, supd_version())
         recorder.install(SdkRecorder(self.meter))
@@ -306,6 +315,8 @@ class MetricsPipeline:
         thread.start()
         thread.join(max(0.0, deadline - time.monotonic()))
         recorder.install(recorder.Recorder())
+        if self.prometheus is not None:
+            self.prometheus.close()
         if thread.is_alive():
             log.error("otel.shutdown.timeout", pipeline=thread.name, detail="unsent metrics abandoned")
             return False
