@@ -1,8 +1,8 @@
 """supd's metrics through the OpenTelemetry SDK: imported only when metrics are exported.
 
 A ``MeterProvider`` with one ``PeriodicExportingMetricReader`` (every
-``OTEL_METRIC_EXPORT_INTERVAL`` ms) and the SDK's OTLP metric exporter (gRPC or
-http/protobuf, to the target settings.py chose) or its console exporter.
+``OTEL_METRIC_EXPORT_INTERVAL`` ms) and the exporter metric_exporters.py makes,
+and/or the Prometheus reader of ``--metrics-listen`` (prometheus.py).
 
 Two kinds of instruments, by cost:
 
@@ -31,20 +31,13 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricExporter,
-    MetricExportResult,
-    MetricReader,
-    MetricsData,
-    PeriodicExportingMetricReader,
-)
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from supervisor._daemon.telemetry import recorder
-from supervisor._daemon.telemetry.otlp.target import GRPC, ExportTarget
-from supervisor._daemon.telemetry.sdk_report import DEFAULT_INTERVAL, CauseReporter, install_bridge, run_export
-from supervisor._daemon.telemetry.settings import MetricsSettings, TelemetrySettings, supd_version
+from supervisor._daemon.telemetry.metric_exporters import metric_exporter
+from supervisor._daemon.telemetry.sdk_report import install_bridge
+from supervisor._daemon.telemetry.settings import TelemetrySettings, supd_version
 from supervisor.signals import signal_name
 
 if TYPE_CHECKING:
@@ -58,7 +51,6 @@ __all__ = [
     "DURATION_BUCKETS",
     "METER_NAME",
     "MetricsPipeline",
-    "ReportingMetricExporter",
     "SdkRecorder",
     "exit_attributes",
 ]
@@ -69,25 +61,6 @@ METER_NAME = "supd"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _metric_exporter(settings: MetricsSettings) -> MetricExporter:
-    if settings.exporter == "console":
-        return ConsoleMetricExporter()
-    target = settings.target
-    assert target is not None
-    return ReportingMetricExporter(_otlp_exporter(target), target.endpoint)
-
-
-def _otlp_exporter(target: ExportTarget) -> MetricExporter:
-    if target.protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
-
-        headers = tuple((k.lower(), v) for k, v in target.headers)  # gRPC metadata keys are lower case
-        return GrpcMetrics(target.endpoint, insecure=target.insecure, headers=headers, timeout=target.timeout)
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
-
-    return HttpMetrics(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
 
 
 def exit_attributes(child: str, record: ExitRecord) -> dict[str, Any]:
@@ -116,35 +89,6 @@ def _proc_times(pid: int) -> tuple[float, float, int] | None:
         return None
     fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) ": field 3 (state) on
     return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK, int(statm.split()[1]) * _PAGE
-
-
-class ReportingMetricExporter(MetricExporter):
-    """An SDK metric exporter whose failures are ``otlp.metrics.export.*`` events."""
-
-    def __init__(self, inner: MetricExporter, endpoint: str, interval: float = DEFAULT_INTERVAL) -> None:
-        super().__init__(inner._preferred_temporality, inner._preferred_aggregation)
-        self._inner = inner
-        self.reporter = CauseReporter("otlp.metrics.export", endpoint, interval)
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        points = sum(
-            len(m.data.data_points)
-            for rm in metrics_data.resource_metrics
-            for sm in rm.scope_metrics
-            for m in sm.metrics
-        )
-        ok = run_export(
-            self.reporter, points,
-            lambda: self._inner.export(metrics_data, timeout_millis, **kwargs) == MetricExportResult.SUCCESS,
-        )
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self.reporter.flush()
-        self._inner.shutdown(timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return self._inner.force_flush(timeout_millis)
 
 
 class SdkRecorder(recorder.Recorder):
@@ -259,7 +203,7 @@ class MetricsPipeline:
         readers: list[MetricReader] = []
         if metrics is not None:
             readers.append(PeriodicExportingMetricReader(
-                _metric_exporter(metrics),
+                metric_exporter(metrics),
                 export_interval_millis=metrics.interval * 1000,
                 export_timeout_millis=metrics.timeout * 1000,
             ))

@@ -47,16 +47,11 @@ _NOT_ATTRIBUTES = frozenset({"event", "level", "timestamp"})
 log = structlog.get_logger()
 
 
-def _metadata(target: ExportTarget) -> tuple[tuple[str, str], ...]:
-    """Headers as gRPC metadata, whose keys must be lower case."""
-    return tuple((k.lower(), v) for k, v in target.headers)
-
-
 def _log_exporter(target: ExportTarget) -> LogRecordExporter:
     if target.protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
 
-        return GrpcLogs(target.endpoint, insecure=target.insecure, headers=_metadata(target), timeout=target.timeout)
+        return GrpcLogs(target.endpoint, insecure=target.insecure, headers=target.metadata(), timeout=target.timeout)
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
 
     return HttpLogs(target.endpoint, headers=dict(target.headers), timeout=target.timeout)
@@ -66,7 +61,7 @@ def _span_exporter(target: ExportTarget) -> SpanExporter:
     if target.protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
 
-        return GrpcSpans(target.endpoint, insecure=target.insecure, headers=_metadata(target), timeout=target.timeout)
+        return GrpcSpans(target.endpoint, insecure=target.insecure, headers=target.metadata(), timeout=target.timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
     return HttpSpans(target.endpoint, headers=dict(target.headers), timeout=target.timeout)

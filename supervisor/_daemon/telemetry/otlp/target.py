@@ -25,3 +25,7 @@ class ExportTarget:
     headers: tuple[tuple[str, str], ...] = ()
     timeout: float = 10.0
     insecure: bool = False
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers as gRPC metadata, whose keys must be lower case."""
+        return tuple((k.lower(), v) for k, v in self.headers)

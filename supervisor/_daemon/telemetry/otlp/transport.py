@@ -140,7 +140,7 @@ class GrpcTransport:
             ("grpc.max_reconnect_backoff_ms", 2000),
         )
         self.endpoint = target.endpoint
-        self._metadata = tuple((k.lower(), v) for k, v in target.headers)
+        self._metadata = target.metadata()
         self._channel = (
             grpc.secure_channel(address, grpc.ssl_channel_credentials(), options=options)
             if secure
