@@ -149,6 +149,7 @@ class GrpcReceiver(_Restartable):
         self.fail_with: grpc.StatusCode | None = None
         self.fail_details = "refused by the test receiver"
         self.serve_traces = True  # False: a collector that takes logs but answers UNIMPLEMENTED for traces
+        self.serve_metrics = True  # False: likewise for metrics
         self._server: grpc.Server | None = None
 
     @property
@@ -183,7 +184,8 @@ class GrpcReceiver(_Restartable):
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
+        if self.serve_metrics:
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
         if self.serve_traces:
             trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]

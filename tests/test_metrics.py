@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 from conftest import Follower, spawn, wait_for, wait_state, zoo
-from otlp_receiver import GrpcReceiver
+from otlp_receiver import GrpcReceiver, HttpReceiver
 
 LINES = 500
 RING_BYTES = 1 << 20
@@ -30,7 +31,7 @@ OURS = (
 )
 
 
-def value(receiver: GrpcReceiver, name: str, **attrs: object) -> float | None:
+def value(receiver: GrpcReceiver | HttpReceiver, name: str, **attrs: object) -> float | None:
     """The value of the point of ``name`` whose attributes include ``attrs`` (a histogram's count), or None."""
     for got, point in receiver.received.points(name):
         if all(got.get(k) == v for k, v in attrs.items()):
@@ -130,6 +131,44 @@ def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receive
                 lambda: (value(receiver, "process.memory.usage", **{"process.pid": steady_pid}) or 0) > 0, 10,
                 what="the running child's resident memory",
             )
+
+
+def test_metrics_over_http_protobuf_go_to_v1_metrics_of_the_base_url(tmp_path: pathlib.Path) -> None:
+    with HttpReceiver() as receiver:
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{receiver.address}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
+        }
+        with running_supervisor(tmp_path, env=env) as sup, sup.channel() as channel:
+            spawn(pb_grpc.SupervisorStub(channel), "printer", zoo("lines", str(LINES)))
+            wait_until(
+                lambda: value(receiver, "supd.child.output.lines", **{"log.iostream": "stdout"}) == LINES, 20,
+                what="the line count at the receiver's /v1/metrics",
+            )
+
+
+def test_a_metricless_collector_is_told_once_in_supds_own_event(tmp_path: pathlib.Path) -> None:
+    receiver = GrpcReceiver()
+    receiver.serve_metrics = False
+    with receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_METRIC_EXPORT_INTERVAL": "100"}
+        with running_supervisor(tmp_path, env=env) as sup:
+            wait_until(lambda: events(sup.stderr_text(), "otlp.metrics.export.failed"), 20, what="the failure")
+            # supd's own events go on being exported meanwhile (their batch leaves after about 1 s: by then
+            # several metric exports have been refused, and each repeat is counted, not logged).
+            wait_until(lambda: len(receiver.received.records) > 0, 20, what="supd's events at the collector")
+    (failed,) = events(sup.stderr_text(), "otlp.metrics.export.failed")
+    assert "UNIMPLEMENTED" in failed["detail"] and failed["endpoint"] == receiver.endpoint
+    leaked = [e for e in events(sup.stderr_text()) if "Failed to export" in e["event"]
+              or "opentelemetry" in str(e.get("logger", ""))]
+    assert leaked == []
+
+
+def events(stderr: str, name: str = "") -> list[dict[str, object]]:
+    """supd's JSON events on stderr (those named ``name`` if given)."""
+    found = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [e for e in found if not name or e["event"] == name]
 
 
 def test_metrics_off_loads_neither_the_sdk_nor_the_metrics_modules() -> None:
