@@ -60,8 +60,8 @@ def _error(tmp_path: pathlib.Path, text: str) -> str:
         (
             "[supervisor]\nshutdown_timeout = 5\n",
             "FILE:2: supervisor: unknown key 'shutdown_timeout' (known: health_unauthenticated, listen,"
-            " listen_health, listen_insecure, shutdown_timeout_seconds, state_dir, tls_cert, tls_client_ca,"
-            " tls_client_roles, tls_key, tokens_file)",
+            " listen_health, listen_insecure, metrics_listen, shutdown_timeout_seconds, state_dir, tls_cert,"
+            " tls_client_ca, tls_client_roles, tls_key, tokens_file)",
         ),
         ("[supervisr]\nx = 1\n", "FILE:1: unknown table or key 'supervisr' (known: [supervisor], [children.NAME])"),
         (

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from supervisor._daemon.output.records import ExitRecord
+from supervisor._daemon.settings import ConfigError, parse_args
 from supervisor._daemon.telemetry.settings import TelemetrySettings
 from supervisor.errors import InvalidArgument
 from supervisor.testing import free_port, running_supervisor, supd_command, wait_until
@@ -302,3 +303,17 @@ def test_a_bad_or_busy_metrics_address_stops_supd_at_start(tmp_path: pathlib.Pat
         )
     assert result.returncode == 3, result.stderr
     assert result.stderr.splitlines()[-1] == f"supd: --metrics-listen {busy}: cannot listen: Address already in use"
+
+
+def test_the_scrape_address_comes_from_the_flag_else_the_config_file(tmp_path: pathlib.Path) -> None:
+    config = tmp_path / "supd.toml"
+    config.write_text('[supervisor]\nmetrics_listen = "0.0.0.0:9464"\n')
+    socket_args = ["--socket", str(tmp_path / "s.sock")]
+    assert parse_args([*socket_args, "--config", str(config)]).metrics_listen == "0.0.0.0:9464"
+    flag = [*socket_args, "--config", str(config), "--metrics-listen", "[::1]:9465"]
+    assert parse_args(flag).metrics_listen == "[::1]:9465"
+    assert parse_args(socket_args).metrics_listen == ""
+    config.write_text("[supervisor]\nmetrics_listen = 9464\n")
+    with pytest.raises(ConfigError) as refused:
+        parse_args([*socket_args, "--config", str(config)])
+    assert str(refused.value) == f"{config}: supervisor.metrics_listen: must be a string HOST:PORT, got 9464"

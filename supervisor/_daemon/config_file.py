@@ -42,7 +42,7 @@ LISTEN_KEYS = frozenset({
     "listen", "listen_insecure", "listen_health", "tls_cert", "tls_key", "tls_client_ca", "tls_client_roles",
     "tokens_file", "health_unauthenticated",
 })
-SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds", "state_dir"}) | LISTEN_KEYS
+SUPERVISOR_KEYS = frozenset({"shutdown_timeout_seconds", "state_dir", "metrics_listen"}) | LISTEN_KEYS
 
 
 class ConfigError(Exception):

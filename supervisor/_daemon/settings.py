@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-listen",
         default="",
         metavar="HOST:PORT",
-        help="serve supd's metrics for Prometheus at http://HOST:PORT/metrics (plain HTTP; default: none)",
+        help="serve supd's metrics for Prometheus at http://HOST:PORT/metrics (plain HTTP; default: "
+        "[supervisor] metrics_listen of --config, else none)",
     )
     add_listen_arguments(parser)
     _limit_flags(parser)
@@ -167,13 +168,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         raise ConfigError(
             f"{args.config}: declares {len(specs)} children, more than --max-children {limits.max_children}"
         )
-    if args.metrics_listen:
-        from supervisor._daemon.telemetry.prometheus_address import split_address
-
-        try:
-            split_address(args.metrics_listen)
-        except ValueError as exc:
-            raise ConfigError(f"--metrics-listen: {exc}") from None
+    metrics_listen = _metrics_listen(args.metrics_listen, sup.get("metrics_listen", ""), args.config)
     if args.export_queue_lines < 1:
         raise ConfigError(f"--export-queue-lines: must be >= 1, got {args.export_queue_lines}")
     return Settings(
@@ -188,5 +183,20 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         listen=listen_settings(args, sup, args.config),
         limits=limits,
         config=args.config or "",
-        metrics_listen=args.metrics_listen,
+        metrics_listen=metrics_listen,
     )
+
+
+def _metrics_listen(flag: str, key: object, config: str | None) -> str:
+    """``--metrics-listen``, else the config file's ``metrics_listen``: a checked HOST:PORT, or "" for none."""
+    from supervisor._daemon.telemetry.prometheus_address import split_address
+
+    where, address = ("--metrics-listen", flag) if flag else (f"{config}: supervisor.metrics_listen", key)
+    if not isinstance(address, str):
+        raise ConfigError(f"{where}: must be a string HOST:PORT, got {address!r}")
+    if address:
+        try:
+            split_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return address
