@@ -72,6 +72,10 @@ def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receive
             with pytest.raises(grpc.RpcError) as missing:
                 stub.Health(pb.HealthRequest(name="nobody"), timeout=5)
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            unknown = channel.unary_unary("/supervisor.v1.Supervisor/NoSuchMethod")
+            with pytest.raises(grpc.RpcError) as unimplemented:
+                unknown(b"", timeout=5)
+            assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
             def exported() -> bool:
                 return (
@@ -116,6 +120,8 @@ def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receive
             }]
             assert point.count == 2 and 0 < point.sum < 20, "two Restarts, timed in seconds"
             assert receiver.received.metrics["rpc.server.call.duration"].unit == "s"
+            other = {"rpc.method": "_OTHER", "rpc.response.status_code": "UNIMPLEMENTED"}
+            assert value(receiver, "rpc.server.call.duration", **other) == 1, "a method supd does not serve"
             assert value(receiver, "supd.export.queue.size") is not None
             follower = Follower(stub, pb.StreamRequest(name="steady", follow=True))
             wait_until(lambda: value(receiver, "supd.stream.subscribers") == 1, 10, what="one open Stream")
