@@ -11,6 +11,7 @@ import sys
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.settings import ConfigError, parse_args
@@ -72,6 +73,12 @@ def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receive
             with pytest.raises(grpc.RpcError) as missing:
                 stub.Health(pb.HealthRequest(name="nobody"), timeout=5)
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            health_stub = health_pb2_grpc.HealthStub(channel)
+            check = health_stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            watch = health_stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
             unknown = channel.unary_unary("/supervisor.v1.Supervisor/NoSuchMethod")
             with pytest.raises(grpc.RpcError) as unimplemented:
                 unknown(b"", timeout=5)
@@ -120,6 +127,12 @@ def test_a_childs_lines_exits_restarts_probes_and_rpcs_reach_a_real_otlp_receive
             }]
             assert point.count == 2 and 0 < point.sum < 20, "two Restarts, timed in seconds"
             assert receiver.received.metrics["rpc.server.call.duration"].unit == "s"
+            check_ok = {"rpc.method": "grpc.health.v1.Health/Check", "rpc.response.status_code": "OK"}
+            assert value(receiver, "rpc.server.call.duration", **check_ok) == 1
+            wait_until(
+                lambda: value(receiver, "rpc.server.call.duration", **{"rpc.method": "grpc.health.v1.Health/Watch"}),
+                10, what="the cancelled Watch, timed",
+            )
             other = {"rpc.method": "_OTHER", "rpc.response.status_code": "UNIMPLEMENTED"}
             assert value(receiver, "rpc.server.call.duration", **other) == 1, "a method supd does not serve"
             assert value(receiver, "supd.export.queue.size") is not None

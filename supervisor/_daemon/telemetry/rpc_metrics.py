@@ -86,9 +86,13 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
             inner = getattr(handler, kind)
             if inner is None:
                 continue
-            timed = self._generator(inner, method, subscribe) if inspect.isasyncgenfunction(inner) else (
-                self._coroutine(inner, method, subscribe)
-            )
+            timed: Callable[[Any, Any], Any]
+            if inspect.isasyncgenfunction(inner):
+                timed = self._generator(inner, method, subscribe)
+            elif inspect.iscoroutinefunction(inner):
+                timed = self._coroutine(inner, method, subscribe)
+            else:
+                return handler  # a synchronous behaviour (supd serves none): served as it is, untimed
             return make(
                 timed, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
