@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from supervisor._daemon.api.abridge import CUT_MARK, STRING_BYTES, abridge_info, budget_for
 from supervisor.testing import SupervisorProcess, running_supervisor
@@ -137,3 +139,34 @@ def test_the_budget_shrinks_with_the_number_of_children() -> None:
     assert budget_for(1) == budget_for(4) == 64 * 1024
     assert budget_for(1000) == 2 * 1024 * 1024 // 1000
     assert budget_for(100_000) == 1024
+
+
+def _worst_spec(msg: Message, depth: int = 0) -> Message:
+    """Every field a client controls as large as a Spawn could make it: long strings, long lists, big maps."""
+    for field in msg.DESCRIPTOR.fields:
+        value = getattr(msg, field.name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for i in range(50):
+                value[f"K{i:02}" + "k" * 500] = "v" * 5000
+        elif field.is_repeated and field.type == FieldDescriptor.TYPE_MESSAGE:
+            for _ in range(5):
+                _worst_spec(value.add(), depth + 1)
+        elif field.is_repeated and field.type == FieldDescriptor.TYPE_STRING:
+            value.extend(["a" * 5000] * 50)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and depth < 4:
+            _worst_spec(value, depth + 1)
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            setattr(msg, field.name, "s" * 5000)
+    return msg
+
+
+@pytest.mark.parametrize("children", [1, 64, 300, 1024])
+def test_a_list_of_worst_case_children_fits_a_default_client_up_to_the_default_max_children(children: int) -> None:
+    spec = _worst_spec(pb.ChildSpec())
+    texts = {f: "t" * 5000 for f in ("fatal_reason", "health_reason", "state_error", "last_start_error")}
+    worst = pb.ChildInfo(spec=spec, last_exit=pb.ExitStatus(description="d" * 5000), **texts)
+    for kind in ("liveness", "readiness", "startup"):
+        worst.probes.add(probe=kind, message="m" * 5000)
+    assert worst.ByteSize() > 1_000_000
+    shown = abridge_info(worst, budget_for(children))
+    assert (shown.ByteSize() + 8) * children < 4 * 1024 * 1024 - 64 * 1024

@@ -6,7 +6,8 @@ GetSpec is the one way to a spec whole. So in a ChildInfo:
 - the values of ``env`` and of every ``headers`` map (probes, deliveries) are
   emptied, their names kept;
 - every string is cut to ``STRING_BYTES`` (at a UTF-8 character boundary),
-  ending in ``CUT_MARK``;
+  ending in ``CUT_MARK``; the status texts (reasons, errors, probe messages)
+  to less when many children share one answer (``status_bytes``);
 - the spec's strings, list elements and map entries are kept in field order
   while they fit the child's budget; the rest of each list or map is left out,
   and ``spec_abridged`` says so.
@@ -14,8 +15,11 @@ GetSpec is the one way to a spec whole. So in a ChildInfo:
 ``budget_for(n)`` shares ``ANSWER_BYTES`` among the n children of one answer, so
 a List stays under a client's default 4 MiB limit (grpc's
 ``max_receive_message_length``) however large the children's specs are: each
-ChildInfo is at most its budget plus its fixed fields and a handful of cut
-strings, about 12 KiB, i.e. a few hundred children in the worst case.
+ChildInfo is at most its budget plus its fixed fields and eight status texts of
+``status_bytes(budget)`` each: about 3.3 KiB a child at the default
+``--max-children`` of 1024, 3.4 MiB in all in the worst case (tests/test_answers.py
+builds it). A supd allowed more children than that may answer List with more
+than 4 MiB; supctl accepts any size, other clients should raise their limit.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from google.protobuf.message import Message
 
 from supervisor.v1 import supervisor_pb2 as pb
 
-__all__ = ["ANSWER_BYTES", "CUT_MARK", "STRING_BYTES", "abridge_info", "budget_for"]
+__all__ = ["ANSWER_BYTES", "CUT_MARK", "STRING_BYTES", "abridge_info", "budget_for", "status_bytes"]
 
 STRING_BYTES = 1024
 CUT_MARK = "...[cut]"
@@ -44,6 +48,12 @@ def budget_for(children: int) -> int:
     return max(MIN_CHILD_BYTES, min(MAX_CHILD_BYTES, ANSWER_BYTES // max(1, children)))
 
 
+def status_bytes(budget: int) -> int:
+    """How long each status text of a ChildInfo with ``budget`` bytes of spec may be: a sixteenth of the budget,
+    at least 96 bytes and at most STRING_BYTES."""
+    return max(96, min(STRING_BYTES, budget // 16))
+
+
 def cut(text: str, limit: int = STRING_BYTES) -> str:
     """``text`` when it has at most ``limit`` UTF-8 bytes; else its first bytes (whole characters) and CUT_MARK."""
     raw = text.encode()
@@ -54,12 +64,13 @@ def cut(text: str, limit: int = STRING_BYTES) -> str:
 
 def abridge_info(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
     """Empty the secret values of ``info.spec``, cut its strings and fit the spec to ``budget`` bytes; ``info``."""
+    limit = status_bytes(budget)
     for field in ("fatal_reason", "health_reason", "state_error", "last_start_error"):
-        setattr(info, field, cut(getattr(info, field)))
+        setattr(info, field, cut(getattr(info, field), limit))
     if info.HasField("last_exit"):  # assigning to an unset message field would set it
-        info.last_exit.description = cut(info.last_exit.description)
+        info.last_exit.description = cut(info.last_exit.description, limit)
     for probe in info.probes:
-        probe.message = cut(probe.message)
+        probe.message = cut(probe.message, limit)
     left = [budget]
     info.spec_abridged = _fit(info.spec, left)
     return info
