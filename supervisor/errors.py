@@ -15,8 +15,10 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
+    "PermissionDenied",
     "ResourceExhausted",
     "SupervisorError",
+    "Unauthenticated",
     "Unavailable",
     "Unimplemented",
 ]
@@ -84,3 +86,15 @@ class DeadlineExceeded(SupervisorError):
     """The operation could not finish within the caller's deadline."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unauthenticated(SupervisorError):
+    """A TCP listener got no credentials, or ones it does not know (a missing or wrong token or certificate)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(SupervisorError):
+    """The credentials are known but their role may not call this method (a ``read`` token asking for a change)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED

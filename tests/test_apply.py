@@ -9,13 +9,15 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from supervisor._daemon.config_file import ConfigError, load_config
 from supervisor.client import AsyncClient, Client
-from supervisor.errors import InvalidArgument
+from supervisor.errors import InvalidArgument, ResourceExhausted
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -103,7 +105,7 @@ def test_apply_adds_changes_removes_and_leaves_the_unchanged_untouched(tmp_path:
         assert list(supd.get_spec("edit").argv)[-1] == "v2"
         wait_until(lambda: printed(supd, "edit", "v2"), 10, what="edit to print v2")
         applied = [e for e in events(supd, "edit") if e.kind == pb.Event.KIND_APPLIED]
-        assert [e.message for e in applied] == ["spec changed by apply: argv"]
+        assert [e.message for e in applied] == ["added by apply", "spec changed by apply: argv"]  # one ring
         # Removed: its process is gone.
         wait_until(lambda: not alive(before["gone"].pid), 10, what="gone's process to end")
         # Applying the same set again touches nothing.
@@ -115,6 +117,48 @@ def test_apply_adds_changes_removes_and_leaves_the_unchanged_untouched(tmp_path:
     with running_supervisor(tmp_path) as sup, sup.client(timeout=30) as supd:
         assert sorted(c.spec.name for c in supd.list()) == ["edit", "keep", "new"]
         assert list(supd.get_spec("edit").argv)[-1] == "v2"
+
+
+def test_a_changed_child_keeps_its_stream_and_its_followers(tmp_path: pathlib.Path) -> None:
+    with running_supervisor(tmp_path) as sup, sup.client(timeout=30) as supd:
+        supd.apply(child_toml("edit"))
+        wait_until(lambda: printed(supd, "edit", "v1"), 10, what="edit to print v1")
+        before = supd.child("edit")
+        seen: list[pb.StreamMessage] = []
+        follower = threading.Thread(target=lambda: seen.extend(_until_line(supd.stream("edit"), b"v2")), daemon=True)
+        follower.start()
+        wait_until(lambda: seen, 10, what="the follower's first record")
+        done = supd.apply(child_toml("edit", "v2"))
+        assert all(s.done for s in done.steps), done
+        follower.join(20)
+        assert not follower.is_alive(), f"the follower never saw v2: {seen}"
+        kinds = [m.event.kind for m in seen if m.WhichOneof("item") == "event"]
+        assert pb.Event.KIND_REMOVED not in kinds and pb.Event.KIND_APPLIED in kinds, kinds
+        after = supd.child("edit")
+        assert after.generation == before.generation + 1 and after.pid != before.pid
+        # One ring: v1's line is still there, before the event and v2's line, in one run of sequence numbers.
+        held = records(supd, "edit")
+        assert printed(supd, "edit", "v1") and printed(supd, "edit", "v2")
+        firsts = [m.lines.first_seq if m.WhichOneof("item") == "lines" else m.event.seq for m in held]
+        assert firsts == sorted(firsts), firsts
+
+
+def _until_line(messages: Iterator[pb.StreamMessage], word: bytes) -> Iterator[pb.StreamMessage]:
+    for message in messages:
+        yield message
+        if message.WhichOneof("item") == "lines" and word in message.lines.data:
+            return
+
+
+def test_a_plan_over_max_children_is_refused_before_anything_is_stored(tmp_path: pathlib.Path) -> None:
+    with running_supervisor(tmp_path, ["--max-children", "2"]) as sup, sup.client(timeout=30) as supd:
+        three = child_toml("a") + child_toml("b") + child_toml("c")
+        for dry_run in (True, False):
+            with pytest.raises(ResourceExhausted, match="over its limit of 2: nothing changed"):
+                supd.apply(three, dry_run=dry_run)
+        assert supd.list() == []
+    with running_supervisor(tmp_path, ["--max-children", "5"]) as sup, sup.client(timeout=30) as supd:
+        assert supd.list() == [], "a refused plan was stored"
 
 
 def test_without_prune_undeclared_children_are_kept(tmp_path: pathlib.Path) -> None:

@@ -2,7 +2,7 @@
 
 Each status supd answers with maps to the SupervisorError subclass that knows
 that code (NOT_FOUND to NotFound, ...). A status without a subclass of its
-own (PERMISSION_DENIED, UNAUTHENTICATED, RESOURCE_EXHAUSTED, INTERNAL, ...) is
+own (INTERNAL, UNKNOWN, DATA_LOSS, ...) is
 a plain SupervisorError whose ``code`` is that status. The gRPC error stays
 attached as ``__cause__``, for callers that want its details or metadata.
 """
@@ -28,6 +28,9 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.SupervisorError]] = {
         errors.Unimplemented,
         errors.Aborted,
         errors.DeadlineExceeded,
+        errors.ResourceExhausted,
+        errors.Unauthenticated,
+        errors.PermissionDenied,
     )
 }
 

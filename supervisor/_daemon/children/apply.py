@@ -10,13 +10,17 @@ new one, never a mix:
    (``persist``), removed children forgotten with their stored state;
 3. the process changes: removals first (in parallel, freeing their ports),
    then changed and added children by ascending ``start_order``, one order's
-   children together, as at boot. A changed child is replaced: stopped, then
-   started with the new spec, its stored state kept. Each added or changed
+   children together, as at boot. A changed child is stopped, then started
+   with the new spec, its stored state kept; with the same ring sizes it keeps
+   its ring, sequence numbers, followers and generation count
+   (``Registry.respec``), else it is declared anew. Each added or changed
    child gets an APPLIED event. A step that fails (a start that fails, say) is
    reported in its outcome and in ``apply.failed``; the others go on.
 
 Unchanged children and, without prune, undeclared ones are not touched: no
-stop, no event, their rings as they were. Applies run one at a time; other
+stop, no event, their rings as they were. A plan that would take supd past
+``--max-children`` is refused (RESOURCE_EXHAUSTED) before anything is stored,
+a dry run included. Applies run one at a time; other
 requests are not held back meanwhile: a Spawn of a name the plan adds makes
 that step fail (ALREADY_EXISTS), reported like any failed step.
 
@@ -41,7 +45,7 @@ from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.config_file import ConfigError, parse_config
 from supervisor._daemon.output.records import ChildEvent, EventKind
 from supervisor._daemon.state.store import StoreError
-from supervisor.errors import InvalidArgument, SupervisorError, Unavailable
+from supervisor.errors import InvalidArgument, ResourceExhausted, SupervisorError, Unavailable
 from supervisor.spec import ChildSpec, spec_from_proto, spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -97,6 +101,7 @@ class Applier:
             current = {child.name: child.spec for child in registry.all()}
             the_plan = plan(current, declared, prune=prune)
             log.info("apply.planned", source=source, dry_run=dry_run, **the_plan.summary())
+            self._check_room(the_plan, len(current))
             if dry_run:
                 return _response(the_plan, None, dry_run=True)
             if registry.closing:
@@ -108,6 +113,16 @@ class Applier:
             else:
                 log.info("apply.done", source=source, **the_plan.summary())
             return _response(the_plan, errors, dry_run=False)
+
+    def _check_room(self, the_plan: Plan, current: int) -> None:
+        limit = self._registry.max_children
+        after = current + len(the_plan.of(Action.ADD)) - len(the_plan.of(Action.REMOVE))
+        if limit and after > limit:
+            log.error("apply.failed", error="over --max-children", children=after, limit=limit)
+            raise ResourceExhausted(
+                f"the plan leaves supd with {after} children, over its limit of {limit}: nothing changed; prune or"
+                f" remove children, or start supd with a higher --max-children"
+            )
 
     async def _store(self, the_plan: Plan, persist: bool) -> None:
         keeper = self._registry.keeper
@@ -134,10 +149,13 @@ class Applier:
                     await self._registry.remove(step.name)
                     return
                 assert step.spec is not None
-                driver = await self._registry.spawn(step.spec, replace=step.action is Action.CHANGE, persist=False)
-                driver.output.append_event(
-                    ChildEvent(EventKind.APPLIED, time.time_ns(), driver.generation, _event_message(step))
-                )
+                if step.action is Action.CHANGE:
+                    driver = await self._registry.respec(step.spec, _event_message(step))
+                else:
+                    driver = await self._registry.spawn(step.spec, persist=False)
+                    driver.output.append_event(
+                        ChildEvent(EventKind.APPLIED, time.time_ns(), driver.generation, _event_message(step))
+                    )
                 if driver.last_start_error:  # declared, but its first start failed (it retries by its policy)
                     errors[step.name] = f"failed to start: {driver.last_start_error}"
             except SupervisorError as exc:

@@ -126,7 +126,15 @@ class _ProbeVerdict:
     verdict: Verdict
 
 
-_Message = _Request | _Signal | _TimerFired | _GenerationEnded | _ProbeVerdict
+@dataclasses.dataclass
+class _NewSpec:
+    """Take this spec for the next processes (sent only while no process runs: see ``ChildDriver.respec``)."""
+
+    spec: ChildSpec
+    reply: Reply[ExitRecord | None]
+
+
+_Message = _Request | _Signal | _TimerFired | _GenerationEnded | _ProbeVerdict | _NewSpec
 
 
 @dataclasses.dataclass
@@ -253,8 +261,11 @@ class ChildDriver:
                     await self._on_generation_ended(gen, info)
                 case _ProbeVerdict(verdict):
                     await self._on_verdict(verdict)
+                case _NewSpec(spec, reply):
+                    self._take_spec(spec)
+                    reply.set(None)
         except SupervisorError as exc:
-            if isinstance(message, _Request | _Signal):
+            if isinstance(message, _Request | _Signal | _NewSpec):
                 message.reply.fail(exc)
             else:
                 self._log.error("child.driver.refused", error=exc.message)
@@ -293,6 +304,37 @@ class ChildDriver:
         """supd is exiting: stop within ``grace`` s (shortening a stop under way) and end the streams."""
         g = max(0.0, min(grace, self.spec.stop_grace_seconds))
         return await self.request(lambda now: lc.ShutdownRequested(now, g), "removed")
+
+    def keeps_output_with(self, spec: ChildSpec) -> bool:
+        """Whether ``spec`` can replace this child's spec in place: same name and the same ring and line sizes."""
+        return (spec.name, spec.ring_bytes, spec.max_line_bytes) == (
+            self.spec.name, self.spec.ring_bytes, self.spec.max_line_bytes
+        )
+
+    async def respec(self, spec: ChildSpec, announce: str = "") -> ExitRecord | None:
+        """Stop what runs (the current spec's grace), take ``spec``, start again: a changed child that keeps its
+        ring, its sequence numbers, its followers and its generation count (the next process is the next
+        generation). ``announce`` is an event put in the stream between the last process and the next.
+
+        Only for a spec that ``keeps_output_with`` this one (else remove and declare it again). Returns the exit
+        of the process the stop ended, if any. Raises NotFound once the child is removed.
+        """
+        ended = await self.stop()
+        reply: Reply[ExitRecord | None] = Reply()
+        await self._put(_NewSpec(spec, reply))
+        await reply.wait()
+        if announce:
+            self.output.append_event(ChildEvent(EventKind.APPLIED, time.time_ns(), self.generation, announce))
+        await self.start()
+        return ended
+
+    def _take_spec(self, spec: ChildSpec) -> None:
+        if not self.keeps_output_with(spec):
+            raise InvalidArgument(f"child {self.name!r}: a spec with other ring sizes needs the child declared again")
+        if self._gen is not None and self._gen.process.alive:
+            raise FailedPrecondition(f"child {self.name!r} runs again: its spec was not changed")
+        self.spec = spec
+        self._log.info("child.spec.changed", argv=list(spec.argv))
 
     async def send_signal(self, sig: int, group: bool) -> None:
         """Deliver one signal to the running process (through its pidfd) or its whole session."""

@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 from supervisor._daemon.children import lifecycle as lc
 from supervisor._daemon.children.driver import ChildDriver, PrepareHook
 from supervisor._daemon.children.sessions import SessionScanner, scan_sessions, signal_member
-from supervisor._daemon.output.records import ExitRecord
+from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord
 from supervisor._daemon.output.sinks import LineSink
 from supervisor._daemon.state.store import StoreError
 from supervisor.errors import (
@@ -209,6 +209,26 @@ class Registry:
             await self._task_group.start(driver.run)
             await driver.start()
             return driver
+
+    async def respec(self, spec: ChildSpec, announce: str = "") -> ChildDriver:
+        """Give a declared child a changed spec: stopped, then started with it (its stored state kept).
+
+        With the same ring and line sizes the child keeps its ring, sequence
+        numbers, followers and generation count (``ChildDriver.respec``);
+        otherwise it is declared again as ``spawn(replace=True)`` does.
+        ``announce``: an event for its stream. Raises NotFound, Unavailable.
+        """
+        self._refuse_if_closing()
+        async with self._locks.hold(spec.name):
+            driver = self.get(spec.name)
+            if driver.keeps_output_with(spec):
+                await driver.respec(spec, announce)
+                self._changed(driver)
+                return driver
+        driver = await self.spawn(spec, replace=True, persist=False)
+        if announce:
+            driver.output.append_event(ChildEvent(EventKind.APPLIED, time.time_ns(), driver.generation, announce))
+        return driver
 
     def _check_room(self) -> None:
         """ResourceExhausted when the children declared and those being declared reach ``max_children``."""
