@@ -67,7 +67,7 @@ def cmd_apply(supd: Client, args: argparse.Namespace) -> int:
     """Send the file, print the plan (and each failure on stderr); EXIT_FAILED when a step failed."""
     try:
         if args.file == "-":
-            text = sys.stdin.read()
+            text = sys.stdin.buffer.read().decode("utf-8")
         else:
             with open(args.file, encoding="utf-8") as f:
                 text = f.read()

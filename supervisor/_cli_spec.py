@@ -27,7 +27,7 @@ def spec_file(args: argparse.Namespace) -> pb.ChildSpec:
             table = tomllib.load(f)
     except OSError as exc:
         raise CliError(f"spawn {args.name}: cannot read {path}: {exc.strerror or exc}", EXIT_USAGE) from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8: tomllib decodes before parsing
         raise CliError(f"spawn {args.name}: {path}: not valid TOML: {exc}", EXIT_USAGE) from None
     if args.command:
         table["argv"] = list(args.command)

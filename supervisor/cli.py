@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from supervisor import __version__, paths
+from supervisor import __version__, names, paths
 from supervisor import _cli_format as fmt
 from supervisor._cli_apply import add_apply_command
 from supervisor._cli_args import seconds_arg, signal_arg
@@ -41,6 +41,7 @@ from supervisor._cli_logs import add_logs_command
 from supervisor._cli_spawn import add_spawn_command, print_child, start_failure
 from supervisor._cli_state import add_state_commands
 from supervisor._cli_top import add_top_command
+from supervisor._fields import shown
 from supervisor.client import connection
 from supervisor.client._requests import QUICK_TIMEOUT, STOPPING_TIMEOUT
 from supervisor.errors import SupervisorError
@@ -354,6 +355,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.parser.error("a command is required after -- (or a --spec file with argv)")
     if args.command_name == "completion":
         return cmd_completion(args.shell)  # needs no supd
+    name = getattr(args, "name", None)
+    if isinstance(name, str) and not names.is_name(name):  # before it is echoed anywhere: one short, safe line
+        _fail(f"{args.command_name}: NAME {names.NAME_RULE}, got {shown(name)}")
+        return EXIT_USAGE
     try:
         conn = connection.Connection.from_env(
             address=args.addr,

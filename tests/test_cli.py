@@ -305,8 +305,12 @@ def test_invalid_spawn_is_exit_1_naming_the_field(sup: SupervisorProcess) -> Non
     # 0 is no grace at all: refused before supd is asked (it would otherwise read as "the default").
     err = assert_one_line_error(supctl(sup, "spawn", "web", "--grace", "0", "--", "sleep", "1"), 2)
     assert err.startswith("supctl: spawn: argument --grace: must be > 0"), err
-    assert_one_line_error(supctl(sup, "spawn", "bad/name", "--", "sleep", "1"), 1)
-    assert "name" in supctl(sup, "spawn", "bad/name", "--", "sleep", "1").stderr.decode()
+    # A name supd would refuse is a usage error, said before the name is echoed anywhere (quoted, bounded).
+    err = assert_one_line_error(supctl(sup, "spawn", "bad/name", "--", "sleep", "1"), 2)
+    assert err.startswith("supctl: spawn: NAME must be 1-64 characters"), err
+    assert err.rstrip().endswith("got 'bad/name'"), err
+    err = assert_one_line_error(supctl(sup, "stop", "e1\x1b[31mRED" + "x" * 10_000), 2)
+    assert "\x1b" not in err and "'e1\\x1b[31mRED" in err and len(err) < 400, err
     assert_one_line_error(supctl(sup, "health", "web"), 4)  # nothing was declared
 
 
@@ -611,3 +615,16 @@ def test_supctl_alone_shows_what_there_is_to_do() -> None:
     result = subprocess.run([PY, "-m", "supervisor.cli"], capture_output=True, text=True, env=ENV, check=False)
     assert result.returncode == 2 and result.stdout == ""
     assert "spawn" in result.stderr and "exit codes:" in result.stderr
+
+
+def test_files_that_are_not_utf8_are_one_line_and_exit_2(tmp_path: pathlib.Path) -> None:
+    address = f"unix://{tmp_path}/none.sock"  # the file is read, and refused, before supd is asked
+    piped = subprocess.run(
+        [*supctl_argv(address, "apply", "-f", "-")], input=b"# caf\xe9\n", capture_output=True, timeout=60, check=False
+    )
+    err = assert_one_line_error(piped, 2)
+    assert "not valid TOML" in err and "utf-8" in err, err
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"# caf\xe9\nargv = ['/bin/true']\n")
+    err = assert_one_line_error(supctl(address, "spawn", "lat", "--spec", str(latin)), 2)
+    assert f"{latin}: not valid TOML" in err, err
