@@ -111,4 +111,5 @@ def add_state_commands(sub: Any, add_name: Callable[..., Any]) -> None:
         "show environment and header names only; this shows their values too.",
     )
     add_name(p)
+    p.add_argument("--json", action="store_true", help="the same JSON document (spec always prints JSON)")
     p.set_defaults(func=cmd_spec)
