@@ -127,7 +127,8 @@ def floor_side(tmp: pathlib.Path, settle: float) -> dict[str, float]:
 def add_worktree(ref: str, where: pathlib.Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(where), ref], check=True)
     source = f"{NATIVE}/_native.c"
-    same = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", ref, "--", source]).returncode == 0
+    diff = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", ref, "--", source], check=False)
+    same = diff.returncode == 0
     built = sorted((ROOT / NATIVE).glob("_native*.so"))
     if same and built:
         shutil.copy2(built[0], where / NATIVE / built[0].name)
