@@ -103,8 +103,8 @@ def accepting(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def supd_command() -> list[str]:
-    """How to start supd from this interpreter, installed or not."""
-    return [sys.executable, "-m", "supervisor._daemon.main"]
+    """How to start supd from this interpreter, installed or not: as the ``supd`` command starts."""
+    return [sys.executable, "-m", "supervisor._daemon"]
 
 
 @contextlib.contextmanager

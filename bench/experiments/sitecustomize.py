@@ -183,7 +183,7 @@ def _apply() -> None:
     print(f"supd bench patch applied: {sorted(_PATCHES & set(_APPLY))}", file=sys.stderr, flush=True)
 
 
-if _PATCHES and any("supervisor._daemon.main" in arg or arg.endswith("/supd") for arg in sys.orig_argv):
+if _PATCHES and any(arg.startswith("supervisor._daemon") or arg.endswith("/supd") for arg in sys.orig_argv):
     import importlib.abc
     import importlib.machinery
     import importlib.util

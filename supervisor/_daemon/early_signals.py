@@ -6,16 +6,23 @@ SIGKILL supd, and its children with it, once its stop timeout ran out. Anywhere 
 before it stopped what it had started. So the command installs a handler that keeps them (``hold``) before it
 imports the daemon, and the daemon's receiver acts on them once it runs (``take``). A SIGHUP (re-apply --config)
 held this way is not lost either: by default it would end supd.
+
+Before the imports the command also keeps out what libraries would load only because it is installed, and supd
+never uses (``keep_out_unused``): structlog imports rich, when present, for its console renderer's tracebacks
+(about 5 MiB of supd's resident set); supd renders its events as JSON. rich is installed for ``supctl top``.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import types
 
-__all__ = ["HELD", "hold", "main", "take"]
+__all__ = ["HELD", "UNUSED", "hold", "keep_out_unused", "main", "take"]
 
 HELD = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Packages that dependencies import when they are installed and supd never calls (see the module's docstring).
+UNUSED = ("rich",)
 _held: list[int] = []
 
 
@@ -36,9 +43,21 @@ def take() -> list[int]:
     return taken
 
 
+def keep_out_unused() -> None:
+    """Make every import of ``UNUSED`` in this process fail as if it were not installed (``sys.modules`` entry None).
+
+    For the supd process only, before anything imports them: libraries that try them fall back to their plain path.
+    A None entry in ``sys.modules`` is the import system's "not importable" (Python reference, 5.3.1).
+    """
+    for name in UNUSED:
+        if name not in sys.modules:
+            sys.modules[name] = None  # type: ignore[assignment]  # typeshed types the values as modules only
+
+
 def main() -> int:
     """The ``supd`` command: hold the signals, then import and run the daemon (exit code of ``main.main``)."""
     hold()
+    keep_out_unused()
     from supervisor._daemon.main import main as run
 
     return run()

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from supervisor._daemon.children.sessions import kill_process_group
 from supervisor.delivery import ExecDelivery, FileDelivery, HttpDelivery, StateDelivery
@@ -46,6 +45,7 @@ from supervisor.signals import signal_name
 
 if TYPE_CHECKING:
     import httpx
+    from tenacity import RetryCallState
 
 __all__ = [
     "BODY_LIMIT",
@@ -160,6 +160,8 @@ async def deliver(
     whether it is retried or not. Returns Delivered. Raises DeliveryRejected (the child said no)
     or DeliveryFailed (retries, budget or deadline spent, or a local error).
     """
+    from tenacity import AsyncRetrying, retry_if_exception_type  # here: a supd that delivers no state never loads it
+
     started = time.monotonic()
     end = started + delivery.retry.budget_seconds
     bounded_by = "budget"
