@@ -14,7 +14,16 @@ from typing import Any, NoReturn
 
 from supervisor.errors import InvalidArgument
 
-__all__ = ["MAX_SHOWN_CHARS", "FieldError", "bad", "shown", "take"]
+__all__ = [
+    "MAX_HEADERS_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_SHOWN_CHARS",
+    "FieldError",
+    "bad",
+    "header_problem",
+    "shown",
+    "take",
+]
 
 # The most characters of a value a request sent that an error message quotes back: gRPC clients refuse a
 # status whose message is larger than their metadata limit (8 KiB by default) and report RESOURCE_EXHAUSTED
@@ -73,3 +82,27 @@ def take(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], fiel
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         bad(field, f"must be of type {getattr(kind, '__name__', kind)}", value)
     return value
+
+
+# HTTP headers of probes and deliveries: 8 KiB a header, as common servers take by default (nginx's
+# large_client_header_buffers, Apache's LimitRequestFieldSize), and 64 KiB in all.
+MAX_HEADER_BYTES = 8 * 1024
+MAX_HEADERS_BYTES = 64 * 1024
+
+
+def header_problem(headers: Mapping[str, str]) -> tuple[str, str, object] | None:
+    """What is wrong with a map of HTTP headers, as ``(field, rule, got)`` for ``bad``; None when nothing is.
+
+    ``field`` is ``http.headers`` or ``http.headers['Name']``.
+    """
+    total = 0
+    for key, value in headers.items():
+        if not key or any(c in key for c in ":\r\n\0 ") or any(c in value for c in "\r\n\0"):
+            return f"http.headers[{shown(key)}]", "must be a header name and a value without line breaks", value
+        size = len(key.encode()) + len(value.encode()) + 4  # "Name: value\r\n"
+        if size > MAX_HEADER_BYTES:
+            return f"http.headers[{shown(key)}]", f"must be at most {MAX_HEADER_BYTES} bytes as a header line", value
+        total += size
+    if total > MAX_HEADERS_BYTES:
+        return "http.headers", f"must be at most {MAX_HEADERS_BYTES} bytes in all, got {total}", sorted(headers)
+    return None

@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor._fields import bad, take
+from supervisor._fields import bad, header_problem, take
 from supervisor.backoff import Backoff
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
@@ -132,9 +132,8 @@ class StateDelivery:
                 _bad("http.url", "must be an http:// or https:// URL", m.url)
             if m.method not in _HTTP_METHODS:
                 _bad("http.method", f"must be one of {', '.join(sorted(_HTTP_METHODS))}", m.method)
-            for key, value in m.headers.items():
-                if not key or any(c in key for c in ":\r\n\0 ") or any(c in value for c in "\r\n\0"):
-                    _bad(f"http.headers[{key!r}]", "must be a header name and a value without line breaks", value)
+            if (problem := header_problem(m.headers)) is not None:
+                _bad(*problem)
             for code in m.success_codes:
                 if not 100 <= code <= 599:
                     _bad("http.success_codes", "must be HTTP status codes (100..599)", list(m.success_codes))

@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from supervisor._fields import bad, take
+from supervisor._fields import bad, header_problem, take
 from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = [
@@ -109,10 +109,8 @@ class Probe:
         elif isinstance(a, HttpProbe):
             if not (a.url.startswith("http://") or a.url.startswith("https://")):
                 _bad(field, "http.url", "must be an http:// or https:// URL", a.url)
-            for key, value in a.headers.items():
-                if not key or any(c in key for c in ":\r\n\0 ") or any(c in value for c in "\r\n\0"):
-                    rule = "must be a header name and a value without line breaks"
-                    _bad(field, f"http.headers[{key!r}]", rule, value)
+            if (problem := header_problem(a.headers)) is not None:
+                _bad(field, *problem)
             if any(not 100 <= c <= 599 for c in a.success_codes):
                 _bad(field, "http.success_codes", "must be HTTP status codes (100..599)", list(a.success_codes))
         else:

@@ -105,18 +105,36 @@ def test_list_of_children_with_huge_argv_and_env_fits_a_client_with_default_limi
 
 
 def test_get_spec_refuses_a_spec_larger_than_a_default_client_takes(stub: pb_grpc.SupervisorStub) -> None:
-    # argv and env are held to the kernel's exec limits (2 MiB) at Spawn; a probe's headers are not.
-    headers = {f"X-Header-{i:03}": "v" * 100_000 for i in range(44)}  # 4.4 MB
-    probe = pb.Probe(http=pb.HttpAction(url="http://127.0.0.1:9/", headers=headers), period_seconds=3600)
-    spawn(stub, pb.ChildSpec(name="huge", argv=SLEEP, readiness_probe=probe))
+    # argv and env are held to the kernel's exec limits (2 MiB) and headers to 64 KiB at Spawn; the argv of an exec
+    # probe is not (yet): three of 1.5 MB make a spec no default client takes.
+    probes = {
+        kind: pb.Probe(exec=pb.ExecAction(argv=["/bin/true", *["a" * 100_000] * 15]), period_seconds=3600)
+        for kind in ("liveness_probe", "readiness_probe", "startup_probe")
+    }
+    spawn(stub, pb.ChildSpec(name="huge", argv=SLEEP, **probes))
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetSpec(pb.GetSpecRequest(name="huge"), timeout=30)
     assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert re.fullmatch(
-        r"the spec of child 'huge' is 44\d{5} bytes, more than the 4128768 a client takes by default;"
+        r"the spec of child 'huge' is 45\d{5} bytes, more than the 4128768 a client takes by default;"
         r" Health shows it abridged",
         caught.value.details(),
     ), caught.value.details()
+
+
+def test_headers_over_8_kib_each_or_64_kib_in_all_are_refused_at_spawn(stub: pb_grpc.SupervisorStub) -> None:
+    def probe(headers: dict[str, str]) -> pb.Probe:
+        return pb.Probe(http=pb.HttpAction(url="http://127.0.0.1:9/", headers=headers), period_seconds=3600)
+
+    for headers, message in (
+        ({"X-Big": "v" * 9000}, "spec.readiness_probe.http.headers['X-Big']: must be at most 8192 bytes"),
+        ({f"X-{i}": "v" * 8000 for i in range(9)}, "spec.readiness_probe.http.headers: must be at most 65536 bytes"),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            spawn(stub, pb.ChildSpec(name="headers", argv=SLEEP, readiness_probe=probe(headers)))
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert message in (caught.value.details() or ""), caught.value.details()
+    spawn(stub, pb.ChildSpec(name="headers", argv=SLEEP, readiness_probe=probe({"X-Fits": "v" * 8000})))
 
 
 def test_long_strings_are_cut_with_a_mark_and_flagged() -> None:

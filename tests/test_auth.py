@@ -237,3 +237,16 @@ async def test_each_refusal_is_logged_and_counted_without_the_token(tmp_path: pa
     assert all(e["method"] == "/grpc.health.v1.Health/Check" for e in denied)
     assert all(e["peer"].startswith("ipv4:127.0.0.1:") for e in denied)
     assert "x" * 20 not in repr(logs) and READ not in repr(logs)
+
+
+def test_a_tokens_file_others_may_read_is_used_and_warned_about(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"admin {ADMIN}\n")
+    for mode, warned in ((0o644, True), (0o600, False), (0o640, False)):
+        path.chmod(mode)
+        with capture_logs() as logs:
+            tokens = Tokens(str(path))
+        assert tokens.role_of(ADMIN) is Role.ADMIN
+        found = [e for e in logs if e["event"] == "rpc.auth.tokens.readable_by_others"]
+        assert bool(found) is warned, (oct(mode), logs)
+        assert ADMIN not in repr(logs)

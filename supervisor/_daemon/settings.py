@@ -138,7 +138,7 @@ def _limits(args: argparse.Namespace) -> ApiLimits:
     for flag, field, kind, _ in _LIMIT_FLAGS:
         value = getattr(args, field)
         if not (kind is int or math.isfinite(value)) or not 0 < value <= _LIMIT_MAX[kind]:
-            raise ConfigError(f"{flag}: must be a number > 0 and at most {_LIMIT_MAX[kind]:g}, got {value}")
+            raise ConfigError(f"{flag}: must be a number > 0 and at most {_LIMIT_MAX[kind]:.0f}, got {value}")
     return ApiLimits(**{field: getattr(args, field) for _, field, _, _ in _LIMIT_FLAGS})
 
 

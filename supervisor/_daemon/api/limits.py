@@ -199,8 +199,8 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             if self.open_streams >= self.limits.max_streams:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{method}: supd serves {self.open_streams} streams, its limit: close one, or start supd with"
-                    f" a higher --max-streams (now {self.limits.max_streams})",
+                    f"supd has {self.open_streams} Stream and Watch calls open, its limit: end one, or start supd"
+                    f" with a higher --max-streams (now {self.limits.max_streams})",
                 )
             self.open_streams += 1
 

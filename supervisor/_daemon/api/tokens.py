@@ -125,6 +125,12 @@ class Tokens:
         if not initial and digests != self._pairs:
             self.reloads += 1
             log.info("rpc.auth.tokens.reloaded", tokens_file=self.path, tokens=len(pairs))
+        if changed and st.st_mode & 0o004:
+            # Not refused: a Kubernetes Secret volume's default mode is 0644, inside a pod that is supd's own.
+            log.warning(
+                "rpc.auth.tokens.readable_by_others", tokens_file=self.path, mode=f"{st.st_mode & 0o777:04o}",
+                detail="every local user can read these tokens: chmod 600 (or 640 with a group) the file",
+            )
         self._pairs = digests
 
     def reload(self) -> None:
