@@ -105,6 +105,12 @@ def rpc_failure(exc: grpc.RpcError, args: argparse.Namespace, address: str, time
         # supd's own words when it names something else than the child (a state revision no longer kept).
         other = details and not details.startswith("no child named")
         return CliError(details if other or not name else f"no child named {name!r}", EXIT_NOT_FOUND)
+    if code == grpc.StatusCode.UNIMPLEMENTED and details == "Method not found!":  # gRPC's words: no such service
+        return CliError(
+            f"{what(args)}: {address} does not serve supd's API (a --listen-health port serves grpc.health.v1"
+            f" alone): give supd's socket or a --listen address",
+            EXIT_FAILED,
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         limit = f"after {timeout:g}s" if timeout is not None else "(see --timeout)"
         return CliError(f"{what(args)}: supd at {address} did not answer {limit}", EXIT_TIMEOUT)

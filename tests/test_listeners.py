@@ -120,6 +120,12 @@ def test_the_probe_port_answers_check_and_nothing_else(supd: Supd) -> None:
     given = token_file(supd.pki.directory, TOKEN)
     with connection(supd.probe_address, insecure=True, token_file=given).channel() as channel:
         assert list_request(channel)[0] == grpc.StatusCode.UNIMPLEMENTED  # a token opens nothing more there
+    # supctl pointed at it by mistake says what the port is.
+    result = subprocess.run(
+        supctl_argv(supd.probe_address, "--insecure", "ls"), capture_output=True, timeout=60, check=False, env=ENV
+    )
+    err = assert_one_line_error(result, 1)
+    assert "serves grpc.health.v1 alone" in err, err
 
 
 def _start(tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess[bytes]:
