@@ -44,16 +44,17 @@ def exec_bytes(strings: Sequence[bytes]) -> int:
     return sum(len(s) + 1 + POINTER_BYTES for s in strings)
 
 
-def check_exec_limits(argv: Sequence[str], env: Mapping[str, str]) -> None:
+def check_exec_limits(argv: Sequence[str], env: Mapping[str, str], prefix: str = "") -> None:
     """Raise InvalidArgument (a FieldError naming ``argv[i]``, ``env[KEY]``, ``argv`` or ``env``) over a limit.
 
-    Over the total, the field named is the larger of argv and the environment.
+    Over the total, the field named is the larger of argv and the environment. ``prefix`` goes before ``argv``
+    in the field named (``liveness_probe.exec.`` for an exec probe's argv, run with the child's environment).
     """
     longest = max_arg_strlen()
     args = [os.fsencode(a) for a in argv]
     for i, arg in enumerate(args):
         if len(arg) + 1 > longest:
-            bad(f"argv[{i}]", f"is {len(arg)} bytes, the kernel takes at most {longest - 1} per argument"
+            bad(f"{prefix}argv[{i}]", f"is {len(arg)} bytes, the kernel takes at most {longest - 1} per argument"
                 " (MAX_ARG_STRLEN, 32 pages)", argv[i])
     entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
     for key, entry in zip(env, entries, strict=True):
@@ -64,7 +65,7 @@ def check_exec_limits(argv: Sequence[str], env: Mapping[str, str]) -> None:
     used_by_argv = exec_bytes(args)
     total = used_by_argv + exec_bytes(entries)
     if total > limit:
-        field = "argv" if 2 * used_by_argv >= total else "env"  # the larger part is named
+        field = f"{prefix}argv" if 2 * used_by_argv >= total else "env"  # the larger part is named
         raise FieldError(
             field,
             f"spec.{field}: {len(args)} arguments and {len(entries)} environment variables come to {total} bytes"

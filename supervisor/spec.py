@@ -22,11 +22,17 @@ from typing import Any
 
 from supervisor._fields import FieldError, bad, shown, take
 from supervisor.backoff import Backoff
-from supervisor.delivery import StateDelivery, delivery_from_mapping, delivery_from_proto, delivery_to_proto
+from supervisor.delivery import (
+    ExecDelivery,
+    StateDelivery,
+    delivery_from_mapping,
+    delivery_from_proto,
+    delivery_to_proto,
+)
 from supervisor.environment import child_environment
 from supervisor.exec_limits import check_exec_limits
 from supervisor.names import NAME_RULE, is_name
-from supervisor.probes import Probe, probe_from_mapping, probe_from_proto, probe_to_proto
+from supervisor.probes import ExecProbe, Probe, probe_from_mapping, probe_from_proto, probe_to_proto
 from supervisor.signals import parse_signal
 from supervisor.v1 import supervisor_pb2 as pb
 
@@ -205,7 +211,15 @@ class ChildSpec:
         file does not call this: a program missing at boot is a failed start of
         that child (with backoff and its reason), not a reason to refuse the file.
         """
-        check_exec_limits(self.argv, self.child_env())
+        env = self.child_env()
+        check_exec_limits(self.argv, env)
+        # Exec probes and exec deliveries are run with the child's environment too.
+        for name, probe in self.probes().items():
+            if isinstance(probe.action, ExecProbe):
+                check_exec_limits(probe.action.argv, env, prefix=f"{name}_probe.exec.")
+        delivery = self.state_delivery
+        if delivery is not None and isinstance(delivery.method, ExecDelivery):
+            check_exec_limits(delivery.method.argv, env, prefix="state_delivery.exec.")
         if self.cwd and not os.path.isdir(self.cwd):
             _bad("cwd", "must be an existing directory", self.cwd)
         if "/" not in self.argv[0]:

@@ -105,8 +105,8 @@ def test_list_of_children_with_huge_argv_and_env_fits_a_client_with_default_limi
 
 
 def test_get_spec_refuses_a_spec_larger_than_a_default_client_takes(stub: pb_grpc.SupervisorStub) -> None:
-    # argv and env are held to the kernel's exec limits (2 MiB) and headers to 64 KiB at Spawn; the argv of an exec
-    # probe is not (yet): three of 1.5 MB make a spec no default client takes.
+    # Each argv is held to the kernel's exec limits (2 MiB) and headers to 64 KiB at Spawn, but three exec probes
+    # of 1.5 MB each, every one within the limits, make a spec no default client takes.
     probes = {
         kind: pb.Probe(exec=pb.ExecAction(argv=["/bin/true", *["a" * 100_000] * 15]), period_seconds=3600)
         for kind in ("liveness_probe", "readiness_probe", "startup_probe")

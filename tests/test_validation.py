@@ -119,6 +119,21 @@ def test_one_argument_over_max_arg_strlen_is_refused_naming_it() -> None:
         subprocess.run((*argv[:1], argv[1] + "a"), check=False)
 
 
+def test_exec_probes_and_exec_deliveries_are_held_to_the_same_limits_naming_their_field() -> None:
+    from supervisor.delivery import ExecDelivery, StateDelivery
+    from supervisor.probes import ExecProbe, Probe
+
+    too_long = ("/bin/true", "a" * max_arg_strlen())
+    with pytest.raises(FieldError) as err:
+        ChildSpec(name="p", argv=("/bin/true",), liveness_probe=Probe(ExecProbe(too_long))).check_runnable()
+    assert err.value.field == "liveness_probe.exec.argv[1]" and "MAX_ARG_STRLEN" in err.value.message
+    too_many = ("/bin/true", *["a" * 100_000] * (arg_max() // 100_000 + 1))
+    delivery = StateDelivery(ExecDelivery(too_many))
+    with pytest.raises(FieldError) as err:
+        ChildSpec(name="p", argv=("/bin/true",), state_delivery=delivery).check_runnable()
+    assert err.value.field == "state_delivery.exec.argv" and "ARG_MAX" in err.value.message
+
+
 def test_an_environment_over_the_limits_is_refused_naming_env() -> None:
     with pytest.raises(FieldError) as err:
         ChildSpec(name="e", argv=("/bin/true",), env={"BIG": "v" * max_arg_strlen()}).check_runnable()
