@@ -28,6 +28,7 @@ violation (each is printed), 0 otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -193,8 +194,10 @@ class Chaos:
         try:
             self.settle(old_pid=old.pid)
         finally:
-            if kind == "stop-caddy" and os.path.exists(f"/proc/{old.pid}"):
-                os.kill(old.pid, signal.SIGCONT)  # only if supd failed to end it: the violation is already raised
+            if kind == "stop-caddy" and _running(old.pid):
+                # Only if supd failed to end it (the violation is already raised); it may end meanwhile.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(old.pid, signal.SIGCONT)
         self.recovery[kind].append(self.recovered_at - at)
 
     # -- the checks ---------------------------------------------------------------------------------------------
@@ -205,8 +208,7 @@ class Chaos:
         self.recovered_at = 0.0
 
         def served() -> bool:
-            if old_pid and os.path.exists(f"/proc/{old_pid}/cmdline") and pathlib.Path(
-                    f"/proc/{old_pid}/cmdline").read_bytes():
+            if old_pid and _running(old_pid):
                 return False  # the old Caddy still runs: what answers may be it
             if fetch(self.example.http, "/hello", timeout=1) != (200, want.body):
                 return False
@@ -280,6 +282,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "kill_to_served_s_by_kind": {k: statistics.median(v) for k, v in chaos.recovery.items() if v},
         "violations": chaos.violations,
     }
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited: its cmdline is empty once it is a zombie, and it may end
+    (and /proc/PID go) between any two looks, so a missing file is an answer, not an error."""
+    try:
+        return bool(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes())
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def main() -> None:
