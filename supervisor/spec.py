@@ -223,7 +223,7 @@ class ChildSpec:
         if self.cwd and not os.path.isdir(self.cwd):
             _bad("cwd", "must be an existing directory", self.cwd)
         if "/" not in self.argv[0]:
-            path = self.child_env().get("PATH", os.defpath)
+            path = env.get("PATH", os.defpath)
             if shutil.which(self.argv[0], path=path) is None:
                 _bad("argv[0]", f"no executable of that name in PATH ({shown(path)})", self.argv[0])
         else:

@@ -34,7 +34,6 @@ child's failed start, not a refused request.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence, Set
 
 import anyio
@@ -43,7 +42,6 @@ import structlog
 from supervisor._daemon.children.plan import Action, Plan, Step, plan
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.config_file import ConfigError, parse_config
-from supervisor._daemon.output.records import ChildEvent, EventKind
 from supervisor._daemon.state.store import StoreError
 from supervisor.errors import InvalidArgument, ResourceExhausted, SupervisorError, Unavailable
 from supervisor.spec import ChildSpec, spec_from_proto, spec_to_proto
@@ -153,9 +151,7 @@ class Applier:
                     driver = await self._registry.respec(step.spec, _event_message(step))
                 else:
                     driver = await self._registry.spawn(step.spec, persist=False)
-                    driver.output.append_event(
-                        ChildEvent(EventKind.APPLIED, time.time_ns(), driver.generation, _event_message(step))
-                    )
+                    driver.note_applied(_event_message(step))
                 if driver.last_start_error:  # declared, but its first start failed (it retries by its policy)
                     errors[step.name] = f"failed to start: {driver.last_start_error}"
             except SupervisorError as exc:

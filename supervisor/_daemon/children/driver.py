@@ -324,9 +324,13 @@ class ChildDriver:
         await self._put(_NewSpec(spec, reply))
         await reply.wait()
         if announce:
-            self.output.append_event(ChildEvent(EventKind.APPLIED, time.time_ns(), self.generation, announce))
+            self.note_applied(announce)
         await self.start()
         return ended
+
+    def note_applied(self, message: str) -> None:
+        """An APPLIED event in this child's stream (an Apply added or changed it), of its current generation."""
+        self.output.append_event(ChildEvent(EventKind.APPLIED, time.time_ns(), self.generation, message))
 
     def _take_spec(self, spec: ChildSpec) -> None:
         if not self.keeps_output_with(spec):

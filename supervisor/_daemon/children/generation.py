@@ -174,8 +174,7 @@ class Generation:
             )
             with anyio.CancelScope(deadline=self._deadline) as scope:
                 self._wait_scope = scope
-                for each in _with_continue(sig):
-                    await self._signal_session(each)
+                await self._signal_session(*_with_continue(sig))
                 await self._wait_session_empty()
             self._wait_scope = None
             if not scope.cancelled_caught:
@@ -202,10 +201,11 @@ class Generation:
         finally:
             self._terminated.set()
 
-    async def _signal_session(self, sig: int) -> int:
-        """Signal every live process of the session (other groups included); how many were signalled."""
+    async def _signal_session(self, *sigs: int) -> int:
+        """Send ``sigs``, in order, to every live process of the session (other groups included), found in one
+        scan; how many were signalled."""
         members = await self._members()
-        return sum(signal_member(m, sig) for m in members)
+        return sum(signal_member(m, *sigs) for m in members)
 
     async def _members(self) -> list[Member]:
         """Every live process of this generation: its session, the processes marked as its child's, its cgroup."""

@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 from supervisor._daemon.children import lifecycle as lc
 from supervisor._daemon.children.driver import ChildDriver, PrepareHook
 from supervisor._daemon.children.sessions import SessionScanner, scan_sessions, signal_member
-from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord
+from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import LineSink
 from supervisor._daemon.state.store import StoreError
 from supervisor.errors import (
@@ -227,7 +227,7 @@ class Registry:
                 return driver
         driver = await self.spawn(spec, replace=True, persist=False)
         if announce:
-            driver.output.append_event(ChildEvent(EventKind.APPLIED, time.time_ns(), driver.generation, announce))
+            driver.note_applied(announce)
         return driver
 
     def _check_room(self) -> None:

@@ -162,8 +162,8 @@ def kill_process_group(pgid: int) -> None:
         log.debug("process_group.gone", pgid=pgid)
 
 
-def signal_member(member: Member, sig: int) -> bool:
-    """Send ``sig`` to ``member`` if it is still that very process; False when it is gone or changed.
+def signal_member(member: Member, *sigs: int) -> bool:
+    """Send ``sigs``, in order, to ``member`` if it is still that very process; False when it is gone or changed.
 
     The pidfd pins the process: after opening it, the identity read from /proc
     is that of the process the signal goes to.
@@ -176,7 +176,8 @@ def signal_member(member: Member, sig: int) -> bool:
         now = read_stat(member.pid)
         if now is None or now.sid != member.sid or now.start_ticks != member.start_ticks:
             return False
-        signal.pidfd_send_signal(fd, sig)
+        for sig in sigs:
+            signal.pidfd_send_signal(fd, sig)
         return True
     except ProcessLookupError:
         return False

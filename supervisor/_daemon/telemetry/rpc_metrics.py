@@ -20,9 +20,10 @@ Imported only when metrics are on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -99,39 +100,34 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
             )
         return handler
 
+    @contextlib.contextmanager
+    def _timed(self, method: str, subscribe: bool, context: Any) -> Iterator[None]:
+        """Around one call: counted as a subscriber while open (``subscribe``), timed and recorded with its status."""
+        began = time.monotonic()
+        failure: BaseException | None = None
+        if subscribe:
+            self._subscribers.add(1)
+        try:
+            yield
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if subscribe:
+                self._subscribers.add(-1)
+            self._record(method, _status(context, failure), time.monotonic() - began)
+
     def _coroutine(self, inner: Any, method: str, subscribe: bool) -> Callable[[Any, Any], Awaitable[Any]]:
         async def timed(request: Any, context: Any) -> Any:
-            began = time.monotonic()
-            failure: BaseException | None = None
-            if subscribe:
-                self._subscribers.add(1)
-            try:
+            with self._timed(method, subscribe, context):
                 return await inner(request, context)
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                if subscribe:
-                    self._subscribers.add(-1)
-                self._record(method, _status(context, failure), time.monotonic() - began)
 
         return timed
 
     def _generator(self, inner: Any, method: str, subscribe: bool) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def timed(request: Any, context: Any) -> AsyncIterator[Any]:
-            began = time.monotonic()
-            failure: BaseException | None = None
-            if subscribe:
-                self._subscribers.add(1)
-            try:
+            with self._timed(method, subscribe, context):
                 async for item in inner(request, context):
                     yield item
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                if subscribe:
-                    self._subscribers.add(-1)
-                self._record(method, _status(context, failure), time.monotonic() - began)
 
         return timed
