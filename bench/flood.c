@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,16 +79,19 @@ static void write_report(const char *path, long long lines, const struct stats *
     FILE *f = fopen(tmp, "w");
     if (f == NULL) return;
     double wall = st->end_mono - st->start_mono;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
     fprintf(f,
             "{\"lines\":%lld,\"bytes\":%lld,\"lines_requested\":%lld,\"wall_s\":%.6f,"
             "\"max_write_stall_ms\":%.3f,\"writes\":%lld,\"partial_writes\":%lld,"
             "\"stalls_over_1ms\":%lld,\"stalls_over_10ms\":%lld,\"stalls_over_100ms\":%lld,"
             "\"start_mono_s\":%.6f,\"end_mono_s\":%.6f,\"waited_s\":%.6f,\"mb_per_s\":%.3f,"
-            "\"heartbeats\":%lld,\"rate\":%.1f,\"error\":",
+            "\"heartbeats\":%lld,\"rate\":%.1f,\"user_s\":%.3f,\"sys_s\":%.3f,\"error\":",
             st->lines_written, st->bytes_written, lines, wall, st->max_stall_s * 1e3, st->writes,
             st->partial_writes, st->stalls_over_1ms, st->stalls_over_10ms, st->stalls_over_100ms,
             st->start_mono, st->end_mono, st->waited_s,
-            wall > 0 ? (double)st->bytes_written / 1e6 / wall : 0.0, st->heartbeats, st->rate);
+            wall > 0 ? (double)st->bytes_written / 1e6 / wall : 0.0, st->heartbeats, st->rate,
+            ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
     if (error == NULL) fputs("null", f);
     else fprintf(f, "\"%s\"", error);
     fputs("}\n", f);

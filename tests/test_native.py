@@ -21,7 +21,7 @@ import pytest
 from supervisor._daemon.output import native
 from supervisor._daemon.output.lines import LineAssembler
 from supervisor._daemon.output.records import Segment, py_line_count, py_line_lengths
-from supervisor._daemon.output.stream import native_message, py_message
+from supervisor._daemon.output.stream import native_wire, py_message
 
 CASES = int(os.environ.get("NATIVE_CASES", "2000"))
 BUDGET_S = float(os.environ.get("NATIVE_BUDGET_S", "10"))
@@ -290,7 +290,7 @@ def test_line_batch_serialises_exactly_as_protobuf():
         spec = [(s.data, a, b, None if s.lengths is None else _lengths_of(s, a, b)) for s, a, b in parts]
         assert core.line_batch(first, stream, gen, time_ns, spec) == want
         if native.core is not None:
-            assert native_message(first, stream, gen, time_ns, parts).SerializeToString() == want
+            assert native_wire(first, stream, gen, time_ns, parts) == want
 
 
 def _lengths_of(seg: Segment, a: int, b: int) -> array[int]:

@@ -26,7 +26,7 @@ from supervisor._daemon.output.child_output import _joined
 from supervisor._daemon.output.lines import LineAssembler
 from supervisor._daemon.output.records import STDOUT, py_line_count
 from supervisor._daemon.output.ring import Ring
-from supervisor._daemon.output.stream import read_stream
+from supervisor._daemon.output.stream import as_message, read_stream
 
 settings.register_profile("default", max_examples=60, deadline=None, database=None)
 settings.register_profile(
@@ -132,7 +132,8 @@ def _through_ring(reads: list[list[bytes]], max_bytes: int) -> tuple[Ring, list[
 
     async def read() -> tuple[list[tuple[int, int]], list[bytes]]:
         gaps, got = [], []
-        async for message in read_stream(ring, 1, False, frozenset({STDOUT})):
+        async for reply in read_stream(ring, 1, False, frozenset({STDOUT})):
+            message = as_message(reply)
             if message.HasField("gap"):
                 gaps.append((message.gap.first_seq, message.gap.count))
                 continue

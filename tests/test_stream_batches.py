@@ -10,7 +10,7 @@ from supervisor._daemon.output.drain import Poller
 from supervisor._daemon.output.records import ChildEvent, EventKind, Origin
 from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import STDERR, STDOUT
-from supervisor._daemon.output.stream import BATCH_BYTES, read_stream
+from supervisor._daemon.output.stream import BATCH_BYTES, as_message, read_stream
 from supervisor.v1 import supervisor_pb2 as pb
 
 BOTH = frozenset({STDOUT, STDERR})
@@ -18,7 +18,7 @@ BOTH = frozenset({STDOUT, STDERR})
 
 def collect(ring: Ring, start: int) -> list[pb.StreamMessage]:
     async def main() -> list[pb.StreamMessage]:
-        return [m async for m in read_stream(ring, start, False, BOTH)]
+        return [as_message(m) async for m in read_stream(ring, start, False, BOTH)]
 
     return asyncio.run(main())
 

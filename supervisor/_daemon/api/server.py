@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from supervisor._daemon.api.limits import ApiLimits, RequestGuard, server_options
 from supervisor._daemon.api.listeners import ListenSettings
+from supervisor._daemon.api.preserialised import PassSerialised
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.api.socket_dir import SocketError, SocketLock, bind_unix, check_private_directory
 from supervisor.v1 import supervisor_pb2 as pb
@@ -24,6 +25,8 @@ __all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_p
 
 log = structlog.get_logger("supd.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
+# Methods whose handler may yield a reply already serialised (Stream's LineBatch from the C core).
+PRESERIALISED = frozenset({f"/{SERVICE_NAME}/Stream"})
 
 
 async def build_server(
@@ -41,8 +44,14 @@ async def build_server(
     Raises ListenError when a TCP listener cannot be bound.
     """
     limits = limits or ApiLimits()
-    # Credentials before the guard, so that a caller without them uses no stream slot.
-    chain = [*interceptors, *(listen.interceptors() if listen is not None else []), RequestGuard(limits)]
+    # Credentials before the guard, so that a caller without them uses no stream slot. PassSerialised is the
+    # innermost: every layer outside it keeps the serializer it sets.
+    chain = [
+        *interceptors,
+        *(listen.interceptors() if listen is not None else []),
+        RequestGuard(limits),
+        PassSerialised(PRESERIALISED),
+    ]
     server = grpc.aio.server(
         # grpc.so_reuseport 0: a port another process listens on is an error, not a silently shared port.
         options=[*server_options(limits), ("grpc.so_reuseport", 0)],

@@ -26,7 +26,7 @@ from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.health.assess import Health, assess
 from supervisor._daemon.output.records import ExitRecord
 from supervisor._daemon.output.sinks import STDERR, STDOUT
-from supervisor._daemon.output.stream import read_stream
+from supervisor._daemon.output.stream import Reply, read_stream
 from supervisor._daemon.telemetry.log_writer import log_dropped_events
 from supervisor._daemon.telemetry.tracing import NO_SPANS, SpanTracer
 from supervisor._fields import shown
@@ -177,7 +177,8 @@ class SupervisorService(pb_grpc.SupervisorServicer):
             return child, ring.seq_of_tail(request.tail, streams) if request.tail else ring.next_seq, streams
         return child, ring.oldest_seq, streams
 
-    async def Stream(self, request: pb.StreamRequest, context: Any) -> AsyncIterator[pb.StreamMessage]:
+    # Yields serialised LineBatch replies too (api/preserialised.py), which the generated stub's type omits.
+    async def Stream(self, request: pb.StreamRequest, context: Any) -> AsyncIterator[Reply]:  # type: ignore[override]
         try:
             child, start, streams = self._stream_start(request)
         except Exception as exc:  # noqa: BLE001 - the error boundary: _abort logs it and answers a status
