@@ -97,7 +97,7 @@ def cmd_logs(supd: Client, args: argparse.Namespace) -> int:
 
 
 def _stream_raw(messages: Iterable[pb.StreamMessage], out: BinaryIO, name: str, timestamps: bool) -> None:
-    """The hot path without --timestamps: one write and one flush per batch (up to 1 MiB), no per-line work."""
+    """The hot path without --timestamps: one write and one flush per batch (up to 256 KiB), no per-line work."""
     from supervisor.client._records import lines_of
 
     write, flush, err = out.write, out.flush, sys.stderr

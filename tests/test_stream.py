@@ -33,7 +33,7 @@ def test_batches_are_columnar_and_bounded(stub):
     batches = [m.lines for m in stub.Stream(pb.StreamRequest(name="many"), timeout=20) if m.HasField("lines")]
     assert sum(len(b.lengths) for b in batches) == 50000
     assert len(batches) < 50000 / 100, "lines travel many to a message"
-    assert max(len(b.data) for b in batches) <= 1024 * 1024  # the proto's bound on a LineBatch
+    assert max(len(b.data) for b in batches) <= 256 * 1024
 
 
 def test_bytes_that_are_not_utf8_are_carried_unchanged(stub):

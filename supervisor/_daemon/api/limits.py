@@ -45,7 +45,7 @@ MiB = 1024 * 1024
 # Largest request: a Reload of the largest state a child may take (max_state_bytes at most 64 MiB) plus its
 # envelope, so a state too big for its child gets INVALID_ARGUMENT naming the bound, not a transport error.
 MAX_RECEIVE_BYTES = MAX_MAX_STATE_BYTES + MiB
-# Largest reply: a GetState carrying the largest state; Stream batches are at most 1 MiB (output/stream.py).
+# Largest reply: a GetState carrying the largest state; Stream batches are 256 KiB (output/stream.py).
 MAX_SEND_BYTES = MAX_MAX_STATE_BYTES + MiB
 # Longest status message, in UTF-8 bytes: gRPC percent-encodes every non-ASCII byte (3 characters each), and a
 # client refuses trailers over its metadata limit (8 KiB by default), reporting RESOURCE_EXHAUSTED instead of the

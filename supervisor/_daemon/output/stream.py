@@ -4,7 +4,7 @@ A reader is a cursor into the ring, never a queue the drain must fill: the
 drain appends and wakes, and each reader copies out at its own pace. A reader
 that falls behind what the ring still holds is told so with a Gap carrying the
 exact count, then goes on from the oldest record held. Lines travel as
-columnar batches (one bytes blob plus lengths, up to 1 MiB each): one line per
+columnar batches (one bytes blob plus lengths, up to 256 KiB each): one line per
 message would cost two hundred times the CPU.
 
 A batch is built from whole segments where it can (their bytes as they are).
@@ -36,11 +36,11 @@ from supervisor.v1 import supervisor_pb2 as pb
 
 __all__ = ["BATCH_BYTES", "Reply", "as_message", "batch_lengths", "read_stream"]
 
-# Bytes of lines per batch at most (one line longer than this would go alone, but max_line_bytes is at most
-# 1 MiB). Measured with one follower of a 200 MB flood, 6 interleaved runs each: 1 MiB against 256 KiB took
-# supd from 0.33 to 0.27 CPU s per 100 MB and the follower from 2.2 to 2.9 M lines/s; each message costs
-# grpcio about the same whatever its size. A reader that stopped reading holds at most one batch more.
-BATCH_BYTES = 1024 * 1024
+# Bytes of lines per batch at most. Measured with one follower of a 200 MB flood, 6 interleaved runs each, 1 MiB
+# batches cost supd 0.245 CPU s per 100 MB against 0.28 and the follower got 2.7 M lines/s against 2.4 M (within
+# the noise), but a reader that stopped reading then held 3.3 MiB of supd's memory against 0.5 MiB
+# (bench/stalled_readers.py, 40 readers): 256 KiB keeps --max-streams' bound on memory.
+BATCH_BYTES = 256 * 1024
 # Reads merged into one batch were made within this of the batch's time, the time of its first read: a
 # flood still travels in full batches, while lines written seconds apart keep their own times.
 BATCH_TIME_SPREAD_NS = 10_000_000
