@@ -19,7 +19,8 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from supervisor._daemon.api.abridge import CUT_MARK, STRING_BYTES, abridge_info, budget_for
+from supervisor._daemon.api.abridge import CUT_MARK, STRING_BYTES, abridge_info, budget_for, shown_spec
+from supervisor.spec import ChildSpec, spec_to_proto
 from supervisor.testing import SupervisorProcess, running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
@@ -188,3 +189,18 @@ def test_a_list_of_worst_case_children_fits_a_default_client_up_to_the_default_m
     assert worst.ByteSize() > 1_000_000
     shown = abridge_info(worst, budget_for(children))
     assert (shown.ByteSize() + 8) * children < 4 * 1024 * 1024 - 64 * 1024
+
+
+def test_a_shown_spec_is_built_once_per_spec_and_budget_and_matches_abridging_it_afresh() -> None:
+    spec = ChildSpec(name="s", argv=("/bin/sleep", "1" * 3000), env={"TOKEN": "secret"}).validate()
+    first, abridged = shown_spec(spec, budget_for(1))
+    again, _ = shown_spec(spec, budget_for(1))
+    assert again is first
+    fresh = pb.ChildInfo(spec=spec_to_proto(spec))
+    abridge_info(fresh, budget_for(1))
+    assert first == fresh.spec and abridged == fresh.spec_abridged
+    assert dict(first.env) == {"TOKEN": ""}
+    tight, tight_abridged = shown_spec(spec, 1024)
+    assert tight is not first and tight_abridged and tight.ByteSize() < first.ByteSize()
+    same_fields = ChildSpec(name="s", argv=("/bin/sleep", "1" * 3000), env={"TOKEN": "secret"}).validate()
+    assert shown_spec(same_fields, budget_for(1))[0] is not first  # keyed by the spec object, never by a guess

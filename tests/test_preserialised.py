@@ -24,10 +24,11 @@ OTHER = "/supervisor.v1.Supervisor/Other"
 
 
 def replies() -> list[pb.StreamMessage]:
+    out, err = pb.OUTPUT_STREAM_STDOUT, pb.OUTPUT_STREAM_STDERR
     return [
-        pb.StreamMessage(lines=pb.LineBatch(first_seq=1, stream=pb.OUTPUT_STREAM_STDOUT, data=b"a\nbc\n", lengths=[2, 3])),
+        pb.StreamMessage(lines=pb.LineBatch(first_seq=1, stream=out, data=b"a\nbc\n", lengths=[2, 3])),
         pb.StreamMessage(gap=pb.Gap(first_seq=3, count=2, reason="evicted")),
-        pb.StreamMessage(lines=pb.LineBatch(first_seq=5, stream=pb.OUTPUT_STREAM_STDERR, data=b"x" * 70000, lengths=[70000])),
+        pb.StreamMessage(lines=pb.LineBatch(first_seq=5, stream=err, data=b"x" * 70000, lengths=[70000])),
     ]
 
 

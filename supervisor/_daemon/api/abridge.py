@@ -27,9 +27,20 @@ from __future__ import annotations
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from supervisor.spec import ChildSpec, spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 
-__all__ = ["ANSWER_BYTES", "CUT_MARK", "STRING_BYTES", "abridge_info", "budget_for", "status_bytes"]
+__all__ = [
+    "ANSWER_BYTES",
+    "CUT_MARK",
+    "STRING_BYTES",
+    "abridge_info",
+    "abridge_spec",
+    "abridge_status",
+    "budget_for",
+    "shown_spec",
+    "status_bytes",
+]
 
 STRING_BYTES = 1024
 CUT_MARK = "...[cut]"
@@ -41,6 +52,9 @@ MAX_CHILD_BYTES = 64 * 1024
 _SECRET_MAPS = frozenset({"env", "headers"})
 # Bytes a list element or map entry costs beyond its own text (tag and length).
 _OVERHEAD = 4
+# Shown specs kept (see shown_spec); past this many the cache starts afresh.
+_SHOWN_MAX = 4096
+_shown: dict[tuple[int, int], tuple[ChildSpec, pb.ChildSpec, bool]] = {}
 
 
 def budget_for(children: int) -> int:
@@ -62,8 +76,39 @@ def cut(text: str, limit: int = STRING_BYTES) -> str:
     return raw[:limit].decode(errors="ignore") + CUT_MARK
 
 
+def shown_spec(spec: ChildSpec, budget: int) -> tuple[pb.ChildSpec, bool]:
+    """``spec`` as a ChildInfo shows it: secret values emptied, fitted to ``budget`` bytes; and whether abridged.
+
+    Computed once per spec object and budget and kept (specs are immutable; a changed child has a new one):
+    List and Health show every child's spec on every call, and building and fitting them was 60 % of a List
+    of 500 children (64 ms). The message returned is shared: copy it, never change it.
+    """
+    key = (id(spec), budget)
+    hit = _shown.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1], hit[2]
+    msg = spec_to_proto(spec)
+    abridged = abridge_spec(msg, budget)
+    if len(_shown) >= _SHOWN_MAX:
+        _shown.clear()
+    _shown[key] = (spec, msg, abridged)
+    return msg, abridged
+
+
 def abridge_info(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
-    """Empty the secret values of ``info.spec``, cut its strings and fit the spec to ``budget`` bytes; ``info``."""
+    """``abridge_status`` and ``abridge_spec`` on ``info``, setting ``spec_abridged``; ``info``."""
+    abridge_status(info, budget)
+    info.spec_abridged = abridge_spec(info.spec, budget)
+    return info
+
+
+def abridge_spec(spec: pb.ChildSpec, budget: int) -> bool:
+    """Empty the secret values of ``spec`` and fit it to ``budget`` bytes, in place; whether anything was cut."""
+    return _fit(spec, [budget])
+
+
+def abridge_status(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
+    """Cut the status texts of ``info`` (reasons, errors, probe messages) to ``status_bytes(budget)``; ``info``."""
     limit = status_bytes(budget)
     for field in ("fatal_reason", "health_reason", "state_error", "last_start_error"):
         setattr(info, field, cut(getattr(info, field), limit))
@@ -71,8 +116,6 @@ def abridge_info(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
         info.last_exit.description = cut(info.last_exit.description, limit)
     for probe in info.probes:
         probe.message = cut(probe.message, limit)
-    left = [budget]
-    info.spec_abridged = _fit(info.spec, left)
     return info
 
 

@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from supervisor._daemon.api.abridge import MAX_CHILD_BYTES, abridge_info
+from supervisor._daemon.api.abridge import MAX_CHILD_BYTES, abridge_status, shown_spec
 from supervisor._daemon.children.driver import ChildStatistics
 from supervisor._daemon.children.lifecycle import State
 from supervisor._daemon.health.assess import Health
 from supervisor._daemon.output.records import ChildEvent, EventKind, ExitRecord
 from supervisor.signals import signal_name
-from supervisor.spec import spec_to_proto
 from supervisor.v1 import supervisor_pb2 as pb
 
 if TYPE_CHECKING:
@@ -134,11 +133,13 @@ def child_to_proto(
     """The ChildInfo of one child snapshot, with its export counts when export is on, its stored state and health.
 
     ``health`` comes from ``health.assess.assess``; ``ready`` is health READY. The spec is shown as every client
-    may see it: secret values emptied, fitted to ``budget`` bytes (``abridge.abridge_info``).
+    may see it: secret values emptied, fitted to ``budget`` bytes (``abridge.shown_spec``).
     """
     out = stats.output
+    spec, abridged = shown_spec(stats.spec, budget)
     msg = pb.ChildInfo(
-        spec=spec_to_proto(stats.spec),
+        spec=spec,
+        spec_abridged=abridged,
         state=_STATE[stats.state],
         pid=stats.pid,
         generation=stats.generation,
@@ -173,7 +174,7 @@ def child_to_proto(
         msg.export_exported_lines = export.exported
         msg.export_dropped_lines = export.dropped
         msg.export_queued_lines = export.queued
-    return abridge_info(msg, budget)
+    return abridge_status(msg, budget)
 
 
 def revision_to_proto(stored: StoredRevision, *, with_state: bool = True) -> pb.StateRevision:
