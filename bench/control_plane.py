@@ -140,6 +140,8 @@ def flood_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "max_write_stall_ms": max(r["max_write_stall_ms"] for r in reports),
         "mb_per_s_all": total / (end - start) / 1e6,
         "wall_s": end - start,
+        # What writing cost the floods themselves (getrusage at their end): their pipes' pages, their waits.
+        "floods_cpu_s_per_100mb": sum(r["user_s"] + r["sys_s"] for r in reports) / total * 1e8,
     }
 
 
@@ -245,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
             else f"{'':>18}"
         print(f"{phase:<22}{r['health_p50_ms']:>11.1f}{r['health_p99_ms']:>9.1f}{r['health_max_ms']:>9.1f}"
               f"{r['check_p99_ms']:>11.1f}{stall}{mbs}")
+    total_mb = args.children * args.lines * 100 / 1e6
+    cpu = [f"baseline: floods {base['floods_cpu_s_per_100mb']:.3f}"]
+    for phase in ("flood", "followed"):
+        r = res[phase]
+        cpu.append(f"{phase}: floods {r['floods_cpu_s_per_100mb']:.3f}, supd {r['supd_cpu_s'] / total_mb * 100:.3f}")
+    print("CPU s per 100 MB: " + "; ".join(cpu))
     rings_mb = args.children * (args.ring_bytes or 8 << 20) / (1 << 20)
     base_mb = res["idle"]["supd_rss_mb"]
     for phase in ("flood", "followed"):

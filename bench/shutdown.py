@@ -5,8 +5,9 @@
 Each run writes a config of N ``sleep`` children, starts supd on a private
 socket, waits until every child runs, sends SIGTERM and measures until supd has
 exited; it also checks that no child survived. Printed: start time (supd
-launch to N children RUNNING) and exit time (SIGTERM to exit) per run, and the
-medians.
+launch to N children RUNNING, polling List every 50 ms as a client watching
+would), the median latency of a List of all N once they run, and exit time
+(SIGTERM to exit) per run, and the medians.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def alive(pid: int) -> bool:
     return member is not None and not member.zombie
 
 
-def one_run(children: int, timeout: float) -> tuple[float, float, int]:
+LIST_CALLS = 20
+
+
+def one_run(children: int, timeout: float) -> tuple[float, float, int, float]:
     with tempfile.TemporaryDirectory(prefix="supd-bench-") as tmp:
         tmp_path = pathlib.Path(tmp)
         config = tmp_path / "children.toml"
@@ -51,6 +55,12 @@ def one_run(children: int, timeout: float) -> tuple[float, float, int]:
             infos = wait_until(all_running, 120, interval=0.05, what=f"{children} children running")
             started = time.monotonic() - launched
             pids = [c.pid for c in infos]
+            took = []
+            for _ in range(LIST_CALLS):  # what a List of every child costs once they all run
+                t0 = time.perf_counter()
+                stub.List(pb.ListRequest(), timeout=30)
+                took.append(time.perf_counter() - t0)
+            list_ms = statistics.median(took) * 1000
             begun = time.monotonic()
             handle.proc.send_signal(signal.SIGTERM)
             code = handle.proc.wait(120)
@@ -58,7 +68,7 @@ def one_run(children: int, timeout: float) -> tuple[float, float, int]:
             if code != 0:
                 raise SystemExit(f"supd exited with {code}: {handle.stderr_text()[-3000:]}")
         survivors = sum(alive(p) for p in pids)
-        return started, stopped, survivors
+        return started, stopped, survivors, list_ms
 
 
 def main() -> int:
@@ -68,15 +78,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     print(f"{args.children} idle children, --shutdown-timeout {args.shutdown_timeout:g}, {os.cpu_count()} CPUs")
-    starts, stops = [], []
+    starts, stops, lists = [], [], []
     for run in range(args.runs):
-        started, stopped, survivors = one_run(args.children, args.shutdown_timeout)
+        started, stopped, survivors, list_ms = one_run(args.children, args.shutdown_timeout)
         starts.append(started)
         stops.append(stopped)
-        print(f"run {run + 1}: start {started:.2f}s  exit {stopped:.2f}s  survivors {survivors}")
+        lists.append(list_ms)
+        print(f"run {run + 1}: start {started:.2f}s  exit {stopped:.2f}s  survivors {survivors}  List {list_ms:.1f} ms")
         if survivors:
             return 1
-    print(f"median: start {statistics.median(starts):.2f}s  exit {statistics.median(stops):.2f}s")
+    print(
+        f"median: start {statistics.median(starts):.2f}s  exit {statistics.median(stops):.2f}s"
+        f"  List p50 {statistics.median(lists):.1f} ms"
+    )
     return 0
 
 

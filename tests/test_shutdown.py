@@ -121,3 +121,26 @@ def test_many_children_stop_within_the_deadline(tmp_path: pathlib.Path):
         took = time.monotonic() - begun
     assert code == 0 and not any(alive(p) for p in pids)
     assert took < 5, f"60 idle children took {took:.1f}s with --shutdown-timeout 2"
+
+
+def test_a_shutdown_of_hundreds_of_children_keeps_the_log_json_and_loses_no_signal(tmp_path: pathlib.Path):
+    """Their SIGCHLD burst used to overflow asyncio's 278-byte signal pipe: a traceback on supd's JSON log per
+    signal dropped ("Exception ignored when trying to write to the signal wakeup fd"), and a signal behind the
+    burst was lost (tests/test_signal_inbox.py stages that loss in process)."""
+    n = 400
+    config = tmp_path / "many.toml"
+    config.write_text("".join(f'[children.s{i}]\nargv = ["sleep", "1000"]\n' for i in range(n)))
+    with running_supervisor(tmp_path, ["--config", str(config), "--shutdown-timeout", "10"]) as handle:
+        with handle.channel() as channel:
+            stub = pb_grpc.SupervisorStub(channel)
+            wait_for(
+                lambda: sum(c.state == pb.CHILD_STATE_RUNNING for c in stub.List(pb.ListRequest(), timeout=10).children)
+                == n,
+                timeout=60, what=f"{n} children running",
+            )
+        handle.proc.send_signal(signal.SIGTERM)
+        assert handle.proc.wait(30) == 0
+        log = handle.stderr_text()
+    strays = [line for line in log.splitlines() if line and not line.startswith("{")]
+    assert not strays, f"{len(strays)} lines of supd's log are not JSON, the first: {strays[:3]}"
+    assert log.count('"event": "child.stopped"') == n

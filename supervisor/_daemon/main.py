@@ -28,7 +28,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from supervisor import __version__
-from supervisor._daemon import early_signals
+from supervisor._daemon import early_signals, signal_inbox
 from supervisor._daemon.api.health_board import HealthBoard
 from supervisor._daemon.api.listeners import ListenError
 from supervisor._daemon.api.server import SERVICE_NAME, SocketError, SocketLock, build_server
@@ -92,7 +92,7 @@ class Shutdown:
 
 
 async def _watch_signals(shutdown: Shutdown, reapply: ConfigReapply | None) -> None:
-    with anyio.open_signal_receiver(*early_signals.HELD) as signals:
+    with signal_inbox.receive(*early_signals.HELD) as signals:
         for sig in early_signals.take():  # those that came before the receiver (the supd command holds them)
             _on_signal(shutdown, sig, reapply)
         async for sig in signals:

@@ -53,6 +53,7 @@ from collections.abc import Callable, Collection
 import anyio
 import structlog
 
+from supervisor._daemon import signal_inbox
 from supervisor.signals import signal_name
 
 __all__ = ["OrphanReaper", "ReaperStatistics", "asyncio_child_pids", "become_subreaper", "leader_children"]
@@ -202,7 +203,7 @@ class OrphanReaper:
         """
         if threading.get_native_id() != os.getpid():
             raise RuntimeError("the orphan reaper must run on the main thread: orphans are re-parented to it")
-        with anyio.open_signal_receiver(signal.SIGCHLD) as signals:  # before the first pass: no exit is missed
+        with signal_inbox.receive(signal.SIGCHLD) as signals:  # before the first pass: no exit is missed
             try:
                 self.reap_now()
             except (OSError, RuntimeError) as exc:
