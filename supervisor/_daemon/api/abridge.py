@@ -70,6 +70,8 @@ def status_bytes(budget: int) -> int:
 
 def cut(text: str, limit: int = STRING_BYTES) -> str:
     """``text`` when it has at most ``limit`` UTF-8 bytes; else its first bytes (whole characters) and CUT_MARK."""
+    if len(text) * 4 <= limit:  # at most 4 bytes a character: short enough without encoding it
+        return text
     raw = text.encode()
     if len(raw) <= limit:
         return text
@@ -111,11 +113,18 @@ def abridge_status(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
     """Cut the status texts of ``info`` (reasons, errors, probe messages) to ``status_bytes(budget)``; ``info``."""
     limit = status_bytes(budget)
     for field in ("fatal_reason", "health_reason", "state_error", "last_start_error"):
-        setattr(info, field, cut(getattr(info, field), limit))
+        text = getattr(info, field)
+        shown = cut(text, limit)
+        if shown is not text:
+            setattr(info, field, shown)
     if info.HasField("last_exit"):  # assigning to an unset message field would set it
-        info.last_exit.description = cut(info.last_exit.description, limit)
+        text = info.last_exit.description
+        if (shown := cut(text, limit)) is not text:
+            info.last_exit.description = shown
     for probe in info.probes:
-        probe.message = cut(probe.message, limit)
+        text = probe.message
+        if (shown := cut(text, limit)) is not text:
+            probe.message = shown
     return info
 
 
