@@ -36,3 +36,14 @@ def test_both_programs_say_their_version():
     for module in ("supervisor._daemon.main", "supervisor.cli"):
         out = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=True)
         assert out.stdout.strip().endswith(supervisor.__version__)
+
+
+def test_the_supd_command_holds_its_signals_before_anything_but_the_standard_library_loads():
+    """supd's handlers (early_signals) come before grpc: a SIGTERM in that import (0.1-0.3 s) was lost as PID 1."""
+    code = (
+        "import sys; before = set(sys.modules); import supervisor._daemon.early_signals;"
+        " print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = {name.partition(".")[0] for name in out.split()} - set(sys.stdlib_module_names)
+    assert loaded == {"supervisor"}, f"importing early_signals loads {sorted(loaded)}"
