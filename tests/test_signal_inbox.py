@@ -95,3 +95,24 @@ def test_a_signal_that_cannot_be_caught_is_a_value_error() -> None:
 
     with pytest.raises((ValueError, OSError)):
         anyio.run(main)
+
+
+def test_off_the_main_thread_a_receiver_is_a_value_error_that_leaves_no_descriptor_open() -> None:
+    async def main() -> None:
+        with signal_inbox.receive(signal.SIGUSR2):
+            raise AssertionError("a receiver opened off the main thread")
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            anyio.run(main)
+        except ValueError as exc:
+            errors.append(exc)
+
+    before = sorted(os.listdir("/proc/self/fd"))
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1, errors
+    assert sorted(os.listdir("/proc/self/fd")) == before  # the wakeup pipe it made is closed again

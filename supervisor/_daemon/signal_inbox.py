@@ -57,7 +57,12 @@ class _Inbox:
         self.previous: dict[int, Handler] = {}
         self.after_close = 0  # signals that came once the loop was closed (nobody could act on them)
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old_wakeup = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        try:
+            self._old_wakeup = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)  # main thread only
+        except BaseException:
+            os.close(self._read)
+            os.close(self._write)
+            raise
         loop.add_reader(self._read, self._drain)
 
     def _drain(self) -> None:
@@ -122,11 +127,13 @@ def _bound() -> _Inbox:
 
 @contextlib.contextmanager
 def receive(*signals: int) -> Iterator[AsyncIterator[int]]:
-    """The given signals, each delivery once, in order, for as long as the context is open.
+    """The given signals, each delivery once, for as long as the context is open.
 
-    On the event loop's thread (the main thread: ``signal.signal`` raises ValueError elsewhere). While it is
-    open the signals' handlers are supd's; the handlers they replaced come back when the last receiver of each
-    closes. Raises ValueError for a signal that cannot be caught (SIGKILL, SIGSTOP).
+    In the order their handlers ran: signals pending together (the main thread was busy in C) run lowest number
+    first, so a SIGINT sent right after a SIGTERM may come before it. On the event loop's thread (the main
+    thread: ValueError elsewhere, and nothing is left open). While it is open the signals' handlers are supd's;
+    the handlers they replaced come back when the last receiver of each closes. Raises OSError (EINVAL) for a
+    signal that cannot be caught (SIGKILL, SIGSTOP).
     """
     inbox = _bound()
     send, recv = anyio.create_memory_object_stream[int](math.inf)
