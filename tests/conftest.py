@@ -108,6 +108,12 @@ class Follower:
         self.done.wait(10)
 
 
+def proc_status(pid: int, field: str) -> str:
+    """One field of /proc/PID/status (``SigCgt``, ``Threads``, ...)."""
+    lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{field}:"))
+
+
 def process_gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (absent, or a zombie awaiting its parent)."""
     try:

@@ -21,6 +21,8 @@ from supervisor.errors import InvalidArgument, ResourceExhausted
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 
+from conftest import proc_status
+
 PY = sys.executable
 HOLD = "import signal, sys; print(sys.argv[1], flush=True); signal.pause()"
 
@@ -283,11 +285,6 @@ def test_sighup_without_a_config_file_is_logged_and_ignored(tmp_path: pathlib.Pa
         wait_until(lambda: log_entries(sup, "supd.sighup.ignored"), 10, what="supd.sighup.ignored")
         assert sup.proc.poll() is None
         assert [c.spec.name for c in supd.list()] == ["spawned"]
-
-
-def proc_status(pid: int, field: str) -> str:
-    lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
-    return next(line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{field}:"))
 
 
 def sighup_while_starting(directory: pathlib.Path, config: pathlib.Path) -> bool:

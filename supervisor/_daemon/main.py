@@ -159,7 +159,7 @@ async def serve(settings: Settings, telemetry: Telemetry, shutdown: Shutdown) ->
                 "supd.started", socket=settings.socket, pid=os.getpid(), version=__version__, store=store.path,
                 listen=settings.listen.summary() if settings.listen else [],
             )
-            await _boot(registry, [*settings.children, *await _stored_children(keeper, settings.children)])
+            await _boot(registry, [*settings.children, *await _stored_children(keeper, settings.children)], shutdown)
             if reapply is not None:
                 reapply.booted.set()
                 tg.start_soon(reapply.run, service.applier)
@@ -203,17 +203,27 @@ async def _stored_children(keeper: StateKeeper, config: tuple[ChildSpec, ...]) -
     return specs
 
 
-async def _boot(registry: Registry, specs: list[ChildSpec]) -> None:
+async def _boot(registry: Registry, specs: list[ChildSpec], shutdown: Shutdown) -> None:
+    """Start the declared children, order by order; none is started once a stop began (a signal held at start-up
+    included): what would only be stopped again is left alone."""
     limiter = anyio.CapacityLimiter(BOOT_SPAWNS_AT_ONCE)
+    skipped: list[str] = []
     for order in sorted({spec.start_order for spec in specs}):
         async with anyio.create_task_group() as boot:  # one order at a time, its children together
             for spec in specs:
                 if spec.start_order == order:
-                    boot.start_soon(_boot_child, registry, spec, limiter)
+                    boot.start_soon(_boot_child, registry, spec, limiter, shutdown, skipped)
+    if skipped:
+        log.info("supd.boot.skipped", children=len(skipped), detail="supd was stopping before they started")
 
 
-async def _boot_child(registry: Registry, spec: ChildSpec, limiter: anyio.CapacityLimiter) -> None:
+async def _boot_child(
+    registry: Registry, spec: ChildSpec, limiter: anyio.CapacityLimiter, shutdown: Shutdown, skipped: list[str]
+) -> None:
     async with limiter:
+        if shutdown.begun.is_set():
+            skipped.append(spec.name)
+            return
         try:
             await registry.spawn(spec, persist=False)
         except SupervisorError as exc:
