@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -74,50 +73,60 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+SAMPLER = r"""
+import json, select, sys, time, grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from supervisor.v1 import supervisor_pb2 as pb, supervisor_pb2_grpc as pb_grpc
+addr, interval = sys.argv[1], float(sys.argv[2])
+channel = grpc.insecure_channel(addr)
+stub, check = pb_grpc.SupervisorStub(channel), health_pb2_grpc.HealthStub(channel)
+hreq, creq = pb.HealthRequest(), health_pb2.HealthCheckRequest()
+health, checks, errors = [], [], 0
+stub.Health(hreq, timeout=10)  # connected before the first sample
+print("ready", flush=True)
+while True:
+    for call, out in ((lambda: stub.Health(hreq, timeout=10), health), (lambda: check.Check(creq, timeout=10), checks)):
+        t0 = time.perf_counter()
+        try:
+            call()
+        except grpc.RpcError:
+            errors += 1
+        out.append((time.perf_counter() - t0) * 1000)
+    if select.select([sys.stdin], [], [], interval)[0]:  # paced like a probe; stdin closed: stop
+        break
+json.dump({"health": health, "check": checks, "errors": errors}, sys.stdout)
+"""
+
+
 class Sampler:
-    """Health then grpc.health.v1 Check every INTERVAL s, from a thread of this process, until stopped."""
+    """Health then grpc.health.v1 Check every INTERVAL s, from a process of its own, until stopped.
+
+    A process that does nothing else: a thread of the bench would share the bench's GIL with its polling, and
+    measure that too.
+    """
 
     def __init__(self, address: str) -> None:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        from supervisor.v1 import supervisor_pb2 as pb
-        from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
-
-        self._channel = grpc.insecure_channel(address)
-        self._stub = pb_grpc.SupervisorStub(self._channel)
-        self._check = health_pb2_grpc.HealthStub(self._channel)
-        self._req = pb.HealthRequest()
-        self._hreq = health_pb2.HealthCheckRequest()
+        self._address = address
         self.health: list[float] = []
         self.check: list[float] = []
         self.errors = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import grpc
-
-        while True:
-            for calls, out in ((lambda: self._stub.Health(self._req, timeout=10), self.health),
-                               (lambda: self._check.Check(self._hreq, timeout=10), self.check)):
-                t0 = time.perf_counter()
-                try:
-                    calls()
-                except grpc.RpcError:
-                    self.errors += 1
-                out.append((time.perf_counter() - t0) * 1000)
-            if self._stop.wait(INTERVAL):  # paced like a probe, so the sampler's own load stays the same
-                return
+        self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> Sampler:
-        self._thread.start()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", SAMPLER, self._address, str(INTERVAL)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=d.child_env(),
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise d.BenchError("the Health sampler did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._channel.close()
+        assert self._proc is not None
+        out, _ = self._proc.communicate(timeout=60)  # closes stdin: the sampler stops and reports
+        result = json.loads(out)
+        self.health, self.check, self.errors = result["health"], result["check"], result["errors"]
 
     def summary(self) -> dict[str, Any]:
         return {
