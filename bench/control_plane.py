@@ -25,6 +25,7 @@ longest stall ≤ 20 ms (or at most twice the baseline's); bytes/s in all at lea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -223,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ring-bytes", type=int, default=None)
     ap.add_argument("--repo", type=pathlib.Path, default=None, help="run this checkout's supd")
     ap.add_argument("--json", type=pathlib.Path)
+    ap.add_argument(
+        "--export", choices=("off", "on"), default="off",
+        help="OTLP log export of every line: off, or on to bench/otlp_sink.py over gRPC (default off)",
+    )
     ap.add_argument("--cc", default=os.environ.get("CC", "cc"))
     args = ap.parse_args(argv)
     if args.repo is not None:
@@ -233,7 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = pathlib.Path(tmpdir)
         res["baseline"] = run_baseline(args.children, args.lines, tmp)
         print("baseline", res["baseline"], flush=True)
-        with d.running_supd(tmp, "off") as supd:
+        with contextlib.ExitStack() as stack:
+            if args.export == "on":  # every line as an OTLP LogRecord over gRPC to bench/otlp_sink.py
+                import otlp_sink
+
+                sink = stack.enter_context(otlp_sink.Sink(http=False))
+                supd = stack.enter_context(d.running_supd(tmp, "on", sink, "grpc"))
+            else:
+                supd = stack.enter_context(d.running_supd(tmp, "off"))
             supd.ring_bytes = args.ring_bytes
             res["idle"] = run_idle(supd, 3.0)
             res["idle"]["supd_rss_mb"] = d.proc_rss_mb(supd.pid)
