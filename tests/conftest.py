@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -112,6 +115,45 @@ def proc_status(pid: int, field: str) -> str:
     """One field of /proc/PID/status (``SigCgt``, ``Threads``, ...)."""
     lines = pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
     return next(line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{field}:"))
+
+
+def log_entries(sup: SupervisorProcess | pathlib.Path, event: str) -> list[dict[str, Any]]:
+    """supd's structured log entries named ``event`` (from its handle, or the file its stderr goes to)."""
+    text = (sup if isinstance(sup, pathlib.Path) else sup.stderr_path).read_text(errors="replace")
+    entries = (json.loads(line) for line in text.splitlines() if line.startswith("{"))
+    return [e for e in entries if e.get("event") == event]
+
+
+@contextlib.contextmanager
+def signalled_while_starting(
+    directory: pathlib.Path, config: pathlib.Path, sig: int
+) -> Iterator[tuple[subprocess.Popen[bytes], bool, pathlib.Path]]:
+    """Start the `supd` command with ``config``, send ``sig`` the moment it catches it: (process, early, stderr file).
+
+    supd is frozen (SIGSTOP) while the signal is sent, so ``early`` (one thread and no socket yet: still in its
+    imports, where only the handler that holds signals could catch it) is exactly what was seen then. A process
+    still running when the block ends is terminated.
+    """
+    socket = directory / "run" / "supd.sock"
+    stderr = directory / "supd.stderr"
+    supd = str(pathlib.Path(sys.executable).with_name("supd"))
+    argv = [supd, "--socket", str(socket), "--state-dir", str(directory / "state"), "--config", str(config)]
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, stderr=err)
+    try:
+        wait_for(
+            lambda: int(proc_status(proc.pid, "SigCgt"), 16) & (1 << (sig - 1)), 30, interval=0.0005,
+            what=f"a {signal.Signals(sig).name} handler",
+        )
+        proc.send_signal(signal.SIGSTOP)
+        early = proc_status(proc.pid, "Threads") == "1" and not socket.exists()
+        proc.send_signal(sig)
+        proc.send_signal(signal.SIGCONT)
+        yield proc, early, stderr
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
 
 
 def process_gone(pid: int) -> bool:

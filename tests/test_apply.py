@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -21,7 +20,7 @@ from supervisor.errors import InvalidArgument, ResourceExhausted
 from supervisor.testing import SupervisorProcess, running_supervisor, wait_until
 from supervisor.v1 import supervisor_pb2 as pb
 
-from conftest import proc_status
+from conftest import log_entries, signalled_while_starting
 
 PY = sys.executable
 HOLD = "import signal, sys; print(sys.argv[1], flush=True); signal.pause()"
@@ -50,13 +49,6 @@ def events(supd: Client, name: str) -> list[pb.Event]:
 
 def steps(response: pb.ApplyResponse) -> dict[str, tuple[int, list[str]]]:
     return {s.name: (s.action, list(s.changed_fields)) for s in response.steps}
-
-
-def log_entries(sup: SupervisorProcess | pathlib.Path, event: str) -> list[dict[str, Any]]:
-    """supd's structured log entries named ``event`` (from its handle, or the file its stderr goes to)."""
-    text = (sup if isinstance(sup, pathlib.Path) else sup.stderr_path).read_text(errors="replace")
-    entries = (json.loads(line) for line in text.splitlines() if line.startswith("{"))
-    return [e for e in entries if e.get("event") == event]
 
 
 def alive(pid: int) -> bool:
@@ -293,27 +285,10 @@ def sighup_while_starting(directory: pathlib.Path, config: pathlib.Path) -> bool
     supd is frozen as soon as it catches SIGHUP; if that is still in its imports (one thread, no socket), the
     SIGHUP sent then is one the daemon's receiver could not have caught.
     """
-    socket = directory / "run" / "supd.sock"
-    stderr = directory / "supd.stderr"
-    supd = str(pathlib.Path(sys.executable).with_name("supd"))
-    argv = [supd, "--socket", str(socket), "--state-dir", str(directory / "state"), "--config", str(config)]
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, stderr=err)
-    try:
-        wait_until(
-            lambda: int(proc_status(proc.pid, "SigCgt"), 16) & (1 << (signal.SIGHUP - 1)), 30, interval=0.0005,
-            what="a SIGHUP handler",
-        )
-        proc.send_signal(signal.SIGSTOP)
-        early = proc_status(proc.pid, "Threads") == "1" and not socket.exists()
-        proc.send_signal(signal.SIGHUP)
-        proc.send_signal(signal.SIGCONT)
+    with signalled_while_starting(directory, config, signal.SIGHUP) as (proc, early, stderr):
         (done,) = wait_until(lambda: log_entries(stderr, "apply.done"), 30, what="the SIGHUP's apply")
         assert done["unchanged"] == ["web"] and done["source"] == f"SIGHUP {config}"
         assert proc.poll() is None
-    finally:
-        proc.terminate()
-        proc.wait(30)
     return early
 
 

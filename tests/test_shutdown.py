@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import signal
@@ -20,7 +19,7 @@ from supervisor.testing import running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
-from conftest import proc_status, spawn, wait_for, wait_state, zoo
+from conftest import log_entries, signalled_while_starting, spawn, wait_for, wait_state, zoo
 
 SUPCTL = [sys.executable, "-m", "supervisor.cli"]
 
@@ -148,32 +147,6 @@ def test_a_shutdown_of_hundreds_of_children_keeps_the_log_json_and_loses_no_sign
     assert log.count('"event": "child.stopped"') == n
 
 
-def sigterm_while_starting(directory: pathlib.Path, config: pathlib.Path) -> tuple[bool, int, str]:
-    """Start the `supd` command, SIGTERM it once it catches SIGTERM; (whether that was still in its imports, its
-    exit code, its log). supd is frozen while the signal is sent, so "early" is exactly what was seen then."""
-    socket = directory / "run" / "supd.sock"
-    stderr = directory / "supd.stderr"
-    supd = str(pathlib.Path(sys.executable).with_name("supd"))
-    argv = [supd, "--socket", str(socket), "--state-dir", str(directory / "state"), "--config", str(config)]
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, stderr=err)
-    try:
-        wait_for(
-            lambda: int(proc_status(proc.pid, "SigCgt"), 16) & (1 << (signal.SIGTERM - 1)), 30, interval=0.0005,
-            what="a SIGTERM handler",
-        )
-        proc.send_signal(signal.SIGSTOP)
-        early = proc_status(proc.pid, "Threads") == "1" and not socket.exists()
-        proc.send_signal(signal.SIGTERM)
-        proc.send_signal(signal.SIGCONT)
-        code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return early, code, stderr.read_text(errors="replace")
-
-
 def test_a_sigterm_held_at_start_up_starts_no_child(tmp_path: pathlib.Path):
     """The signal came before supd could act on it: it exits 0 without starting what it would stop at once."""
     config = tmp_path / "supd.toml"
@@ -181,11 +154,11 @@ def test_a_sigterm_held_at_start_up_starts_no_child(tmp_path: pathlib.Path):
     for attempt in range(3):  # a loaded machine may let supd past its imports before the poll sees the handler
         directory = tmp_path / str(attempt)
         directory.mkdir()
-        early, code, log = sigterm_while_starting(directory, config)
+        with signalled_while_starting(directory, config, signal.SIGTERM) as (proc, early, stderr):
+            code = proc.wait(30)
         if early:
-            assert code == 0, log[-2000:]
-            events = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-            assert not [e for e in events if e["event"] == "child.spawned"]
-            assert [e["children"] for e in events if e["event"] == "supd.boot.skipped"] == [20]
+            assert code == 0, stderr.read_text(errors="replace")[-2000:]
+            assert not log_entries(stderr, "child.spawned")
+            assert [e["children"] for e in log_entries(stderr, "supd.boot.skipped")] == [20]
             return
     pytest.fail("supd never caught SIGTERM while still starting (one thread, no socket): the signal is not held")
