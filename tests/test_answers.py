@@ -19,7 +19,14 @@ import pytest
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from supervisor._daemon.api.abridge import CUT_MARK, STRING_BYTES, abridge_info, budget_for, shown_spec
+from supervisor._daemon.api.abridge import (
+    CUT_MARK,
+    STRING_BYTES,
+    abridge_spec,
+    abridge_status,
+    budget_for,
+    shown_spec,
+)
 from supervisor.spec import ChildSpec, spec_to_proto
 from supervisor.testing import SupervisorProcess, running_supervisor
 from supervisor.v1 import supervisor_pb2 as pb
@@ -136,6 +143,13 @@ def test_headers_over_8_kib_each_or_64_kib_in_all_are_refused_at_spawn(stub: pb_
         assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert message in (caught.value.details() or ""), caught.value.details()
     spawn(stub, pb.ChildSpec(name="headers", argv=SLEEP, readiness_probe=probe({"X-Fits": "v" * 8000})))
+
+
+def abridge_info(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
+    """What child_to_proto does to a ChildInfo, on one whose spec no ChildSpec could hold: the same two pieces."""
+    abridge_status(info, budget)
+    info.spec_abridged = abridge_spec(info.spec, budget)
+    return info
 
 
 def test_long_strings_are_cut_with_a_mark_and_flagged() -> None:

@@ -34,7 +34,6 @@ __all__ = [
     "ANSWER_BYTES",
     "CUT_MARK",
     "STRING_BYTES",
-    "abridge_info",
     "abridge_spec",
     "abridge_status",
     "budget_for",
@@ -95,13 +94,6 @@ def shown_spec(spec: ChildSpec, budget: int) -> tuple[pb.ChildSpec, bool]:
         _shown.clear()
     _shown[key] = (spec, msg, abridged)
     return msg, abridged
-
-
-def abridge_info(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
-    """``abridge_status`` and ``abridge_spec`` on ``info``, setting ``spec_abridged``; ``info``."""
-    abridge_status(info, budget)
-    info.spec_abridged = abridge_spec(info.spec, budget)
-    return info
 
 
 def abridge_spec(spec: pb.ChildSpec, budget: int) -> bool:
