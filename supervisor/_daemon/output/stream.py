@@ -12,8 +12,8 @@ With the C core (native.py) the batch is serialised in one pass, its lines'
 lengths found with the GIL released, and sent as those bytes (``read_stream``
 yields them as they are; api/preserialised.py lets them through grpcio); the
 Python path (``py_message``, the reference) builds the message and computes the
-lengths in one C-level split of the whole batch. A segment holding pieces of an over-long line
-brings its own lengths. The cursor keeps its byte offset in the current
+lengths in one C-level split of the whole batch. A segment holding pieces of an
+over-long line brings its own lengths. The cursor keeps its byte offset in the current
 segment, so a batch that ends inside a segment costs one backwards search,
 and a Stream that starts in the middle of a segment finds its offset
 without a Python loop over lines.
@@ -215,8 +215,8 @@ def _batch(ring: Ring, cur: _Cursor, seg: Segment) -> Reply:
 def native_wire(first_seq: int, stream: int, generation: int, time_ns: int, parts: list[_Part]) -> bytes:
     """The serialised StreamMessage of a LineBatch of ``parts``, built by the C core in one pass.
 
-    Sent as it is: parsing it into a StreamMessage for grpcio to serialise again cost supd 0.03-0.05 CPU s
-    per 100 MB in interleaved runs (0.03-0.06: two copies and a parse of every byte).
+    Sent as it is: parsing it into a StreamMessage for grpcio to serialise again (two copies and a parse of
+    every byte) cost supd 0.03-0.06 CPU s per 100 MB followed, in interleaved runs.
     """
     assert native.core is not None
     spec = [(s.data, a, b, None if s.lengths is None else _piece_lengths(s, a, b)) for s, a, b in parts]
