@@ -105,19 +105,20 @@ def abridge_status(info: pb.ChildInfo, budget: int) -> pb.ChildInfo:
     """Cut the status texts of ``info`` (reasons, errors, probe messages) to ``status_bytes(budget)``; ``info``."""
     limit = status_bytes(budget)
     for field in ("fatal_reason", "health_reason", "state_error", "last_start_error"):
-        text = getattr(info, field)
-        shown = cut(text, limit)
-        if shown is not text:
-            setattr(info, field, shown)
+        _cut_field(info, field, limit)
     if info.HasField("last_exit"):  # assigning to an unset message field would set it
-        text = info.last_exit.description
-        if (shown := cut(text, limit)) is not text:
-            info.last_exit.description = shown
+        _cut_field(info.last_exit, "description", limit)
     for probe in info.probes:
-        text = probe.message
-        if (shown := cut(text, limit)) is not text:
-            probe.message = shown
+        _cut_field(probe, "message", limit)
     return info
+
+
+def _cut_field(msg: Message, field: str, limit: int) -> None:
+    """Cut the string ``field`` of ``msg`` to ``limit`` bytes, assigning it only when it was cut."""
+    text = getattr(msg, field)
+    shown = cut(text, limit)
+    if shown is not text:
+        setattr(msg, field, shown)
 
 
 def _fit(msg: Message, left: list[int]) -> bool:
