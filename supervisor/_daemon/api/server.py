@@ -18,7 +18,6 @@ from supervisor._daemon.api.listeners import ListenSettings
 from supervisor._daemon.api.preserialised import PassSerialised
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.api.socket_dir import SocketError, SocketLock, bind_unix, check_private_directory
-from supervisor._daemon.telemetry.rpc_metrics import STREAM_METHOD
 from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
@@ -27,7 +26,9 @@ __all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_p
 log = structlog.get_logger("supd.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
 # Methods whose handler may yield a reply already serialised (Stream's LineBatch from the C core).
-PRESERIALISED = frozenset({STREAM_METHOD})
+# (rpc_metrics.STREAM_METHOD names it too, but importing that module would load the metrics code with metrics
+# off: tests/test_metrics.py forbids it.)
+PRESERIALISED = frozenset({f"/{SERVICE_NAME}/Stream"})
 
 
 async def build_server(
