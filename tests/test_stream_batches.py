@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 from supervisor._daemon.output.child_output import ChildOutput, Pipes
 from supervisor._daemon.output.drain import Poller
@@ -81,6 +82,28 @@ def test_a_reader_behind_the_ring_gets_an_exact_gap_then_the_rest():
     assert messages[0].HasField("gap")
     assert messages[0].gap.first_seq == 1 and messages[0].gap.count == ring.oldest_seq - 1
     assert [seq for seq, _ in lines_of(messages)] == list(range(ring.oldest_seq, 1001))
+
+
+def test_a_reader_that_stopped_reading_does_not_keep_an_evicted_record_alive():
+    """A record is up to a pipe's worth: twenty stopped readers held 1.4x the rings' bytes in supd."""
+    ring = Ring(2 << 20)
+    record = b"%099d\n" % 0 * 10_000  # 1 MB: the first batch ends inside it
+    ring.append_lines(STDOUT, 1, record)
+
+    async def main() -> None:
+        reader = read_stream(ring, 1, True, BOTH)
+        first = as_message(await reader.__anext__())
+        assert 0 < len(first.lines.data) < len(record)
+        for i in range(1, 4):  # the reader takes its time; the ring evicts the record it is inside
+            ring.append_lines(STDOUT, 1, b"%099d\n" % i * 10_000)
+        assert ring.oldest_seq > 10_000
+        # Only this test and getrefcount's argument refer to it: no cursor, no frame of the stopped reader.
+        assert sys.getrefcount(record) == 2
+        gap = as_message(await reader.__anext__())
+        assert gap.HasField("gap") and gap.gap.first_seq == 1 + len(first.lines.lengths)
+        await reader.aclose()
+
+    asyncio.run(main())
 
 
 def test_a_reader_steps_aside_while_the_drain_is_behind_but_always_progresses():

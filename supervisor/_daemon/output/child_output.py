@@ -117,7 +117,7 @@ class ChildOutput:
         self.name = name
         self._poller = poller
         self.ring = Ring(ring_bytes)
-        self.ring.drain_behind = self._drain_behind
+        self.ring.drain_behind = _behind(poller)
         self._max_line = max_line_bytes
         # Reads well below the ring's size, so one read never evicts the whole ring.
         self._read_size = min(READ_SIZE, max(4096, ring_bytes // 8))
@@ -127,10 +127,6 @@ class ChildOutput:
         self._counts_lock = threading.Lock()
         self._drains: list[PipeDrain] = []
         self._pending: list[PipeDrain] = []  # made by start(), reading from the STARTED event on
-
-    def _drain_behind(self) -> bool:
-        """True while a poller that may hold this child's pipes is behind (see ``Poller.behind``)."""
-        return self._poller.behind if self._poller is not None else Poller.any_behind()
 
     def __repr__(self) -> str:
         return f"<ChildOutput {self.name} {self.ring!r} drains={len(self._drains)}>"
@@ -178,7 +174,9 @@ class ChildOutput:
         return count_read
 
     def _emitter(self, stream: int, origin: Origin) -> Callable[[list[bytes], list[int]], None]:
-        ring, sinks, gen, lines = self.ring, self._sinks, origin.generation, self._lines
+        # Not self: a drain refers to its emitter, and self to its drains; a cycle would keep the ring (all
+        # of a removed child's kept output) until the cycle collector's rare full pass.
+        ring, sinks, gen, lines, lock = self.ring, self._sinks, origin.generation, self._lines, self._counts_lock
 
         def emit(parts: list[bytes], counts: list[int]) -> None:
             # Every drain is abandoned (its tail emitted) before the ring closes, so nothing comes after.
@@ -187,7 +185,7 @@ class ChildOutput:
                 offered = [seg]
             else:
                 seg, offered = _joined(ring, stream, gen, parts, counts)
-            with self._counts_lock:
+            with lock:
                 lines[stream] += seg.count
             for sink in sinks:
                 for part in offered:
@@ -224,6 +222,16 @@ class ChildOutput:
             ring_evicted_records=ring.evicted_records,
             open_pipes=tuple(d.label for d in self._drains if not d.done),
         )
+
+
+def _behind(poller: Poller | None) -> Callable[[], bool]:
+    """True while a poller that may hold a child's pipes is behind (see ``Poller.behind``).
+
+    A function of the poller alone, not a method of ChildOutput: the ring it is given to stays out of a cycle.
+    """
+    if poller is None:
+        return Poller.any_behind
+    return lambda: poller.behind
 
 
 def _joined(

@@ -319,34 +319,40 @@ class Poller:
         return max(0.0, due - time.monotonic())
 
     def _run(self) -> None:
-        buf, drains, held = self._buf, self._drains, self._held
         while not self._stop:
             try:
                 events = self._epoll.poll(self._timeout())
             except InterruptedError:
                 continue
-            behind = False
-            for fd, _mask in events:
-                drain = drains.get(fd)
-                if drain is None:
-                    continue  # the wake-up pipe, or a drain abandoned since the poll
+            self._turn(events)
+
+    def _turn(self, events: list[tuple[int, int]]) -> None:
+        """Read every ready pipe, then emit what went quiet. A method of its own so that no drain stays
+        referenced from the thread's frame while it waits in epoll: a removed child's drain, and through
+        it the child's ring, is freed as soon as the child is."""
+        drains, held = self._drains, self._held
+        behind = False
+        for fd, _mask in events:
+            drain = drains.get(fd)
+            if drain is None:
+                continue  # the wake-up pipe, or a drain abandoned since the poll
+            try:
+                if drain.on_ready(self._buf):
+                    held.add(drain)
+                else:
+                    held.discard(drain)
+            except Exception:  # noqa: BLE001 - one pipe's failure must not stop every other pipe
+                self._failed(drain)
+            behind = behind or drain.last_read >= BEHIND_BYTES
+        self.behind = behind
+        if held:
+            now = time.monotonic()
+            for drain in [d for d in held if d.quiet_due() <= now]:
                 try:
-                    if drain.on_ready(buf):
-                        held.add(drain)
-                    else:
+                    if not drain.flush_quiet(now):
                         held.discard(drain)
-                except Exception:  # noqa: BLE001 - one pipe's failure must not stop every other pipe
+                except Exception:  # noqa: BLE001 - as above
                     self._failed(drain)
-                behind = behind or drain.last_read >= BEHIND_BYTES
-            self.behind = behind
-            if held:
-                now = time.monotonic()
-                for drain in [d for d in held if d.quiet_due() <= now]:
-                    try:
-                        if not drain.flush_quiet(now):
-                            held.discard(drain)
-                    except Exception:  # noqa: BLE001 - as above
-                        self._failed(drain)
 
     def _failed(self, drain: PipeDrain) -> None:
         self.errors += 1

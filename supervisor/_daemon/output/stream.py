@@ -79,24 +79,28 @@ def _line_offset(seg: Segment, k: int) -> int:
 
 
 class _Cursor:
-    """Where a reader is: the next sequence number, and its byte offset in the segment that holds it."""
+    """Where a reader is: the next sequence number, and its byte offset in the segment that holds it.
 
-    __slots__ = ("_offset", "_seg", "seq")
+    The segment is known by its first sequence number, not held: a reader that stopped reading must not
+    keep a record (up to a pipe's worth) alive after the ring evicted it.
+    """
+
+    __slots__ = ("_offset", "_seg_seq", "seq")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
-        self._seg: Segment | None = None
+        self._seg_seq = -1  # first_seq of the segment _offset is in (sequence numbers start at 1)
         self._offset = 0
 
     def offset_in(self, seg: Segment) -> int:
-        if self._seg is not seg:
-            self._seg = seg
+        if self._seg_seq != seg.first_seq:
+            self._seg_seq = seg.first_seq
             self._offset = _line_offset(seg, self.seq - seg.first_seq)
         return self._offset
 
     def advance(self, seg: Segment, lines: int, end_offset: int) -> None:
         self.seq += lines
-        self._seg, self._offset = seg, end_offset
+        self._seg_seq, self._offset = seg.first_seq, end_offset
 
 
 def _take(seg: Segment, offset: int, budget: int, at_least_one: bool) -> tuple[int, int]:
@@ -163,7 +167,9 @@ async def read_stream(ring: Ring, start_seq: int, follow: bool, streams: frozens
                 stepped_aside = True
                 continue  # the ring may have moved on meanwhile: look again, then send a batch
             stepped_aside = False
-            yield _batch(ring, cur, seg)
+            batch = _batch(ring, cur, seg)
+            del seg  # nor does the frame hold a record while the reader takes its time
+            yield batch
         if not follow or ring.closed:
             return
         await ring.wait_beyond(cur.seq)
