@@ -13,6 +13,7 @@ import pytest
 from supervisor._daemon.children import lifecycle as lc
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.children.sessions import scan_sessions
+from supervisor._daemon.output import freed_memory
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 from inproc import gone, output, sh, until
@@ -128,3 +129,26 @@ async def test_a_removed_childs_ring_is_freed_without_the_cycle_collector(regist
         await until(lambda: ring() is None, what="the removed child's ring to be freed")
     finally:
         gc.enable()
+
+
+async def test_the_memory_of_a_removed_childs_ring_goes_back_to_the_system(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+):
+    asked: list[int] = []  # freed_memory.RELEASER.trims when the ring was freed
+    release = freed_memory.release_soon
+
+    def recorded() -> None:
+        asked.append(freed_memory.RELEASER.trims)
+        release()
+
+    monkeypatch.setattr(freed_memory, "release_soon", recorded)
+
+    async def started() -> None:
+        child = await registry.spawn(sh("trimmed", "seq 1 20000; echo ready; exec sleep 1000"))
+        await until(lambda: b"ready" in output(child))
+
+    await started()
+    assert not asked, "nothing is released while the child is declared"
+    await registry.remove("trimmed")
+    await until(lambda: asked, what="the removed child's ring to be freed")
+    await until(lambda: freed_memory.RELEASER.trims > asked[0], what="malloc_trim after the ring was freed")
