@@ -212,17 +212,14 @@ def run_supd_flood(supd: d.Supd, n: int, lines: int, tmp: pathlib.Path, tag: str
     return out
 
 
-def settled_rss(pid: int, seconds: float = 3.0) -> float:
-    """supd's RSS once it stopped falling (the removed children's memory handed back), at most ``seconds``."""
+def settled_rss(pid: int, seconds: float = 1.0) -> float:
+    """supd's lowest RSS over ``seconds`` (the removed children's memory handed back meanwhile)."""
     deadline = time.monotonic() + seconds
-    last = d.proc_rss_mb(pid) or 0.0
+    low = d.proc_rss_mb(pid) or 0.0
     while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = d.proc_rss_mb(pid) or 0.0
-        if now >= last:
-            break
-        last = now
-    return last
+        time.sleep(0.05)
+        low = min(low, d.proc_rss_mb(pid) or low)
+    return low
 
 
 def run_idle(supd: d.Supd, seconds: float) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from supervisor._daemon import memory
 from supervisor._daemon.children import lifecycle as lc
 from supervisor._daemon.children.registry import Registry
 from supervisor._daemon.children.sessions import scan_sessions
-from supervisor._daemon.output import freed_memory
 from supervisor.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 from inproc import gone, output, sh, until
@@ -134,14 +134,14 @@ async def test_a_removed_childs_ring_is_freed_without_the_cycle_collector(regist
 async def test_the_memory_of_a_removed_childs_ring_goes_back_to_the_system(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ):
-    asked: list[int] = []  # freed_memory.RELEASER.trims when the ring was freed
-    release = freed_memory.release_soon
+    asked: list[int] = []  # memory.RELEASER.trims when the ring was freed
+    release = memory.release_soon
 
     def recorded() -> None:
-        asked.append(freed_memory.RELEASER.trims)
+        asked.append(memory.RELEASER.trims)
         release()
 
-    monkeypatch.setattr(freed_memory, "release_soon", recorded)
+    monkeypatch.setattr(memory, "release_soon", recorded)
 
     async def started() -> None:
         child = await registry.spawn(sh("trimmed", "seq 1 20000; echo ready; exec sleep 1000"))
@@ -151,4 +151,4 @@ async def test_the_memory_of_a_removed_childs_ring_goes_back_to_the_system(
     assert not asked, "nothing is released while the child is declared"
     await registry.remove("trimmed")
     await until(lambda: asked, what="the removed child's ring to be freed")
-    await until(lambda: freed_memory.RELEASER.trims > asked[0], what="malloc_trim after the ring was freed")
+    await until(lambda: memory.RELEASER.trims > asked[0], what="malloc_trim after the ring was freed")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
-import sys
 
 from supervisor._daemon.output.child_output import ChildOutput, Pipes
 from supervisor._daemon.output.drain import Poller
-from supervisor._daemon.output.records import ChildEvent, EventKind, Origin
+from supervisor._daemon.output.records import ChildEvent, EventKind, Origin, Segment
 from supervisor._daemon.output.ring import Ring
 from supervisor._daemon.output.sinks import STDERR, STDOUT
 from supervisor._daemon.output.stream import BATCH_BYTES, as_message, read_stream
@@ -97,13 +97,38 @@ def test_a_reader_that_stopped_reading_does_not_keep_an_evicted_record_alive():
         for i in range(1, 4):  # the reader takes its time; the ring evicts the record it is inside
             ring.append_lines(STDOUT, 1, b"%099d\n" % i * 10_000)
         assert ring.oldest_seq > 10_000
-        # Only this test and getrefcount's argument refer to it: no cursor, no frame of the stopped reader.
-        assert sys.getrefcount(record) == 2
+        # Its segment is gone: neither the cursor nor a frame of the stopped reader kept it.
+        assert not [r for r in gc.get_referrers(record) if isinstance(r, Segment)]
         gap = as_message(await reader.__anext__())
         assert gap.HasField("gap") and gap.gap.first_seq == 1 + len(first.lines.lengths)
         await reader.aclose()
 
     asyncio.run(main())
+
+
+def test_a_record_evicted_between_two_looks_at_the_ring_is_a_gap_never_lines_numbered_wrongly():
+    """The drain thread appends (and evicts) between the reader's oldest_seq and its find: staged here."""
+    ring = Ring(64 * 1024)
+    for i in range(10):
+        ring.append_lines(STDOUT, 1, b"".join(b"%d-%d\n" % (i, j) for j in range(1000)))
+    find = ring.find
+    appended: list[int] = []
+
+    def find_after_a_drain_turn(seq: int) -> Segment | None:
+        if not appended:
+            for k in range(3):
+                appended.append(ring.next_seq)
+                ring.append_lines(STDOUT, 1, b"".join(b"x%d-%d\n" % (k, j) for j in range(2000)))
+        return find(seq)
+
+    ring.find = find_after_a_drain_turn  # type: ignore[method-assign]
+    start = ring.oldest_seq + 5
+    messages = collect(ring, start)
+    assert messages[0].HasField("gap"), messages[0]
+    assert messages[0].gap.first_seq == start and messages[0].gap.count == ring.oldest_seq - start
+    got = lines_of(messages)
+    assert got[0][0] == ring.oldest_seq
+    assert [text for seq, text in got if seq == appended[2]] == [b"x2-0\n"], "every line under its own number"
 
 
 def test_a_reader_steps_aside_while_the_drain_is_behind_but_always_progresses():

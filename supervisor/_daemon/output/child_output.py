@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 
 import anyio
 
-from supervisor._daemon.output import freed_memory
+from supervisor._daemon import memory
 from supervisor._daemon.output.drain import READ_SIZE, PipeDrain, Poller, make_pipe
 from supervisor._daemon.output.records import (
     STDERR,
@@ -209,8 +209,9 @@ class ChildOutput:
         if not self.ring.closed:
             self.ring.append_event(final)
             self.ring.close()
-            # Once the last reader lets go of the ring, its memory goes back to the system (freed_memory.py).
-            weakref.finalize(self.ring, freed_memory.release_soon).atexit = False  # not as supd exits
+            # Once the last reader lets go of the ring, its memory goes back to the system (memory.py).
+            memory.RELEASER.arm()
+            weakref.finalize(self.ring, memory.release_soon).atexit = False  # not as supd exits
 
     def statistics(self) -> OutputStatistics:
         ring = self.ring

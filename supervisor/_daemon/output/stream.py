@@ -155,12 +155,15 @@ async def read_stream(ring: Ring, start_seq: int, follow: bool, streams: frozens
             seg = ring.find(cur.seq)
             if seg is None:
                 break
+            if seg.first_seq > cur.seq:
+                continue  # evicted since oldest_seq was read (a drain thread appended): the Gap comes next turn
             if seg.event is not None:
                 cur.advance(seg, 1, 0)
                 yield pb.StreamMessage(event=event_to_proto(seg.event, seg.first_seq))
                 continue
             if seg.stream not in streams:
                 cur = _Cursor(seg.end_seq)
+                del seg
                 continue
             if not stepped_aside and ring.drain_behind():
                 await _step_aside(ring)
