@@ -46,6 +46,7 @@ from supervisor._daemon.settings import ConfigError, Settings, parse_args
 from supervisor._daemon.state.keeper import StateKeeper
 from supervisor._daemon.state.store import AsyncStateStore, StateStore, StoreError
 from supervisor._daemon.telemetry.configure import Telemetry, TelemetrySettings, configure_logging
+from supervisor._daemon.telemetry.log_writer import installed as installed_log_writer
 from supervisor.errors import InvalidArgument, SupervisorError
 from supervisor.spec import ChildSpec, spec_from_proto
 from supervisor.v1 import supervisor_pb2 as pb
@@ -61,6 +62,8 @@ EXIT_STORE = 5
 RESERVE_SECONDS = 1.0
 # Telemetry's flush when supd exits for another reason than a shutdown (a socket error).
 TELEMETRY_FLUSH_SECONDS = 5.0
+# How long the log lines queued before a start-up failure may take to reach stderr ahead of its reason, at most.
+FATAL_LOG_DRAIN_SECONDS = 2.0
 # The grace given to the children a crashed supd left running, before SIGKILL (cut to the shutdown timeout).
 PREVIOUS_CHILDREN_GRACE_SECONDS = 10.0
 # Config children started at once at boot: each spawn waits for its child's exec in a worker thread, so the boot
@@ -261,6 +264,20 @@ async def _stop_everything(registry: Registry, shutdown: Shutdown) -> int:
     return 0
 
 
+def _fatal(message: str, code: int) -> int:
+    """Print why supd cannot start as the last line of its stderr; ``code``.
+
+    supd's log lines are written by a thread of their own (log_writer.py): the
+    ones queued before the failure go first, or a person reading the end of the
+    output would see an ordinary log line where the reason should be.
+    """
+    writer = installed_log_writer()
+    if writer is not None and not writer.drain(FATAL_LOG_DRAIN_SECONDS):
+        log.warning("supd.log.undrained", detail="stderr did not take supd's log lines in time")
+    print(f"supd: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_args(argv)
@@ -296,11 +313,9 @@ def main(argv: list[str] | None = None) -> int:
         telemetry.serve_scrapes()
         return anyio.run(serve, settings, telemetry, shutdown, backend="asyncio")
     except (SocketError, ListenError) as exc:
-        print(f"supd: {exc}", file=sys.stderr)
-        return EXIT_SOCKET
+        return _fatal(str(exc), EXIT_SOCKET)
     except StoreError as exc:
-        print(f"supd: {exc}", file=sys.stderr)
-        return EXIT_STORE
+        return _fatal(str(exc), EXIT_STORE)
     finally:
         # Telemetry outlives everything else: the children's last lines and supd's last events.
         flush = shutdown.left() if shutdown.deadline is not None else TELEMETRY_FLUSH_SECONDS
