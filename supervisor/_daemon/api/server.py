@@ -15,20 +15,17 @@ from grpc_reflection.v1alpha import reflection
 
 from supervisor._daemon.api.limits import ApiLimits, RequestGuard, server_options
 from supervisor._daemon.api.listeners import ListenSettings
+from supervisor._daemon.api.methods import SERVICE_NAME, STREAM
 from supervisor._daemon.api.preserialised import PassSerialised
 from supervisor._daemon.api.service import SupervisorService
 from supervisor._daemon.api.socket_dir import SocketError, SocketLock, bind_unix, check_private_directory
-from supervisor.v1 import supervisor_pb2 as pb
 from supervisor.v1 import supervisor_pb2_grpc as pb_grpc
 
 __all__ = ["SERVICE_NAME", "SocketError", "SocketLock", "build_server", "check_private_directory"]
 
 log = structlog.get_logger("supd.server")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Supervisor"].full_name
 # Methods whose handler may yield a reply already serialised (Stream's LineBatch from the C core).
-# (rpc_metrics.STREAM_METHOD names it too, but importing that module would load the metrics code with metrics
-# off: tests/test_metrics.py forbids it.)
-PRESERIALISED = frozenset({f"/{SERVICE_NAME}/Stream"})
+PRESERIALISED = frozenset({STREAM})
 
 
 async def build_server(

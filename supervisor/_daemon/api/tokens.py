@@ -22,6 +22,8 @@ import time
 
 import structlog
 
+from supervisor._daemon.api.methods import method_path
+
 __all__ = ["HEALTH_METHODS", "READ_METHODS", "Role", "TokenError", "Tokens", "parse_tokens"]
 
 log = structlog.get_logger("supd.auth")
@@ -30,10 +32,7 @@ MIN_TOKEN_CHARS = 16
 MAX_TOKEN_CHARS = 4096
 # Methods the read role may call: nothing here changes a child, the store or supd.
 READ_METHODS = frozenset({
-    "/supervisor.v1.Supervisor/List",
-    "/supervisor.v1.Supervisor/Stream",
-    "/supervisor.v1.Supervisor/Health",
-    "/supervisor.v1.Supervisor/GetState",
+    *(method_path(m) for m in ("List", "Stream", "Health", "GetState")),
     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

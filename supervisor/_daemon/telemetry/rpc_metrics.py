@@ -28,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from supervisor._daemon.api.methods import STREAM
+
 if TYPE_CHECKING:
     _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
 
 __all__ = ["STREAM_METHOD", "RpcMetrics"]
 
-STREAM_METHOD = "/supervisor.v1.Supervisor/Stream"
+STREAM_METHOD = STREAM
 
 
 def _status(context: Any, exc: BaseException | None) -> grpc.StatusCode:
