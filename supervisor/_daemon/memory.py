@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Callable
@@ -36,14 +37,23 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+@functools.cache
+def _libc_name() -> str | None:
+    """The C library's file name, looked up once: ``find_library`` runs ldconfig (about 30 ms measured here)."""
+    return ctypes.util.find_library("c")
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library (already loaded into the process: no file is read); raises OSError."""
+    return ctypes.CDLL(_libc_name())
+
+
 def tune_malloc() -> bool:
     """Raise glibc's thresholds; False (and a log line) where that is not glibc or it refuses."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = _libc().mallopt
     except (OSError, AttributeError) as exc:
-        log.warning("memory.mallopt.unavailable", libc=name, error=str(exc))
+        log.warning("memory.mallopt.unavailable", libc=_libc_name(), error=str(exc))
         return False
     ok: bool = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     if not ok:
@@ -74,7 +84,7 @@ class Releaser:
             if self._wake_w is not None or self._unavailable:
                 return
             try:
-                trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+                trim: Callable[[int], int] = _libc().malloc_trim
             except (OSError, AttributeError) as exc:
                 self._unavailable = True
                 log.info("memory.trim.unavailable", error=str(exc))
