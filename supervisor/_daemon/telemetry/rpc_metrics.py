@@ -33,9 +33,7 @@ from supervisor._daemon.api.methods import STREAM
 if TYPE_CHECKING:
     _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
 
-__all__ = ["STREAM_METHOD", "RpcMetrics"]
-
-STREAM_METHOD = STREAM
+__all__ = ["RpcMetrics"]
 
 
 def _status(context: Any, exc: BaseException | None) -> grpc.StatusCode:
@@ -78,7 +76,7 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         """``handler`` with the same call shape, timed from the call's start to its status."""
-        subscribe = "/" + method == STREAM_METHOD
+        subscribe = "/" + method == STREAM
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler),
             ("unary_stream", grpc.unary_stream_rpc_method_handler),
