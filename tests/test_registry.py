@@ -112,19 +112,21 @@ async def test_a_slow_removal_does_not_hold_up_another_child(registry: Registry)
         assert fast.state is lc.State.STOPPED and slow.state is lc.State.STOPPING
 
 
+async def started_ring(registry: Registry, name: str) -> weakref.ref[object]:
+    """Spawn ``name``, wait for its output, and return a weak reference to its ring (no strong one is kept)."""
+    child = await registry.spawn(sh(name, "seq 1 20000; echo ready; exec sleep 1000"))
+    await until(lambda: b"ready" in output(child))
+    return weakref.ref(child.output.ring)
+
+
 async def test_a_removed_childs_ring_is_freed_without_the_cycle_collector(registry: Registry):
     # The ring holds all of a child's kept output (8 MiB by default). Left to the cycle collector, which
     # runs its full pass rarely, rings of removed children piled up: 10 children added and removed in
     # turn grew supd by about their rings' bytes each time.
-    async def started() -> weakref.ref[object]:
-        child = await registry.spawn(sh("gone", "seq 1 20000; echo ready; exec sleep 1000"))
-        await until(lambda: b"ready" in output(child))
-        return weakref.ref(child.output.ring)
-
     gc.collect()
     gc.disable()
     try:
-        ring = await started()
+        ring = await started_ring(registry, "gone")
         await registry.remove("gone")
         await until(lambda: ring() is None, what="the removed child's ring to be freed")
     finally:
@@ -142,12 +144,7 @@ async def test_the_memory_of_a_removed_childs_ring_goes_back_to_the_system(
         release()
 
     monkeypatch.setattr(memory, "release_soon", recorded)
-
-    async def started() -> None:
-        child = await registry.spawn(sh("trimmed", "seq 1 20000; echo ready; exec sleep 1000"))
-        await until(lambda: b"ready" in output(child))
-
-    await started()
+    await started_ring(registry, "trimmed")
     assert not asked, "nothing is released while the child is declared"
     await registry.remove("trimmed")
     await until(lambda: asked, what="the removed child's ring to be freed")
